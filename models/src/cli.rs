@@ -1,0 +1,66 @@
+//! Command-line plumbing shared by the four binaries (`trainer`, `exporter`, `runtime`, `edge-demo`):
+//! one verbosity flag and one way to set up `tracing`, so every tool logs the same way.
+
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+/// `-v`/`-q` flags; `RUST_LOG` (e.g. `RUST_LOG=trainer=debug`) wins over them when set.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct Verbosity {
+    /// More log output: -v for debug, -vv for trace. RUST_LOG overrides this.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+impl Verbosity {
+    /// The default filter these flags ask for.
+    pub fn filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "warn",
+            (false, 0) => "info",
+            (false, 1) => "debug",
+            (false, _) => "trace",
+        }
+    }
+
+    /// Installs the global `tracing` subscriber, writing to stderr so that stdout stays for results
+    /// (tables, JSON) that other programs read.
+    pub fn init_logging(&self) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(self.filter()));
+        // A second call (tests calling a CLI entry point twice) keeps the first subscriber.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+    }
+}
+
+/// Ends a binary: `error: <message with its causes>` on stderr and exit status 1 on failure.
+/// (Returning the error from `main` would print a debug dump, with a stack trace under RUST_BACKTRACE.)
+pub fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_maps_to_filters() {
+        let v = |verbose, quiet| Verbosity { verbose, quiet }.filter();
+        assert_eq!(v(0, false), "info");
+        assert_eq!(v(1, false), "debug");
+        assert_eq!(v(3, false), "trace");
+        assert_eq!(v(0, true), "warn");
+    }
+}

@@ -1,0 +1,11 @@
+//! `models`: the architectures of the toolchain, defined once as data.
+//!
+//! Every other crate reads what is defined here: the trainer builds libtorch parameters from it, the
+//! exporter lowers it to ONNX, the runtime and the video CLI read the model metadata it describes.
+//! This crate is pure Rust (no libtorch, no ONNX Runtime, no OpenCV), so everything in it is testable on
+//! any machine.
+
+pub mod cli;
+
+/// The toolchain's version, written into every run directory and every exported model.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

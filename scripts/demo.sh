@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make demo`: the longest end-to-end slice of the toolchain that exists today, on the built-in data.
+#
+# Today that is the back-end slice every later step stands on: libtorch computes on the trainer's device,
+# ONNX Runtime runs a real pretrained model (../shared/models/fer_emotion.onnx), the exporter reads that
+# model's graph, and OpenCV decodes a real face video (made here from ../shared/data/faces) and finds the
+# faces in it. Training, export and video inference are added to this script as they land.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+OUT=${DEMO_OUT:-$ROOT/demo-out}
+SHARED=${SHARED:-$ROOT/../shared}
+MODEL="$SHARED/models/fer_emotion.onnx"
+FACES="$SHARED/data/faces"
+mkdir -p "$OUT"
+step() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
+
+step "building the four binaries"
+cargo build --workspace --bins -q
+BIN="$ROOT/target/debug"
+
+step "trainer doctor: libtorch and the CPU device"
+"$BIN/trainer" doctor --device cpu | tee "$OUT/trainer-doctor.txt"
+
+step "runtime doctor: ONNX Runtime running $MODEL on the CPU provider"
+"$BIN/runtime" doctor --provider cpu --model "$MODEL" | tee "$OUT/runtime-doctor.txt"
+
+step "exporter inspect: the graph of $MODEL"
+"$BIN/exporter" inspect "$MODEL" | tee "$OUT/fer_emotion.inspect.txt"
+
+step "making a face video from $FACES (ffmpeg)"
+Z="scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,setsar=1,zoompan=z='min(zoom+0.002,1.15)':d=75:s=640x480:fps=25,setsar=1"
+ffmpeg -loglevel error -y -i "$FACES/astronaut.png" -i "$FACES/obama.jpg" -i "$FACES/grace_hopper.jpg" \
+  -filter_complex "[0:v]$Z[a];[1:v]$Z[b];[2:v]$Z[c];[a][b][c]concat=n=3:v=1:a=0,format=yuv420p[v]" \
+  -map "[v]" -c:v libx264 "$OUT/faces.mp4"
+echo "wrote $OUT/faces.mp4"
+
+step "edge-demo doctor: OpenCV decodes the video and the Haar cascade finds a face"
+"$BIN/edge-demo" doctor --source "$OUT/faces.mp4" | tee "$OUT/edge-demo-doctor.txt"
+
+REPORT="$OUT/REPORT.md"
+{
+  echo "# Demo report ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  echo
+  echo "What ran: the back-end slice (libtorch, ONNX Runtime, ONNX reading, OpenCV video + face detection)."
+  for f in trainer-doctor runtime-doctor fer_emotion.inspect edge-demo-doctor; do
+    echo; echo "## $f"; echo; echo '```'; cat "$OUT/$f.txt"; echo '```'
+  done
+} > "$REPORT"
+step "done: report at $REPORT"

@@ -1,0 +1,41 @@
+//! Helpers for the cross-crate tests in `tests/tests/`: where the built binaries and the shared data are.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `../shared` beside the repository, where the project's real data and models live.
+pub fn shared_dir() -> PathBuf {
+    repo_root().join("..").join("shared")
+}
+
+/// Runs one of the workspace's binaries with `args` and waits for it.
+pub fn run_bin(name: &str, args: &[&str]) -> Output {
+    let path = bin(name);
+    Command::new(&path).args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()))
+}
+
+/// Stdout and stderr of a finished command, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!("status {}\n--- stdout\n{}\n--- stderr\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// True where an NVIDIA GPU is visible; GPU tests are `#[ignore]`d and run by `make test-gpu`.
+pub fn has_nvidia_gpu() -> bool {
+    Path::new("/dev/nvidia0").exists()
+}
+
+/// Path of a workspace binary built into the same target directory as the running test
+/// (`cargo test --workspace` builds every package's binaries before any test runs).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let p = dir.join(name);
+    assert!(p.is_file(), "{} is not built: run `cargo test --workspace` (or `make test`)", p.display());
+    p
+}

@@ -1,0 +1,7 @@
+//! `trainer`: everything that runs on libtorch (through `tch`). This is the only crate that links it.
+
+pub mod device;
+pub mod doctor;
+
+/// The libtorch version this binary was built against (read from the torch package at build time).
+pub const LIBTORCH_VERSION: &str = env!("DLCV_LIBTORCH_VERSION");
