@@ -5,7 +5,11 @@
 //! This crate is pure Rust (no libtorch, no ONNX Runtime, no OpenCV), so everything in it is testable on
 //! any machine.
 
+pub mod builder;
 pub mod cli;
+pub mod describe;
+pub mod graph;
+pub mod zoo;
 
 /// The toolchain's version, written into every run directory and every exported model.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

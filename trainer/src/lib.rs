@@ -1,5 +1,6 @@
 //! `trainer`: everything that runs on libtorch (through `tch`). This is the only crate that links it.
 
+pub mod cli;
 pub mod device;
 pub mod doctor;
 

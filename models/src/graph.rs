@@ -1,0 +1,541 @@
+//! The graph IR: a network as a value.
+//!
+//! A [`Graph`] is a list of [`Node`]s in topological order; node 0 is the input. Each node applies one
+//! [`Op`] from a closed set to the outputs of earlier nodes. Every back end (libtorch in the trainer,
+//! ONNX in the exporter, shape inference here) matches on [`Op`] without a catch-all arm, so a new op does
+//! not compile until every back end handles it.
+//!
+//! Shapes leave out the batch dimension: `[C, H, W]` for feature maps, `[F]` after `Flatten`/`Linear`.
+//! Parameter names are the node's dotted scope plus a suffix (`block1.conv1.weight`); the same name is
+//! used by the trainer's VarStore, the safetensors checkpoints and the ONNX initializers.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Index of a node in [`Graph::nodes`].
+pub type NodeId = usize;
+
+/// A per-sample shape (no batch dimension).
+pub type Shape = Vec<usize>;
+
+/// The closed set of operations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The graph input, `[channels, height, width]`. Exactly one, at node 0.
+    Input { channels: usize, height: usize, width: usize },
+    Conv2d {
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+        bias: bool,
+    },
+    /// Batch normalisation over channels (or features after `Flatten`). `momentum` is in torch's
+    /// convention (weight of the new batch statistic: mxnet/Keras momentum 0.9 is 0.1 here).
+    /// `fix_gamma` keeps the scale at 1 and untrained, as mxnet's `BatchNorm` does by default.
+    BatchNorm { eps: f64, momentum: f64, fix_gamma: bool },
+    Relu,
+    Elu { alpha: f64 },
+    /// Parametric ReLU with one learned slope per channel, initialised to `init`.
+    Prelu { init: f64 },
+    LeakyRelu { slope: f64 },
+    /// Local response normalisation across channels (AlexNet 2012 style).
+    Lrn { size: usize, alpha: f64, beta: f64, k: f64 },
+    MaxPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool },
+    /// Average pooling; padded positions are excluded from the average (`count_include_pad = false`).
+    AvgPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool },
+    /// Mean over the whole spatial extent: `[C, H, W]` -> `[C, 1, 1]`.
+    GlobalAvgPool,
+    Linear { out_features: usize, bias: bool },
+    /// Dropout with drop probability `p` (training only; removed at export).
+    Dropout { p: f64 },
+    /// `[C, H, W]` -> `[C*H*W]` in C-major order.
+    Flatten,
+    /// Concatenation along the channel axis.
+    Concat,
+    /// Element-wise sum of two or more inputs of one shape.
+    Add,
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+/// What a parameter is, so that initialisers, weight decay and counts can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    /// Convolution or linear weight.
+    Weight,
+    /// Convolution or linear bias.
+    Bias,
+    /// BatchNorm scale γ.
+    BnGamma,
+    /// BatchNorm shift β.
+    BnBeta,
+    /// BatchNorm running mean (a buffer: not trained by the optimizer).
+    BnRunningMean,
+    /// BatchNorm running variance (a buffer).
+    BnRunningVar,
+    /// PReLU slopes.
+    PreluSlope,
+}
+
+impl ParamKind {
+    /// Buffers are saved and exported but never touched by the optimizer.
+    pub fn is_buffer(self) -> bool {
+        match self {
+            Self::BnRunningMean | Self::BnRunningVar => true,
+            Self::Weight | Self::Bias | Self::BnGamma | Self::BnBeta | Self::PreluSlope => false,
+        }
+    }
+}
+
+/// One parameter tensor of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamSpec {
+    /// Full dotted name: `<node name>.<suffix>`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub kind: ParamKind,
+    /// False for buffers and for a BatchNorm γ held at 1 (`fix_gamma`).
+    pub trainable: bool,
+    /// Fan-in and fan-out for weight initialisers (`Weight` only; zero otherwise).
+    pub fan_in: usize,
+    pub fan_out: usize,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// How a model's weights start (the book's choice for each network is part of its definition).
+/// Biases start at 0, BatchNorm γ at 1 and β at 0, running statistics at 0 and 1, PReLU slopes at
+/// their op's `init`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "scheme", rename_all = "snake_case")]
+pub enum Init {
+    /// mxnet `Xavier()` (uniform, factor "avg", magnitude 3) = Glorot uniform:
+    /// U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
+    XavierUniform,
+    /// mxnet `MSRAPrelu()` (Gaussian, factor "avg", slope 0.25):
+    /// N(0, s²), s = sqrt(2 / ((1 + slope²) (fan_in + fan_out) / 2)).
+    MsraPrelu { slope: f64 },
+    /// Keras `he_normal`: truncated normal (cut at 2σ), σ = sqrt(2 / fan_in).
+    HeNormal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Unique dotted name, e.g. `stage2.unit1.conv1`.
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    pub name: String,
+    pub nodes: Vec<Node>,
+    /// The node whose value is the network's output (the logits, before any softmax).
+    pub output: NodeId,
+    pub init: Init,
+}
+
+/// Errors that name the node they are about.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GraphError {
+    #[error("node '{node}': {reason}")]
+    Node { node: String, reason: String },
+    #[error("graph '{graph}': {reason}")]
+    Graph { graph: String, reason: String },
+}
+
+fn node_err(node: &Node, reason: impl Into<String>) -> GraphError {
+    GraphError::Node { node: node.name.clone(), reason: reason.into() }
+}
+
+/// Output size of a pooling or convolution window along one axis; `None` when the window does not fit.
+fn window_out(size: usize, kernel: usize, stride: usize, pad: usize, dilation: usize, ceil: bool) -> Option<usize> {
+    let span = dilation * (kernel - 1) + 1;
+    let padded = size + 2 * pad;
+    if stride == 0 || padded < span {
+        return None;
+    }
+    let mut out = (padded - span) / stride + 1;
+    // ceil mode: one more window when a partial one remains, unless it would start in the right padding.
+    if ceil && (padded - span) % stride != 0 && (out * stride) < size + pad {
+        out += 1;
+    }
+    Some(out)
+}
+
+fn spatial(node: &Node, s: &Shape) -> Result<(usize, usize, usize), GraphError> {
+    match s.as_slice() {
+        [c, h, w] => Ok((*c, *h, *w)),
+        _ => Err(node_err(node, format!("expects a [C, H, W] input, got {s:?}"))),
+    }
+}
+
+fn pool_shape(node: &Node, s: &Shape, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil: bool) -> Result<Shape, GraphError> {
+    let (c, h, w) = spatial(node, s)?;
+    if padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1] {
+        return Err(node_err(node, format!("padding {padding:?} is more than half the kernel {kernel:?}")));
+    }
+    let oh = window_out(h, kernel[0], stride[0], padding[0], 1, ceil);
+    let ow = window_out(w, kernel[1], stride[1], padding[1], 1, ceil);
+    match (oh, ow) {
+        (Some(oh), Some(ow)) => Ok(vec![c, oh, ow]),
+        _ => Err(node_err(node, format!("kernel {kernel:?} does not fit the input {h}x{w} with padding {padding:?}"))),
+    }
+}
+
+impl Op {
+    /// The output shape for the given input shapes, or an error naming `node`.
+    pub fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape, GraphError> {
+        let arity = |n: usize| -> Result<&Shape, GraphError> {
+            if ins.len() == n {
+                Ok(ins[0])
+            } else {
+                Err(node_err(node, format!("takes {n} input(s), got {}", ins.len())))
+            }
+        };
+        match self {
+            Op::Input { channels, height, width } => {
+                if !ins.is_empty() {
+                    return Err(node_err(node, "the input node takes no inputs"));
+                }
+                if *channels == 0 || *height == 0 || *width == 0 {
+                    return Err(node_err(node, "input dimensions must be positive"));
+                }
+                Ok(vec![*channels, *height, *width])
+            }
+            Op::Conv2d { out_channels, kernel, stride, padding, dilation, groups, .. } => {
+                let (c, h, w) = spatial(node, arity(1)?)?;
+                if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
+                    return Err(node_err(node, format!("groups {groups} must divide in ({c}) and out ({out_channels}) channels")));
+                }
+                if *out_channels == 0 || kernel.contains(&0) || dilation.contains(&0) {
+                    return Err(node_err(node, "channels, kernel and dilation must be positive"));
+                }
+                let oh = window_out(h, kernel[0], stride[0], padding[0], dilation[0], false);
+                let ow = window_out(w, kernel[1], stride[1], padding[1], dilation[1], false);
+                match (oh, ow) {
+                    (Some(oh), Some(ow)) => Ok(vec![*out_channels, oh, ow]),
+                    _ => Err(node_err(node, format!("kernel {kernel:?} does not fit the input {h}x{w} with padding {padding:?}"))),
+                }
+            }
+            Op::BatchNorm { eps, momentum, .. } => {
+                let s = arity(1)?;
+                if !eps.is_finite() || *eps <= 0.0 || !(0.0..=1.0).contains(momentum) {
+                    return Err(node_err(node, format!("eps {eps} must be > 0 and momentum {momentum} in [0, 1]")));
+                }
+                if s.len() != 1 && s.len() != 3 {
+                    return Err(node_err(node, format!("normalises [C, H, W] or [F] inputs, got {s:?}")));
+                }
+                Ok(s.clone())
+            }
+            Op::Relu | Op::Elu { .. } | Op::LeakyRelu { .. } | Op::Dropout { .. } | Op::Softmax => {
+                if let Op::Dropout { p } = self {
+                    if !(0.0..1.0).contains(p) {
+                        return Err(node_err(node, format!("drop probability {p} must be in [0, 1)")));
+                    }
+                }
+                Ok(arity(1)?.clone())
+            }
+            Op::Prelu { .. } => {
+                let s = arity(1)?;
+                if s.len() != 1 && s.len() != 3 {
+                    return Err(node_err(node, format!("PReLU needs [C, H, W] or [F] input, got {s:?}")));
+                }
+                Ok(s.clone())
+            }
+            Op::Lrn { size, .. } => {
+                let s = arity(1)?;
+                spatial(node, s)?;
+                if *size == 0 {
+                    return Err(node_err(node, "LRN size must be positive"));
+                }
+                Ok(s.clone())
+            }
+            Op::MaxPool { kernel, stride, padding, ceil_mode } | Op::AvgPool { kernel, stride, padding, ceil_mode } => {
+                pool_shape(node, arity(1)?, *kernel, *stride, *padding, *ceil_mode)
+            }
+            Op::GlobalAvgPool => {
+                let (c, _, _) = spatial(node, arity(1)?)?;
+                Ok(vec![c, 1, 1])
+            }
+            Op::Linear { out_features, .. } => match arity(1)?.as_slice() {
+                [_] if *out_features > 0 => Ok(vec![*out_features]),
+                [_] => Err(node_err(node, "out_features must be positive")),
+                s => Err(node_err(node, format!("Linear needs a flat [F] input (add Flatten first), got {s:?}"))),
+            },
+            Op::Flatten => Ok(vec![arity(1)?.iter().product()]),
+            Op::Concat => {
+                if ins.len() < 2 {
+                    return Err(node_err(node, "Concat needs at least two inputs"));
+                }
+                let (_, h, w) = spatial(node, ins[0])?;
+                let mut c_total = 0;
+                for s in ins {
+                    let (c, hh, ww) = spatial(node, s)?;
+                    if (hh, ww) != (h, w) {
+                        return Err(node_err(node, format!("Concat inputs differ in spatial size: {h}x{w} vs {hh}x{ww}")));
+                    }
+                    c_total += c;
+                }
+                Ok(vec![c_total, h, w])
+            }
+            Op::Add => {
+                if ins.len() < 2 {
+                    return Err(node_err(node, "Add needs at least two inputs"));
+                }
+                if let Some(s) = ins.iter().find(|s| **s != ins[0]) {
+                    return Err(node_err(node, format!("Add inputs differ in shape: {:?} vs {s:?}", ins[0])));
+                }
+                Ok(ins[0].clone())
+            }
+        }
+    }
+
+    /// The parameters this op owns, given its (single) input shape.
+    pub fn params(&self, node_name: &str, input: Option<&Shape>) -> Vec<ParamSpec> {
+        let p = |suffix: &str, shape: Vec<usize>, kind: ParamKind, trainable: bool, fans: (usize, usize)| ParamSpec {
+            name: format!("{node_name}.{suffix}"),
+            shape,
+            kind,
+            trainable,
+            fan_in: fans.0,
+            fan_out: fans.1,
+        };
+        let channels = input.and_then(|s| s.first().copied()).unwrap_or(0);
+        match self {
+            Op::Conv2d { out_channels, kernel, groups, bias, .. } => {
+                let in_per_group = channels / groups.max(&1);
+                let receptive = kernel[0] * kernel[1];
+                let fans = (in_per_group * receptive, out_channels / groups.max(&1) * receptive);
+                let mut v = vec![p("weight", vec![*out_channels, in_per_group, kernel[0], kernel[1]], ParamKind::Weight, true, fans)];
+                if *bias {
+                    v.push(p("bias", vec![*out_channels], ParamKind::Bias, true, (0, 0)));
+                }
+                v
+            }
+            Op::Linear { out_features, bias } => {
+                let in_features = input.map(|s| s.iter().product()).unwrap_or(0);
+                let mut v = vec![p("weight", vec![*out_features, in_features], ParamKind::Weight, true, (in_features, *out_features))];
+                if *bias {
+                    v.push(p("bias", vec![*out_features], ParamKind::Bias, true, (0, 0)));
+                }
+                v
+            }
+            Op::BatchNorm { fix_gamma, .. } => vec![
+                p("weight", vec![channels], ParamKind::BnGamma, !fix_gamma, (0, 0)),
+                p("bias", vec![channels], ParamKind::BnBeta, true, (0, 0)),
+                p("running_mean", vec![channels], ParamKind::BnRunningMean, false, (0, 0)),
+                p("running_var", vec![channels], ParamKind::BnRunningVar, false, (0, 0)),
+            ],
+            Op::Prelu { .. } => vec![p("weight", vec![channels], ParamKind::PreluSlope, true, (0, 0))],
+            Op::Input { .. }
+            | Op::Relu
+            | Op::Elu { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Lrn { .. }
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool
+            | Op::Dropout { .. }
+            | Op::Flatten
+            | Op::Concat
+            | Op::Add
+            | Op::Softmax => vec![],
+        }
+    }
+
+    /// A short name for tables and errors (`Conv2d`, `MaxPool`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "Input",
+            Op::Conv2d { .. } => "Conv2d",
+            Op::BatchNorm { .. } => "BatchNorm",
+            Op::Relu => "ReLU",
+            Op::Elu { .. } => "ELU",
+            Op::Prelu { .. } => "PReLU",
+            Op::LeakyRelu { .. } => "LeakyReLU",
+            Op::Lrn { .. } => "LRN",
+            Op::MaxPool { .. } => "MaxPool",
+            Op::AvgPool { .. } => "AvgPool",
+            Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::Linear { .. } => "Linear",
+            Op::Dropout { .. } => "Dropout",
+            Op::Flatten => "Flatten",
+            Op::Concat => "Concat",
+            Op::Add => "Add",
+            Op::Softmax => "Softmax",
+        }
+    }
+}
+
+/// Parameter totals by kind, the way the book counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ParamCount {
+    /// Convolution and linear weights and biases.
+    pub weights: usize,
+    /// BatchNorm γ and β.
+    pub bn_affine: usize,
+    /// BatchNorm running mean and variance (buffers).
+    pub bn_stats: usize,
+    /// PReLU slopes.
+    pub prelu: usize,
+    /// Parameters the optimizer updates (excludes buffers and fixed γ).
+    pub trainable: usize,
+}
+
+impl ParamCount {
+    /// Every stored value: what a checkpoint holds.
+    pub fn total(&self) -> usize {
+        self.weights + self.bn_affine + self.bn_stats + self.prelu
+    }
+}
+
+impl Graph {
+    /// The input shape `[C, H, W]`.
+    pub fn input_shape(&self) -> [usize; 3] {
+        match self.nodes.first().map(|n| &n.op) {
+            Some(Op::Input { channels, height, width }) => [*channels, *height, *width],
+            _ => [0, 0, 0],
+        }
+    }
+
+    /// Checks the structure and infers every node's output shape (index = node id).
+    pub fn shapes(&self) -> Result<Vec<Shape>, GraphError> {
+        let gerr = |reason: String| GraphError::Graph { graph: self.name.clone(), reason };
+        match self.nodes.first() {
+            Some(Node { op: Op::Input { .. }, .. }) => {}
+            _ => return Err(gerr("node 0 must be the Input".into())),
+        }
+        if self.output >= self.nodes.len() {
+            return Err(gerr(format!("output node {} does not exist ({} nodes)", self.output, self.nodes.len())));
+        }
+        let mut names = HashSet::new();
+        let mut shapes: Vec<Shape> = Vec::with_capacity(self.nodes.len());
+        for (id, node) in self.nodes.iter().enumerate() {
+            if node.name.is_empty() || !names.insert(node.name.as_str()) {
+                return Err(node_err(node, "node names must be unique and non-empty"));
+            }
+            if id > 0 && matches!(node.op, Op::Input { .. }) {
+                return Err(node_err(node, "only node 0 may be an Input"));
+            }
+            if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
+                return Err(node_err(node, format!("reads node {bad}, which does not come before it (node {id})")));
+            }
+            let ins: Vec<&Shape> = node.inputs.iter().map(|&i| &shapes[i]).collect();
+            shapes.push(node.op.output_shape(node, &ins)?);
+        }
+        Ok(shapes)
+    }
+
+    /// Every parameter of the graph in node order, with its full name.
+    pub fn params(&self) -> Result<Vec<ParamSpec>, GraphError> {
+        let shapes = self.shapes()?;
+        Ok(self
+            .nodes
+            .iter()
+            .flat_map(|n| n.op.params(&n.name, n.inputs.first().map(|&i| &shapes[i])))
+            .collect())
+    }
+
+    pub fn param_count(&self) -> Result<ParamCount, GraphError> {
+        let mut c = ParamCount::default();
+        for p in self.params()? {
+            let n = p.numel();
+            match p.kind {
+                ParamKind::Weight | ParamKind::Bias => c.weights += n,
+                ParamKind::BnGamma | ParamKind::BnBeta => c.bn_affine += n,
+                ParamKind::BnRunningMean | ParamKind::BnRunningVar => c.bn_stats += n,
+                ParamKind::PreluSlope => c.prelu += n,
+            }
+            if p.trainable {
+                c.trainable += n;
+            }
+        }
+        Ok(c)
+    }
+
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<(NodeId, &Node)> {
+        self.nodes.iter().enumerate().find(|(_, n)| n.name == name)
+    }
+
+    /// Ids of the nodes that read node `id`.
+    pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&id)).map(|(i, _)| i).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_arithmetic_matches_torch() {
+        // floor mode: (227 - 11) / 4 + 1 = 55; 55 -> 3x3/2 -> 27
+        assert_eq!(window_out(227, 11, 4, 0, 1, false), Some(55));
+        assert_eq!(window_out(55, 3, 2, 0, 1, false), Some(27));
+        // GoogLeNet stem pooling with pad 1: 112 -> 56
+        assert_eq!(window_out(112, 3, 2, 1, 1, false), Some(56));
+        // ceil mode adds the partial window: torch MaxPool2d(3, 2, ceil_mode=True) on 112 gives 56, on 56 gives 28
+        assert_eq!(window_out(112, 3, 2, 0, 1, true), Some(56));
+        assert_eq!(window_out(56, 3, 2, 0, 1, false), Some(27));
+        assert_eq!(window_out(56, 3, 2, 0, 1, true), Some(28));
+        // dilation 2 on a 3x3 kernel spans 5
+        assert_eq!(window_out(10, 3, 1, 0, 2, false), Some(6));
+        assert_eq!(window_out(2, 3, 1, 0, 1, false), None);
+    }
+
+    #[test]
+    fn every_op_infers_its_shape_and_parameters() {
+        use crate::builder::{conv, GraphBuilder};
+        let mut b = GraphBuilder::new("all-ops", [8, 9, 9], Init::XavierUniform);
+        let x = b.input();
+        let g2 = b.then("grouped", conv(16, 3).pad(2).dilation(2).groups(4).no_bias().build(), x); // [16, 9, 9]
+        let lrn = b.then("lrn", Op::Lrn { size: 5, alpha: 1e-4, beta: 0.75, k: 2.0 }, g2);
+        let leaky = b.then("leaky", Op::LeakyRelu { slope: 0.1 }, lrn);
+        let ceil = b.then("ceil", Op::MaxPool { kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceil_mode: true }, leaky); // [16, 5, 5]
+        let avg = b.then("avg", Op::AvgPool { kernel: [3, 3], stride: [1, 1], padding: [1, 1], ceil_mode: false }, ceil); // [16, 5, 5]
+        let gap = b.then("gap", Op::GlobalAvgPool, avg); // [16, 1, 1]
+        let flat = b.flatten("flat", gap);
+        let prelu = b.then("prelu", Op::Prelu { init: 0.25 }, flat);
+        let fc = b.then("fc", Op::Linear { out_features: 4, bias: false }, prelu);
+        let sm = b.then("softmax", Op::Softmax, fc);
+        let g = b.finish(sm).unwrap();
+        let shapes = g.shapes().unwrap();
+        assert_eq!(shapes[g2], vec![16, 9, 9]);
+        assert_eq!(shapes[ceil], vec![16, 5, 5]);
+        assert_eq!(shapes[avg], vec![16, 5, 5]);
+        assert_eq!(shapes[gap], vec![16, 1, 1]);
+        assert_eq!(shapes[sm], vec![4]);
+        let params = g.params().unwrap();
+        let names: Vec<(&str, &[usize])> = params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
+        // grouped conv: 8 in channels / 4 groups = 2 per group; no bias anywhere
+        assert_eq!(names, [("grouped.weight", &[16, 2, 3, 3][..]), ("prelu.weight", &[16][..]), ("fc.weight", &[4, 16][..])]);
+        assert_eq!((params[0].fan_in, params[0].fan_out), (2 * 9, 4 * 9));
+    }
+
+    #[test]
+    fn structural_errors_are_reported() {
+        let input = Node { name: "input".into(), op: Op::Input { channels: 1, height: 4, width: 4 }, inputs: vec![] };
+        let relu = |name: &str, from: usize| Node { name: name.into(), op: Op::Relu, inputs: vec![from] };
+        let g = |nodes: Vec<Node>| Graph { name: "g".into(), output: nodes.len() - 1, nodes, init: Init::XavierUniform };
+        let err = g(vec![input.clone(), relu("a", 2), relu("b", 1)]).shapes().unwrap_err();
+        assert_eq!(err.to_string(), "node 'a': reads node 2, which does not come before it (node 1)");
+        let err = g(vec![input.clone(), relu("a", 0), relu("a", 1)]).shapes().unwrap_err();
+        assert_eq!(err.to_string(), "node 'a': node names must be unique and non-empty");
+        let err = g(vec![relu("a", 0)]).shapes().unwrap_err();
+        assert_eq!(err.to_string(), "graph 'g': node 0 must be the Input");
+        let drop = Node { name: "drop".into(), op: Op::Dropout { p: 1.0 }, inputs: vec![0] };
+        assert!(g(vec![input, drop]).shapes().unwrap_err().to_string().contains("drop probability 1"));
+    }
+}
