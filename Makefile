@@ -14,11 +14,14 @@ build: setup
 	$(CARGO) build --workspace
 
 # The whole suite: unit tests, the cross-crate tests in tests/, and the Python oracles they call.
+# The cross-crate tests run the four binaries, which `cargo test` alone does not build.
 test: setup
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 # GPU-only tests are #[ignore]d with a reason naming this target; on a CUDA machine this runs them.
 test-gpu: setup
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace -- --ignored gpu
 
 # The main job end to end on the built-in default data; writes demo-out/ and prints the report's path.
