@@ -1,5 +1,7 @@
 //! `trainer`: thin command-line front over the `trainer` library.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use models::cli::Verbosity;
@@ -23,6 +25,63 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModelsAction>,
         /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a run directory with a config and epoch-0 weights of a registry model.
+    Init {
+        /// A registry model name (see `trainer models`).
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        num_classes: usize,
+        /// Seed of the weight initialisation.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The run directory to create.
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// Train from a TOML experiment config; resume with --start-epoch N, change the rate with --lr.
+    ///
+    /// As in the book, --epochs is the epoch to stop at: `--start-epoch 2 --epochs 4` trains epochs 3
+    /// and 4 from the epoch-2 checkpoint.
+    Train {
+        /// The experiment config (see configs/).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run directory (overrides train.run).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// The epoch to stop at (overrides train.epochs).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Resume from this epoch's checkpoint in the run directory.
+        #[arg(long)]
+        start_epoch: Option<usize>,
+        /// Learning rate (overrides train.lr): the book's "stop, lower the rate, resume".
+        #[arg(long)]
+        lr: Option<f64>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// cpu, cuda or cuda:N (overrides train.device).
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+    },
+    /// Evaluate a checkpoint (default: the latest) on a dataset: loss, rank-1, rank-5.
+    Eval {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        epoch: Option<usize>,
+        /// IDX prefix, e.g. /usr/share/datasets/fashion-mnist/t10k.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        batch_size: usize,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -65,6 +124,27 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { action: None, json } => trainer::cli::list_models(json)?,
         Command::Models { action: Some(ModelsAction::Describe { name, num_classes, in_channels, json }), .. } => {
             trainer::cli::describe_model(&name, num_classes, in_channels, json)?
+        }
+        Command::Init { model, num_classes, seed, run } => {
+            let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
+            println!("initialised {model} ({num_classes} classes, seed {seed}): {}", path.display());
+        }
+        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size } => {
+            trainer::progress::install_interrupt_handler();
+            let cfg = trainer::train::Config::from_file(&config)?;
+            let o = trainer::train::Overrides { run, epochs, start_epoch, lr, seed, device, batch_size };
+            let history = trainer::train::train(cfg, &o)?;
+            if let Some(last) = history.last() {
+                println!("{}", serde_json::to_string(last)?);
+            }
+        }
+        Command::Eval { run, epoch, data, batch_size, json } => {
+            let (epoch, m) = trainer::train::eval(&run, epoch, &data, batch_size)?;
+            if json {
+                println!("{}", serde_json::json!({"epoch": epoch, "metrics": m}));
+            } else {
+                println!("{} epoch {epoch} on {}: {} samples, loss {:.4}, rank-1 {:.2}%, rank-5 {:.2}%", run.display(), data.display(), m.samples, m.loss, 100.0 * m.rank1, 100.0 * m.rank5);
+            }
         }
         Command::Doctor { device, json } => {
             let report = trainer::doctor::run(device);

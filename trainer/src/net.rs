@@ -1,0 +1,211 @@
+//! The graph interpreter on libtorch: parameters under the graph's dotted names, initialised by the
+//! model's scheme, and a forward pass in train or eval mode.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use models::graph::{Graph, GraphError, Init, Op, ParamKind, ParamSpec};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error("{path}: {reason}")]
+    Weights { path: String, reason: String },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// A graph with its parameters on one device.
+pub struct Net {
+    pub graph: Graph,
+    /// Every parameter and buffer, by its graph name.
+    pub params: BTreeMap<String, Tensor>,
+    pub specs: Vec<ParamSpec>,
+    pub device: Device,
+}
+
+fn dims(s: &[usize]) -> Vec<i64> {
+    s.iter().map(|&d| d as i64).collect()
+}
+
+/// Draws the initial value of one parameter (under `no_grad`), following the graph's scheme.
+fn initial_value(spec: &ParamSpec, op: &Op, init: Init, device: Device) -> Tensor {
+    let shape = dims(&spec.shape);
+    let opts = (Kind::Float, device);
+    match spec.kind {
+        ParamKind::Weight => {
+            let (fi, fo) = (spec.fan_in as f64, spec.fan_out as f64);
+            match init {
+                Init::XavierUniform => {
+                    let a = (6.0 / (fi + fo)).sqrt();
+                    Tensor::empty(&shape, opts).uniform_(-a, a)
+                }
+                Init::MsraPrelu { slope } => {
+                    let std = (2.0 / ((1.0 + slope * slope) * (fi + fo) / 2.0)).sqrt();
+                    Tensor::empty(&shape, opts).normal_(0.0, std)
+                }
+                Init::HeNormal => {
+                    // Keras he_normal: a normal truncated at two standard deviations, whose std is
+                    // sqrt(2 / fan_in) after truncation (hence the 0.8796 correction).
+                    let std = (2.0 / fi).sqrt() / 0.879_625_661_034_239_8;
+                    let mut t = Tensor::empty(&shape, opts).normal_(0.0, std);
+                    // redraw the values beyond 2 std until none remain
+                    loop {
+                        let outside = t.abs().gt(2.0 * std);
+                        if outside.sum(Kind::Int64).int64_value(&[]) == 0 {
+                            break t;
+                        }
+                        let fresh = Tensor::empty(&shape, opts).normal_(0.0, std);
+                        t = t.where_self(&outside.logical_not(), &fresh);
+                    }
+                }
+            }
+        }
+        ParamKind::Bias | ParamKind::BnBeta | ParamKind::BnRunningMean => Tensor::zeros(&shape, opts),
+        ParamKind::BnGamma | ParamKind::BnRunningVar => Tensor::ones(&shape, opts),
+        ParamKind::PreluSlope => {
+            let init = if let Op::Prelu { init } = op { *init } else { 0.25 };
+            Tensor::full(&shape, init, opts)
+        }
+    }
+}
+
+/// ELU with any alpha (libtorch's `elu` here takes none): x for x > 0, alpha (e^x - 1) otherwise.
+fn elu(x: &Tensor, alpha: f64) -> Tensor {
+    x.relu() + (x.clamp_max(0.0).exp() - 1.0) * alpha
+}
+
+/// Local response normalisation across channels, as torch.nn.LocalResponseNorm computes it:
+/// x / (k + alpha / size * sum over the `size` neighbouring channels of x²)^beta.
+fn lrn(x: &Tensor, size: usize, alpha: f64, beta: f64, k: f64) -> Tensor {
+    let sq = x.square().unsqueeze(1); // [N, 1, C, H, W]
+    let pad = [0, 0, 0, 0, (size / 2) as i64, ((size - 1) / 2) as i64];
+    let sq = sq.constant_pad_nd(pad);
+    let avg = sq.avg_pool3d([size as i64, 1, 1], [1, 1, 1], [0, 0, 0], false, true, None).squeeze_dim(1);
+    x / (avg * alpha + k).pow_tensor_scalar(beta)
+}
+
+impl Net {
+    /// Creates every parameter of `graph` on `device`, initialised by the graph's scheme from the
+    /// current libtorch seed.
+    pub fn new(graph: Graph, device: Device) -> Result<Self, NetError> {
+        let specs = graph.params()?;
+        let mut params = BTreeMap::new();
+        let _guard = tch::no_grad_guard();
+        for spec in &specs {
+            let node = spec.name.rsplit_once('.').map(|(n, _)| n).unwrap_or_default();
+            let op = graph.node(node).map(|(_, n)| n.op.clone()).unwrap_or(Op::Relu);
+            let t = initial_value(spec, &op, graph.init, device);
+            params.insert(spec.name.clone(), if spec.trainable { t.set_requires_grad(true) } else { t });
+        }
+        Ok(Self { graph, params, specs, device })
+    }
+
+    /// The trainable parameters with their specs, in graph order.
+    pub fn trainable(&self) -> Vec<(&ParamSpec, &Tensor)> {
+        self.specs.iter().filter(|s| s.trainable).map(|s| (s, &self.params[&s.name])).collect()
+    }
+
+    fn p(&self, name: &str) -> &Tensor {
+        &self.params[name]
+    }
+
+    /// Runs the graph on a batch `[N, C, H, W]` and returns the output node's value (the logits).
+    /// `train` switches dropout on and makes BatchNorm use and update batch statistics.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let g = &self.graph;
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(g.nodes.len());
+        // free each value after its last reader, to keep activation memory to what autograd needs
+        let mut last_use = vec![0usize; g.nodes.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            for &j in &n.inputs {
+                last_use[j] = i;
+            }
+        }
+        last_use[g.output] = usize::MAX;
+        for (i, node) in g.nodes.iter().enumerate() {
+            let input = |k: usize| values[node.inputs[k]].as_ref().expect("value freed before its last use");
+            let name = |suffix: &str| format!("{}.{suffix}", node.name);
+            let out = match &node.op {
+                Op::Input { .. } => x.shallow_clone(),
+                Op::Conv2d { stride, padding, dilation, groups, bias, .. } => input(0).conv2d(
+                    self.p(&name("weight")),
+                    if *bias { Some(self.p(&name("bias"))) } else { None },
+                    dims(stride),
+                    dims(padding),
+                    dims(dilation),
+                    *groups as i64,
+                ),
+                Op::BatchNorm { eps, momentum, .. } => Tensor::batch_norm(
+                    input(0),
+                    Some(self.p(&name("weight"))),
+                    Some(self.p(&name("bias"))),
+                    Some(self.p(&name("running_mean"))),
+                    Some(self.p(&name("running_var"))),
+                    train,
+                    *momentum,
+                    *eps,
+                    true,
+                ),
+                Op::Relu => input(0).relu(),
+                Op::Elu { alpha } => elu(input(0), *alpha),
+                Op::Prelu { .. } => input(0).prelu(self.p(&name("weight"))),
+                Op::LeakyRelu { slope } => {
+                    let x = input(0);
+                    x.clamp_min(0.0) + x.clamp_max(0.0) * *slope
+                }
+                Op::Lrn { size, alpha, beta, k } => lrn(input(0), *size, *alpha, *beta, *k),
+                Op::MaxPool { kernel, stride, padding, ceil_mode } => {
+                    input(0).max_pool2d(dims(kernel), dims(stride), dims(padding), [1, 1], *ceil_mode)
+                }
+                Op::AvgPool { kernel, stride, padding, ceil_mode } => {
+                    input(0).avg_pool2d(dims(kernel), dims(stride), dims(padding), *ceil_mode, false, None)
+                }
+                Op::GlobalAvgPool => input(0).adaptive_avg_pool2d([1, 1]),
+                Op::Linear { bias, .. } => {
+                    input(0).linear(self.p(&name("weight")), if *bias { Some(self.p(&name("bias"))) } else { None })
+                }
+                Op::Dropout { p } => input(0).dropout(*p, train),
+                Op::Flatten => input(0).flatten(1, -1),
+                Op::Concat => {
+                    let parts: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect();
+                    Tensor::cat(&parts, 1)
+                }
+                Op::Add => (1..node.inputs.len()).fold(input(0).shallow_clone(), |acc, k| acc + input(k)),
+                Op::Softmax => input(0).softmax(-1, Kind::Float),
+            };
+            values.push(Some(out));
+            for &j in &node.inputs {
+                if last_use[j] == i {
+                    values[j] = None;
+                }
+            }
+        }
+        values[g.output].take().expect("output value")
+    }
+
+    /// Writes every parameter and buffer to a safetensors file under its graph name.
+    pub fn save(&self, path: &Path) -> Result<(), NetError> {
+        let named: Vec<(&str, &Tensor)> = self.params.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        Tensor::write_safetensors(&named, path)?;
+        Ok(())
+    }
+
+    /// Loads weights saved by [`save`](Self::save) (or converted from elsewhere under the same names);
+    /// every parameter of the graph must be present with its exact shape.
+    pub fn load(&mut self, path: &Path) -> Result<(), NetError> {
+        let err = |reason: String| NetError::Weights { path: path.display().to_string(), reason };
+        let loaded: BTreeMap<String, Tensor> = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?.into_iter().collect();
+        let _guard = tch::no_grad_guard();
+        for spec in &self.specs {
+            let t = loaded.get(&spec.name).ok_or_else(|| err(format!("missing parameter '{}'", spec.name)))?;
+            if t.size() != dims(&spec.shape) {
+                return Err(err(format!("parameter '{}' has shape {:?}, the graph expects {:?}", spec.name, t.size(), spec.shape)));
+            }
+            self.params[&spec.name].shallow_clone().copy_(t);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,514 @@
+//! The book's experiment workflow: one TOML config per experiment, a run directory with checkpoints
+//! every epoch, stop, change the learning rate, resume at epoch N.
+//!
+//! Run directory:
+//! ```text
+//! RUN/config.toml                     the config of the latest (re)start
+//! RUN/checkpoints/epoch-0004.safetensors   weights, buffers and optimizer state (optim.*)
+//! RUN/checkpoints/epoch-0004.json          epoch, lr, seed, the config, metrics of that epoch
+//! RUN/metrics-from-0002.jsonl         one JSON line per logged step and per epoch, one file per restart
+//! RUN/train.log                       the human log, appended by every restart
+//! ```
+//! Resuming is exact: every epoch reseeds libtorch from (seed, epoch), so the shuffle, the flips and the
+//! dropout masks of epoch e do not depend on whether the run stopped before it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::data::{load_idx, ImageSet};
+use crate::device::DeviceSpec;
+use crate::net::Net;
+use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+
+/// One experiment. Every field has a default except the model and the training data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A registry name (`trainer models`).
+    pub name: String,
+    /// Default: the number of classes found in the training data.
+    pub num_classes: Option<usize>,
+    /// Default: the model's own.
+    pub in_channels: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// IDX prefix of the training set (`…/fashion-mnist/train` reads `train-images-idx3-ubyte.gz` and
+    /// `train-labels-idx1-ubyte.gz`).
+    pub train: PathBuf,
+    /// IDX prefix of the validation set, evaluated after every epoch.
+    pub val: Option<PathBuf>,
+    /// Keep only the first N training samples (0 = all); for quick experiments and tests.
+    #[serde(default)]
+    pub limit_train: usize,
+    #[serde(default)]
+    pub limit_val: usize,
+    /// Mean and standard deviation in 0–255 pixel units: x = (pixel - mean) / std.
+    #[serde(default = "d_mean")]
+    pub mean: f64,
+    #[serde(default = "d_std")]
+    pub std: f64,
+}
+
+fn d_mean() -> f64 {
+    0.0
+}
+fn d_std() -> f64 {
+    255.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// The epoch to stop at (as in the book: not a count to add).
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default = "d_device")]
+    pub device: DeviceSpec,
+    /// Log samples/s, loss, rank-1 and rank-5 every K batches.
+    #[serde(default = "d_log_every")]
+    pub log_every: usize,
+    /// Save a checkpoint every N epochs (the last epoch is always saved).
+    #[serde(default = "d_one")]
+    pub checkpoint_every: usize,
+    #[serde(default = "d_run")]
+    pub run: PathBuf,
+}
+
+fn d_batch() -> usize {
+    128
+}
+fn d_epochs() -> usize {
+    10
+}
+fn d_lr() -> f64 {
+    0.01
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_device() -> DeviceSpec {
+    DeviceSpec::Cpu
+}
+fn d_log_every() -> usize {
+    100
+}
+fn d_one() -> usize {
+    1
+}
+fn d_run() -> PathBuf {
+    PathBuf::from("runs/default")
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Random horizontal flips with probability 0.5.
+    #[serde(default)]
+    pub flip: bool,
+    /// Random translation by up to N pixels (zero padding then a random crop back to size).
+    #[serde(default)]
+    pub shift: usize,
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}: invalid experiment config", path.display()))
+    }
+}
+
+/// Command-line overrides of a config (`None` = keep the file's value).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub run: Option<PathBuf>,
+    pub epochs: Option<usize>,
+    pub start_epoch: Option<usize>,
+    pub lr: Option<f64>,
+    pub seed: Option<u64>,
+    pub device: Option<DeviceSpec>,
+    pub batch_size: Option<usize>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        let t = &mut c.train;
+        if let Some(v) = &self.run {
+            t.run = v.clone();
+        }
+        if let Some(v) = self.epochs {
+            t.epochs = v;
+        }
+        if let Some(v) = self.lr {
+            t.lr = v;
+        }
+        if let Some(v) = self.seed {
+            t.seed = v;
+        }
+        if let Some(v) = self.device {
+            t.device = v;
+        }
+        if let Some(v) = self.batch_size {
+            t.batch_size = v;
+        }
+    }
+}
+
+/// What a checkpoint's JSON side file records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    pub epoch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    pub producer: String,
+    pub config: Config,
+    pub metrics: Option<EpochMetrics>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_rank1: f64,
+    pub train_rank5: f64,
+    pub val: Option<EvalMetrics>,
+    pub seconds: f64,
+    pub samples_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalMetrics {
+    pub samples: usize,
+    pub loss: f64,
+    pub rank1: f64,
+    pub rank5: f64,
+}
+
+pub fn checkpoint_paths(run: &Path, epoch: usize) -> (PathBuf, PathBuf) {
+    let dir = run.join("checkpoints");
+    (dir.join(format!("epoch-{epoch:04}.safetensors")), dir.join(format!("epoch-{epoch:04}.json")))
+}
+
+/// The epochs that have a complete checkpoint (weights and side file), ascending.
+pub fn saved_epochs(run: &Path) -> Vec<usize> {
+    let mut v: Vec<usize> = std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("epoch-")?.strip_suffix(".json")?.parse().ok())
+        .filter(|&e| checkpoint_paths(run, e).0.is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed, then renamed.
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    write(&tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Saves weights, buffers and optimizer state, then the side file; the side file is written last, so a
+/// checkpoint is complete only when both exist (a crash in between leaves the previous one as the latest).
+pub fn save_checkpoint(run: &Path, net: &Net, opt: &Optimizer, info: &CheckpointInfo) -> Result<()> {
+    let (weights, side) = checkpoint_paths(run, info.epoch);
+    std::fs::create_dir_all(weights.parent().unwrap())?;
+    let mut named: Vec<(String, Tensor)> = net.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+    named.extend(opt.to_named());
+    write_atomic(&weights, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))?;
+    write_atomic(&side, |tmp| Ok(std::fs::write(tmp, serde_json::to_vec_pretty(info)?)?))
+}
+
+pub fn load_checkpoint_info(run: &Path, epoch: usize) -> Result<CheckpointInfo> {
+    let (_, side) = checkpoint_paths(run, epoch);
+    let text = std::fs::read_to_string(&side).with_context(|| format!("no checkpoint for epoch {epoch}: {}", side.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: damaged checkpoint side file", side.display()))
+}
+
+/// Builds the network of `c` on its device, with freshly initialised weights from `seed`.
+pub fn build_net(c: &Config, num_classes: usize) -> Result<Net> {
+    let graph = models::zoo::build(&c.model.name, Some(c.model.num_classes.unwrap_or(num_classes)), c.model.in_channels)?;
+    let device = c.train.device.resolve()?;
+    tch::manual_seed(c.train.seed as i64);
+    Ok(Net::new(graph, device)?)
+}
+
+/// Loads a checkpoint's weights (and optimizer state into `opt` when given).
+pub fn restore(run: &Path, epoch: usize, net: &mut Net, opt: Option<&mut Optimizer>) -> Result<()> {
+    let (weights, _) = checkpoint_paths(run, epoch);
+    net.load(&weights)?;
+    if let Some(opt) = opt {
+        let named: BTreeMap<String, Tensor> = Tensor::read_safetensors(&weights)?.into_iter().collect();
+        opt.load_named(&named);
+    }
+    Ok(())
+}
+
+/// Normalises a u8 batch to float on the device.
+fn prepare(x: &Tensor, c: &DataConfig, device: tch::Device) -> Tensor {
+    (x.to_device(device).to_kind(Kind::Float) - c.mean) / c.std
+}
+
+fn augment(x: Tensor, a: &AugmentConfig) -> Tensor {
+    let mut x = x;
+    if a.flip {
+        let n = x.size()[0];
+        let mask = Tensor::rand([n, 1, 1, 1], (Kind::Float, x.device())).lt(0.5);
+        x = x.flip([3]).where_self(&mask, &x);
+    }
+    if a.shift > 0 {
+        let s = a.shift as i64;
+        let (h, w) = (x.size()[2], x.size()[3]);
+        let padded = x.constant_pad_nd([s, s, s, s]);
+        let dy = Tensor::randint(2 * s + 1, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]);
+        let dx = Tensor::randint(2 * s + 1, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]);
+        x = padded.narrow(2, dy, h).narrow(3, dx, w);
+    }
+    x
+}
+
+/// Correct rank-1 and rank-5 predictions in a batch.
+fn rank_hits(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
+    let k = logits.size()[1].min(5);
+    let (_, top) = logits.topk(k, 1, true, true);
+    let hit = top.eq_tensor(&labels.unsqueeze(1));
+    let r1 = hit.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
+    let r5 = hit.sum(Kind::Int64).int64_value(&[]);
+    (r1, r5)
+}
+
+/// Loss, rank-1 and rank-5 of `net` on `set` in eval mode.
+pub fn evaluate(net: &Net, set: &ImageSet, data: &DataConfig, batch: usize) -> EvalMetrics {
+    let _guard = tch::no_grad_guard();
+    let n = set.len() as i64;
+    let (mut loss, mut r1, mut r5) = (0.0, 0i64, 0i64);
+    let mut start = 0;
+    while start < n {
+        let len = (batch as i64).min(n - start);
+        let x = prepare(&set.images.narrow(0, start, len), data, net.device);
+        let y = set.labels.narrow(0, start, len).to_device(net.device);
+        let logits = net.forward(&x, false);
+        loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
+        let (a, b) = rank_hits(&logits, &y);
+        r1 += a;
+        r5 += b;
+        start += len;
+    }
+    EvalMetrics { samples: n as usize, loss: loss / n as f64, rank1: r1 as f64 / n as f64, rank5: r5 as f64 / n as f64 }
+}
+
+struct RunLog {
+    metrics: std::fs::File,
+    human: std::fs::File,
+}
+
+impl RunLog {
+    fn open(run: &Path, start: usize) -> Result<Self> {
+        let metrics = std::fs::File::create(run.join(format!("metrics-from-{start:04}.jsonl")))?;
+        let human = std::fs::OpenOptions::new().create(true).append(true).open(run.join("train.log"))?;
+        Ok(Self { metrics, human })
+    }
+    fn json(&mut self, v: &serde_json::Value) -> Result<()> {
+        writeln!(self.metrics, "{v}")?;
+        Ok(())
+    }
+    fn say(&mut self, line: &str) -> Result<()> {
+        tracing::info!("{line}");
+        writeln!(self.human, "{line}")?;
+        Ok(())
+    }
+}
+
+/// `trainer train`: trains epochs `start_epoch + 1 ..= epochs`, resuming from the checkpoint of
+/// `start_epoch` when it is above 0 (or when an epoch-0 checkpoint from `trainer init` exists).
+pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
+    o.apply(&mut config);
+    let c = config.clone();
+    let run = c.train.run.clone();
+    let start = o.start_epoch.unwrap_or(0);
+    if c.train.epochs <= start {
+        bail!("--epochs {} is the epoch to stop at and must be above --start-epoch {start}", c.train.epochs);
+    }
+    if c.train.batch_size == 0 {
+        bail!("train.batch_size must be at least 1");
+    }
+    let train_set = load_idx(&c.data.train, c.data.limit_train)?;
+    let val_set = c.data.val.as_ref().map(|v| load_idx(v, c.data.limit_val)).transpose()?;
+    let mut net = build_net(&c, train_set.num_classes)?;
+    let mut opt = Optimizer::new(c.optimizer.clone());
+    std::fs::create_dir_all(&run).with_context(|| format!("creating run directory {}", run.display()))?;
+    if start > 0 || checkpoint_paths(&run, 0).0.is_file() {
+        let have = saved_epochs(&run);
+        if !have.contains(&start) {
+            bail!("{}: no checkpoint for epoch {start} to resume from (saved epochs: {have:?})", run.display());
+        }
+        restore(&run, start, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} at epoch {start}", run.display()))?;
+    }
+    std::fs::write(run.join("config.toml"), toml::to_string_pretty(&c)?)?;
+    let mut log = RunLog::open(&run, start)?;
+    log.say(&format!(
+        "{} {}: {} ({} train, {} val samples) on {}, epochs {}..={}, lr {}",
+        if start == 0 { "start" } else { "resume" },
+        run.display(),
+        c.model.name,
+        train_set.len(),
+        val_set.as_ref().map_or(0, ImageSet::len),
+        c.train.device,
+        start + 1,
+        c.train.epochs,
+        c.train.lr
+    ))?;
+    let n = train_set.len() as i64;
+    let bs = c.train.batch_size as i64;
+    let batches = (n + bs - 1) / bs;
+    let mut history = vec![];
+    for epoch in start + 1..=c.train.epochs {
+        let lr = c.schedule.lr(c.train.lr, epoch - 1);
+        tch::manual_seed((c.train.seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64));
+        let perm = Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu));
+        let bar = crate::progress::bar(batches as u64, &format!("epoch {epoch}/{}", c.train.epochs));
+        let t0 = Instant::now();
+        let (mut loss_sum, mut r1, mut r5, mut seen) = (0.0, 0i64, 0i64, 0i64);
+        let mut window = (Instant::now(), 0i64);
+        for b in 0..batches {
+            let idx = perm.narrow(0, b * bs, bs.min(n - b * bs));
+            let len = idx.size()[0];
+            let x = augment(prepare(&train_set.images.index_select(0, &idx), &c.data, net.device), &c.augment);
+            let y = train_set.labels.index_select(0, &idx).to_device(net.device);
+            for (_, p) in net.trainable() {
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let logits = net.forward(&x, true);
+            let loss = logits.cross_entropy_for_logits(&y);
+            loss.backward();
+            opt.step(&net.trainable(), lr);
+            let l = loss.double_value(&[]);
+            if !l.is_finite() {
+                bail!("epoch {epoch}, batch {}: the loss is {l}; lower the learning rate (now {lr})", b + 1);
+            }
+            if crate::progress::interrupted() {
+                bar.finish_and_clear();
+                let last = saved_epochs(&run).last().copied().unwrap_or(0);
+                log.say(&format!(
+                    "interrupted in epoch {epoch} (its partial progress is not kept): the last checkpoint is epoch {last}; resume with `trainer train --config {} --start-epoch {last}`",
+                    run.join("config.toml").display()
+                ))?;
+                return Ok(history);
+            }
+            let (a, bb) = rank_hits(&logits.detach(), &y);
+            loss_sum += l * len as f64;
+            r1 += a;
+            r5 += bb;
+            seen += len;
+            window.1 += len;
+            bar.inc(1);
+            if c.train.log_every > 0 && (b + 1) % c.train.log_every as i64 == 0 {
+                let sps = window.1 as f64 / window.0.elapsed().as_secs_f64();
+                window = (Instant::now(), 0);
+                let msg = format!("loss {:.4} rank-1 {:.4} rank-5 {:.4} {:.0} samples/s", loss_sum / seen as f64, r1 as f64 / seen as f64, r5 as f64 / seen as f64, sps);
+                bar.set_message(msg.clone());
+                log.json(&serde_json::json!({"epoch": epoch, "batch": b + 1, "loss": loss_sum / seen as f64, "rank1": r1 as f64 / seen as f64, "rank5": r5 as f64 / seen as f64, "samples_per_sec": sps, "lr": lr}))?;
+                if bar.is_hidden() {
+                    tracing::info!("epoch {epoch} batch {}/{batches}: {msg}", b + 1);
+                }
+            }
+        }
+        bar.finish_and_clear();
+        let train_secs = t0.elapsed().as_secs_f64();
+        let val = val_set.as_ref().map(|v| evaluate(&net, v, &c.data, 512));
+        let m = EpochMetrics {
+            epoch,
+            lr,
+            train_loss: loss_sum / seen as f64,
+            train_rank1: r1 as f64 / seen as f64,
+            train_rank5: r5 as f64 / seen as f64,
+            val: val.clone(),
+            seconds: t0.elapsed().as_secs_f64(),
+            samples_per_sec: seen as f64 / train_secs,
+        };
+        log.json(&serde_json::to_value(&m)?)?;
+        let val_text = val.map_or(String::new(), |v| format!(", val loss {:.4} rank-1 {:.4} rank-5 {:.4}", v.loss, v.rank1, v.rank5));
+        log.say(&format!(
+            "epoch {epoch}/{} lr {lr}: train loss {:.4} rank-1 {:.4}{val_text} ({:.1}s, {:.0} samples/s)",
+            c.train.epochs, m.train_loss, m.train_rank1, m.seconds, m.samples_per_sec
+        ))?;
+        if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
+            let info = CheckpointInfo { epoch, lr, seed: c.train.seed, producer: format!("trainer {}", models::VERSION), config: c.clone(), metrics: Some(m.clone()) };
+            save_checkpoint(&run, &net, &opt, &info)?;
+        }
+        history.push(m);
+    }
+    Ok(history)
+}
+
+/// `trainer init`: a run directory holding a config and epoch-0 weights.
+pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: Option<PathBuf>) -> Result<PathBuf> {
+    let config = Config {
+        model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None },
+        data: DataConfig { train: data_train.unwrap_or_default(), val: None, limit_train: 0, limit_val: 0, mean: d_mean(), std: d_std() },
+        train: TrainConfig { seed, run: run.to_path_buf(), ..TrainConfig::default() },
+        optimizer: OptimizerConfig::default(),
+        schedule: Schedule::default(),
+        augment: AugmentConfig::default(),
+    };
+    let net = build_net(&config, num_classes)?;
+    std::fs::create_dir_all(run)?;
+    std::fs::write(run.join("config.toml"), toml::to_string_pretty(&config)?)?;
+    let info = CheckpointInfo { epoch: 0, lr: config.train.lr, seed, producer: format!("trainer {}", models::VERSION), config, metrics: None };
+    save_checkpoint(run, &net, &Optimizer::new(OptimizerConfig::default()), &info)?;
+    Ok(checkpoint_paths(run, 0).0)
+}
+
+/// `trainer eval`: a checkpoint (the latest when `epoch` is None) on an IDX set.
+pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Result<(usize, EvalMetrics)> {
+    let epoch = match epoch {
+        Some(e) => e,
+        None => *saved_epochs(run).last().with_context(|| format!("{}: no checkpoints", run.display()))?,
+    };
+    let info = load_checkpoint_info(run, epoch)?;
+    let set = load_idx(data, 0)?;
+    let mut net = build_net(&info.config, set.num_classes)?;
+    restore(run, epoch, &mut net, None)?;
+    Ok((epoch, evaluate(&net, &set, &info.config.data, batch)))
+}

@@ -1,0 +1,138 @@
+//! The book's experiment workflow on real data (a slice of Fashion-MNIST from Debian's package):
+//! train, stop, resume at epoch N, and get exactly what an uninterrupted run gets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tch::Tensor;
+use trainer::train::{self, Config, Overrides};
+
+const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+
+fn config(run: &Path) -> Config {
+    let text = format!(
+        r#"
+[model]
+name = "mini-vgg"
+[data]
+train = "{FASHION}/train"
+val = "{FASHION}/t10k"
+limit_train = 320
+limit_val = 128
+mean = 72.94
+std = 90.02
+[train]
+batch_size = 64
+epochs = 4
+lr = 0.02
+seed = 7
+log_every = 2
+run = "{}"
+[optimizer]
+name = "sgd"
+momentum = 0.9
+nesterov = true
+weight_decay = 5e-4
+[schedule]
+name = "step"
+step_size = 2
+gamma = 0.5
+[augment]
+flip = true
+shift = 2
+"#,
+        run.display()
+    );
+    toml::from_str(&text).unwrap()
+}
+
+/// libtorch's default generator is global to the process and each run reseeds it per epoch; tests in
+/// one binary run on parallel threads, so runs are serialised to keep their random streams apart.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dlcv-workflow-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+}
+
+#[test]
+fn four_epochs_straight_equal_two_plus_resume_for_two() {
+    let _serial = serial();
+    let (a, b) = (tmp("straight"), tmp("resumed"));
+    let straight = train::train(config(&a), &Overrides::default()).unwrap();
+    assert_eq!(straight.iter().map(|m| m.epoch).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    // the step schedule halves the rate after epoch 2
+    assert_eq!(straight.iter().map(|m| m.lr).collect::<Vec<_>>(), [0.02, 0.02, 0.01, 0.01]);
+
+    let first = train::train(config(&b), &Overrides { epochs: Some(2), ..Overrides::default() }).unwrap();
+    assert_eq!(first.len(), 2);
+    let second = train::train(config(&b), &Overrides { start_epoch: Some(2), ..Overrides::default() }).unwrap();
+    assert_eq!(second.iter().map(|m| m.epoch).collect::<Vec<_>>(), [3, 4]);
+
+    let (ta, tb) = (tensors(&train::checkpoint_paths(&a, 4).0), tensors(&train::checkpoint_paths(&b, 4).0));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    assert!(ta.keys().any(|k| k.starts_with("optim.momentum.")), "optimizer state is checkpointed");
+    for (k, t) in &ta {
+        assert!(t.equal(&tb[k]), "{k} differs between the straight and the resumed run");
+    }
+    let (x, y) = (&straight[3], &second[1]);
+    assert_eq!((x.train_loss, x.train_rank1, &x.val), (y.train_loss, y.train_rank1, &y.val), "same metrics at epoch 4");
+    // one metrics file per restart, every epoch checkpointed, no temporary files left behind
+    assert!(b.join("metrics-from-0000.jsonl").is_file() && b.join("metrics-from-0002.jsonl").is_file());
+    assert_eq!(train::saved_epochs(&b), [1, 2, 3, 4]);
+    assert!(std::fs::read_dir(b.join("checkpoints")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    // and the training did something: the loss fell
+    assert!(straight[3].train_loss < straight[0].train_loss, "{straight:?}");
+    let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+}
+
+#[test]
+fn a_new_rate_on_resume_is_used_and_recorded() {
+    let _serial = serial();
+    let r = tmp("lr");
+    train::train(config(&r), &Overrides { epochs: Some(1), ..Overrides::default() }).unwrap();
+    let resumed = train::train(config(&r), &Overrides { start_epoch: Some(1), epochs: Some(2), lr: Some(0.001), ..Overrides::default() }).unwrap();
+    assert_eq!(resumed[0].lr, 0.001);
+    assert_eq!(train::load_checkpoint_info(&r, 2).unwrap().lr, 0.001);
+    let (epoch, m) = train::eval(&r, None, Path::new(&format!("{FASHION}/t10k")), 256).unwrap();
+    assert_eq!((epoch, m.samples), (2, 10_000));
+    assert!(m.rank5 >= m.rank1 && m.rank1 > 0.1, "{m:?}");
+    let _ = std::fs::remove_dir_all(&r);
+}
+
+#[test]
+fn bad_resume_requests_are_refused_with_the_reason() {
+    let _serial = serial();
+    let r = tmp("bad");
+    let err = train::train(config(&r), &Overrides { start_epoch: Some(3), ..Overrides::default() }).unwrap_err().to_string();
+    assert!(err.contains("no checkpoint for epoch 3"), "{err}");
+    let err = train::train(config(&r), &Overrides { start_epoch: Some(4), epochs: Some(4), ..Overrides::default() }).unwrap_err().to_string();
+    assert!(err.contains("--epochs 4 is the epoch to stop at"), "{err}");
+    let _ = std::fs::remove_dir_all(&r);
+}
+
+#[test]
+fn init_writes_epoch_zero_that_training_starts_from() {
+    let _serial = serial();
+    let r = tmp("init");
+    train::init("mini-vgg", 10, 3, &r, None).unwrap();
+    let w0 = tensors(&train::checkpoint_paths(&r, 0).0);
+    assert!(w0.contains_key("block1.conv1.weight") && w0.contains_key("classifier.bias"));
+    // Xavier uniform bound for block1.conv1: sqrt(6 / (9 + 32*9))
+    let bound = (6.0f64 / (9.0 + 288.0)).sqrt();
+    let max = w0["block1.conv1.weight"].abs().max().double_value(&[]);
+    assert!(max <= bound && max > 0.8 * bound, "{max} vs {bound}");
+    let mut c = config(&r);
+    c.train.epochs = 1;
+    train::train(c, &Overrides::default()).unwrap();
+    let _ = std::fs::remove_dir_all(&r);
+}

@@ -1,0 +1,56 @@
+//! Every registry model runs forward on libtorch and produces the shapes the pure-Rust shape
+//! inference promised, at every node that has parameters and at the output.
+
+use models::zoo::REGISTRY;
+use tch::{Device, Kind, Tensor};
+use trainer::net::Net;
+
+#[test]
+fn every_registry_model_runs_forward_with_the_inferred_output_shape() {
+    tch::manual_seed(0);
+    for m in REGISTRY {
+        let g = models::zoo::build(m.name, Some(11), None).unwrap();
+        let net = Net::new(g, Device::Cpu).unwrap();
+        let [c, h, w] = m.input;
+        let x = Tensor::randn([2, c as i64, h as i64, w as i64], (Kind::Float, Device::Cpu));
+        let y = tch::no_grad(|| net.forward(&x, false));
+        assert_eq!(y.size(), [2, 11], "{}", m.name);
+        assert!(y.isfinite().all().int64_value(&[]) == 1, "{}: non-finite logits", m.name);
+        // eval mode is deterministic; train mode (dropout, batch statistics) is not the same function
+        let again = tch::no_grad(|| net.forward(&x, false));
+        assert!(y.equal(&again), "{}", m.name);
+    }
+}
+
+#[test]
+fn initialisers_follow_the_models_scheme() {
+    tch::manual_seed(1);
+    // EmotionVGGNet: he_normal, truncated at 2 std of sqrt(2 / fan_in) / 0.8796
+    let net = Net::new(models::zoo::build("emotion-vgg", None, None).unwrap(), Device::Cpu).unwrap();
+    let w = &net.params["block2.conv1.weight"]; // fan_in 32 * 9
+    let std = (2.0f64 / 288.0).sqrt();
+    let max = w.abs().max().double_value(&[]);
+    assert!(max <= 2.0 * std / 0.879_625_661 + 1e-6, "{max}");
+    let measured = w.std(true).double_value(&[]);
+    assert!((measured - std).abs() < 0.1 * std, "std {measured} vs {std}");
+    // mxnet fix_gamma keeps BN gamma at 1 and out of the trainable set
+    let alex = Net::new(models::zoo::build("age-gender", Some(2), None).unwrap(), Device::Cpu).unwrap();
+    assert!(!alex.params["block1.bn.weight"].requires_grad());
+    assert_eq!(alex.params["block1.bn.weight"].mean(Kind::Float).double_value(&[]), 1.0);
+    assert!(alex.trainable().iter().all(|(s, _)| s.name != "block1.bn.weight"));
+}
+
+#[test]
+fn elu_alpha_and_prelu_slope_are_applied() {
+    use models::builder::GraphBuilder;
+    use models::graph::{Init, Op};
+    let mut b = GraphBuilder::new("acts", [1, 1, 2], Init::XavierUniform);
+    let x = b.input();
+    let e = b.then("elu", Op::Elu { alpha: 0.25 }, x);
+    let p = b.then("prelu", Op::Prelu { init: 0.5 }, e);
+    let net = Net::new(b.finish(p).unwrap(), Device::Cpu).unwrap();
+    let x = Tensor::from_slice(&[-2.0f32, 3.0]).view([1, 1, 1, 2]);
+    let y = Vec::<f32>::try_from(net.forward(&x, false).flatten(0, -1)).unwrap();
+    let expected_neg = 0.5 * 0.25 * ((-2.0f32).exp() - 1.0);
+    assert!((y[0] - expected_neg).abs() < 1e-6 && y[1] == 3.0, "{y:?}");
+}
