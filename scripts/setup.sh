@@ -20,7 +20,7 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 # ---------------------------------------------------------------------------------------------- Debian
 APT_PACKAGES=(
   pkg-config clang libclang-dev libopencv-dev opencv-data ffmpeg
-  dataset-fashion-mnist
+  dataset-fashion-mnist fonts-dejavu-core
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

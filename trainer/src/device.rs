@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 /// A device request, parsed but not yet checked against the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "DeviceRepr", into = "String")]
 pub enum DeviceSpec {
     Cpu,
     /// `cuda` is `Cuda(0)`.
@@ -32,6 +32,24 @@ impl FromStr for DeviceSpec {
                 .and_then(|n| n.parse().ok())
                 .map(Self::Cuda)
                 .ok_or_else(|| DeviceError::Invalid(s.to_string())),
+        }
+    }
+}
+
+/// How configs may write a device: `"cuda:1"`, or a bare GPU index `1` (as in `devices = [0, 1]`).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum DeviceRepr {
+    Index(usize),
+    Name(String),
+}
+
+impl TryFrom<DeviceRepr> for DeviceSpec {
+    type Error = DeviceError;
+    fn try_from(r: DeviceRepr) -> Result<Self, DeviceError> {
+        match r {
+            DeviceRepr::Index(i) => Ok(Self::Cuda(i)),
+            DeviceRepr::Name(s) => s.parse(),
         }
     }
 }

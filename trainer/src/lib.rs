@@ -6,6 +6,8 @@ pub mod device;
 pub mod doctor;
 pub mod net;
 pub mod optim;
+pub mod parallel;
+pub mod plot;
 pub mod progress;
 pub mod train;
 

@@ -85,6 +85,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draw a run's loss and accuracy curves across all its restarts (restart epochs marked).
+    Plot {
+        #[arg(long)]
+        run: PathBuf,
+        /// The PNG to write (default: RUN/plot.png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check libtorch and the devices: prints versions and runs a convolution on the chosen device.
     Doctor {
         /// Device to check: cpu, cuda or cuda:N.
@@ -145,6 +153,11 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("{} epoch {epoch} on {}: {} samples, loss {:.4}, rank-1 {:.2}%, rank-5 {:.2}%", run.display(), data.display(), m.samples, m.loss, 100.0 * m.rank1, 100.0 * m.rank5);
             }
+        }
+        Command::Plot { run, out } => {
+            let out = out.unwrap_or_else(|| run.join("plot.png"));
+            let h = trainer::plot::plot(&run, &out)?;
+            println!("{}: {} epochs, restarts after epochs {:?}", out.display(), h.points.len(), h.restarts);
         }
         Command::Doctor { device, json } => {
             let report = trainer::doctor::run(device);

@@ -17,6 +17,29 @@ pub enum NetError {
     Torch(#[from] tch::TchError),
 }
 
+/// Numeric precision of convolutions and linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Mixed precision: conv and linear layers compute in bfloat16 (weights stay fp32 masters);
+    /// normalisation, activations, the loss and the optimizer stay in fp32.
+    Bf16,
+    /// As `bf16` with float16 (CUDA); no loss scaling, so prefer bf16 where the GPU has it.
+    Fp16,
+}
+
+impl Precision {
+    fn kind(self) -> Option<Kind> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(Kind::BFloat16),
+            Precision::Fp16 => Some(Kind::Half),
+        }
+    }
+}
+
 /// A graph with its parameters on one device.
 pub struct Net {
     pub graph: Graph,
@@ -24,6 +47,18 @@ pub struct Net {
     pub params: BTreeMap<String, Tensor>,
     pub specs: Vec<ParamSpec>,
     pub device: Device,
+    pub precision: Precision,
+    /// Feature maps and conv weights in NHWC memory order (same shapes, other strides).
+    pub channels_last: bool,
+}
+
+/// The same tensor with channels-last strides: `[N, C, H, W]` stored as N, H, W, C.
+pub fn to_channels_last(t: &Tensor) -> Tensor {
+    if t.dim() == 4 {
+        t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    } else {
+        t.shallow_clone()
+    }
 }
 
 fn dims(s: &[usize]) -> Vec<i64> {
@@ -100,7 +135,38 @@ impl Net {
             let t = initial_value(spec, &op, graph.init, device);
             params.insert(spec.name.clone(), if spec.trainable { t.set_requires_grad(true) } else { t });
         }
-        Ok(Self { graph, params, specs, device })
+        Ok(Self { graph, params, specs, device, precision: Precision::Fp32, channels_last: false })
+    }
+
+    /// Switches precision and memory format (conv weights are re-laid out once, here).
+    pub fn set_compute(&mut self, precision: Precision, channels_last: bool) {
+        self.precision = precision;
+        if channels_last != self.channels_last {
+            let _guard = tch::no_grad_guard();
+            for (name, t) in self.params.iter_mut() {
+                if t.dim() == 4 {
+                    let re = if channels_last { to_channels_last(t) } else { t.contiguous() };
+                    *t = re.detach().set_requires_grad(t.requires_grad());
+                    let _ = name;
+                }
+            }
+            self.channels_last = channels_last;
+        }
+    }
+
+    /// Conv/linear operands in the compute precision.
+    fn low(&self, t: &Tensor) -> Tensor {
+        match self.precision.kind() {
+            Some(k) => t.to_kind(k),
+            None => t.shallow_clone(),
+        }
+    }
+
+    fn high(&self, t: Tensor) -> Tensor {
+        match self.precision.kind() {
+            Some(_) => t.to_kind(Kind::Float),
+            None => t,
+        }
     }
 
     /// The trainable parameters with their specs, in graph order.
@@ -129,15 +195,21 @@ impl Net {
             let input = |k: usize| values[node.inputs[k]].as_ref().expect("value freed before its last use");
             let name = |suffix: &str| format!("{}.{suffix}", node.name);
             let out = match &node.op {
-                Op::Input { .. } => x.shallow_clone(),
-                Op::Conv2d { stride, padding, dilation, groups, bias, .. } => input(0).conv2d(
-                    self.p(&name("weight")),
-                    if *bias { Some(self.p(&name("bias"))) } else { None },
+                Op::Input { .. } => {
+                    if self.channels_last {
+                        to_channels_last(x)
+                    } else {
+                        x.shallow_clone()
+                    }
+                }
+                Op::Conv2d { stride, padding, dilation, groups, bias, .. } => self.high(self.low(input(0)).conv2d(
+                    &self.low(self.p(&name("weight"))),
+                    if *bias { Some(self.low(self.p(&name("bias")))) } else { None },
                     dims(stride),
                     dims(padding),
                     dims(dilation),
                     *groups as i64,
-                ),
+                )),
                 Op::BatchNorm { eps, momentum, .. } => Tensor::batch_norm(
                     input(0),
                     Some(self.p(&name("weight"))),
@@ -164,9 +236,9 @@ impl Net {
                     input(0).avg_pool2d(dims(kernel), dims(stride), dims(padding), *ceil_mode, false, None)
                 }
                 Op::GlobalAvgPool => input(0).adaptive_avg_pool2d([1, 1]),
-                Op::Linear { bias, .. } => {
-                    input(0).linear(self.p(&name("weight")), if *bias { Some(self.p(&name("bias"))) } else { None })
-                }
+                Op::Linear { bias, .. } => self.high(
+                    self.low(input(0)).linear(&self.low(self.p(&name("weight"))), if *bias { Some(self.low(self.p(&name("bias")))) } else { None }),
+                ),
                 Op::Dropout { p } => input(0).dropout(*p, train),
                 Op::Flatten => input(0).flatten(1, -1),
                 Op::Concat => {

@@ -25,6 +25,7 @@ use crate::data::{load_idx, ImageSet};
 use crate::device::DeviceSpec;
 use crate::net::Net;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::parallel::Replicas;
 
 /// One experiment. Every field has a default except the model and the training data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +95,16 @@ pub struct TrainConfig {
     pub seed: u64,
     #[serde(default = "d_device")]
     pub device: DeviceSpec,
+    /// Data-parallel training on several devices (`[0, 1]` = cuda:0 and cuda:1; `["cpu", "cpu"]` works
+    /// too, for tests). Empty: the single `device`. `batch_size` is per device.
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
+    /// `fp32`, or mixed precision `bf16` / `fp16` for convolutions and linear layers.
+    #[serde(default)]
+    pub precision: crate::net::Precision,
+    /// NHWC memory order for feature maps and conv weights (faster convolutions on recent GPUs).
+    #[serde(default)]
+    pub channels_last: bool,
     /// Log samples/s, loss, rank-1 and rank-5 every K batches.
     #[serde(default = "d_log_every")]
     pub log_every: usize,
@@ -266,9 +277,11 @@ pub fn load_checkpoint_info(run: &Path, epoch: usize) -> Result<CheckpointInfo> 
 /// Builds the network of `c` on its device, with freshly initialised weights from `seed`.
 pub fn build_net(c: &Config, num_classes: usize) -> Result<Net> {
     let graph = models::zoo::build(&c.model.name, Some(c.model.num_classes.unwrap_or(num_classes)), c.model.in_channels)?;
-    let device = c.train.device.resolve()?;
+    let device = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?[0];
     tch::manual_seed(c.train.seed as i64);
-    Ok(Net::new(graph, device)?)
+    let mut net = Net::new(graph, device)?;
+    net.set_compute(c.train.precision, c.train.channels_last);
+    Ok(net)
 }
 
 /// Loads a checkpoint's weights (and optimizer state into `opt` when given).
@@ -382,22 +395,25 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         }
         restore(&run, start, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} at epoch {start}", run.display()))?;
     }
+    let devices = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?;
+    let reps = Replicas::new(net, &devices)?;
     std::fs::write(run.join("config.toml"), toml::to_string_pretty(&c)?)?;
     let mut log = RunLog::open(&run, start)?;
     log.say(&format!(
-        "{} {}: {} ({} train, {} val samples) on {}, epochs {}..={}, lr {}",
+        "{} {}: {} ({} train, {} val samples) on {}, batch {}, epochs {}..={}, lr {}",
         if start == 0 { "start" } else { "resume" },
         run.display(),
         c.model.name,
         train_set.len(),
         val_set.as_ref().map_or(0, ImageSet::len),
-        c.train.device,
+        devices.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join("+"),
+        c.train.batch_size * devices.len(),
         start + 1,
         c.train.epochs,
         c.train.lr
     ))?;
     let n = train_set.len() as i64;
-    let bs = c.train.batch_size as i64;
+    let bs = (c.train.batch_size * devices.len()) as i64;
     let batches = (n + bs - 1) / bs;
     let mut history = vec![];
     for epoch in start + 1..=c.train.epochs {
@@ -411,19 +427,13 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         for b in 0..batches {
             let idx = perm.narrow(0, b * bs, bs.min(n - b * bs));
             let len = idx.size()[0];
-            let x = augment(prepare(&train_set.images.index_select(0, &idx), &c.data, net.device), &c.augment);
-            let y = train_set.labels.index_select(0, &idx).to_device(net.device);
-            for (_, p) in net.trainable() {
-                let mut g = p.grad();
-                if g.defined() {
-                    let _ = g.zero_();
-                }
-            }
-            let logits = net.forward(&x, true);
-            let loss = logits.cross_entropy_for_logits(&y);
-            loss.backward();
-            opt.step(&net.trainable(), lr);
-            let l = loss.double_value(&[]);
+            let main = reps.main().device;
+            let x = augment(prepare(&train_set.images.index_select(0, &idx), &c.data, main), &c.augment);
+            let y = train_set.labels.index_select(0, &idx).to_device(main);
+            reps.zero_grad();
+            let (l, logits) = reps.forward_backward(&x, &y);
+            opt.step(&reps.main().trainable(), lr);
+            reps.sync();
             if !l.is_finite() {
                 bail!("epoch {epoch}, batch {}: the loss is {l}; lower the learning rate (now {lr})", b + 1);
             }
@@ -456,7 +466,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let val = val_set.as_ref().map(|v| evaluate(&net, v, &c.data, 512));
+        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, &c.data, 512));
         let m = EpochMetrics {
             epoch,
             lr,
@@ -475,7 +485,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         ))?;
         if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
             let info = CheckpointInfo { epoch, lr, seed: c.train.seed, producer: format!("trainer {}", models::VERSION), config: c.clone(), metrics: Some(m.clone()) };
-            save_checkpoint(&run, &net, &opt, &info)?;
+            save_checkpoint(&run, reps.main(), &opt, &info)?;
         }
         history.push(m);
     }

@@ -90,6 +90,15 @@ fn four_epochs_straight_equal_two_plus_resume_for_two() {
     assert!(b.join("metrics-from-0000.jsonl").is_file() && b.join("metrics-from-0002.jsonl").is_file());
     assert_eq!(train::saved_epochs(&b), [1, 2, 3, 4]);
     assert!(std::fs::read_dir(b.join("checkpoints")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    // the plot covers both restarts, marks the restart, and the later restart's epochs win
+    let h = trainer::plot::history(&b).unwrap();
+    assert_eq!(h.restarts, [2]);
+    assert_eq!(h.points.iter().map(|p| p.epoch).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(h.points[3].train_loss, second[1].train_loss);
+    let png = b.join("curves.png");
+    trainer::plot::plot(&b, &png).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
     // and the training did something: the loss fell
     assert!(straight[3].train_loss < straight[0].train_loss, "{straight:?}");
     let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));

@@ -1,0 +1,147 @@
+//! `trainer plot`: loss and accuracy curves of a run across all its restarts, with the epochs where
+//! training was restarted marked (the book's "watch the curves, stop, lower the rate, resume").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use serde::Serialize;
+
+/// Debian's fonts-dejavu-core (installed by scripts/setup.sh); the PNG's text is drawn with it.
+pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// One epoch's numbers as the curves need them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_rank1: f64,
+    pub val_loss: Option<f64>,
+    pub val_rank1: Option<f64>,
+    pub val_rank5: Option<f64>,
+}
+
+/// Every epoch of a run, merged over its restarts (a later restart's epoch replaces an earlier one's),
+/// and the epochs at which restarts began.
+#[derive(Debug, Serialize)]
+pub struct History {
+    pub points: Vec<Point>,
+    pub restarts: Vec<usize>,
+}
+
+/// Reads `RUN/metrics-from-NNNN.jsonl`; malformed lines are an error naming the file and line.
+pub fn history(run: &Path) -> Result<History> {
+    let mut files: Vec<(usize, PathBuf)> = std::fs::read_dir(run)
+        .with_context(|| format!("{}: not a run directory", run.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let start = name.strip_prefix("metrics-from-")?.strip_suffix(".jsonl")?.parse().ok()?;
+            Some((start, e.path()))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no metrics-from-*.jsonl files (has `trainer train` run here?)", run.display());
+    }
+    let mut by_epoch = BTreeMap::new();
+    for (_, path) in &files {
+        let text = std::fs::read_to_string(path)?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            if v.get("train_loss").is_none() {
+                continue; // a per-step line
+            }
+            let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+            let val = |k: &str| v.get("val").and_then(|x| x.get(k)).and_then(serde_json::Value::as_f64);
+            let epoch = v["epoch"].as_u64().with_context(|| format!("{}:{}: no epoch", path.display(), i + 1))? as usize;
+            by_epoch.insert(
+                epoch,
+                Point {
+                    epoch,
+                    lr: f("lr").unwrap_or(f64::NAN),
+                    train_loss: f("train_loss").unwrap_or(f64::NAN),
+                    train_rank1: f("train_rank1").unwrap_or(f64::NAN),
+                    val_loss: val("loss"),
+                    val_rank1: val("rank1"),
+                    val_rank5: val("rank5"),
+                },
+            );
+        }
+    }
+    let restarts = files.iter().map(|(s, _)| *s).filter(|&s| s > 0).collect();
+    Ok(History { points: by_epoch.into_values().collect(), restarts })
+}
+
+fn load_font() -> Result<()> {
+    let bytes = std::fs::read(FONT).with_context(|| format!("{FONT}: the plot's font is missing (apt-get install fonts-dejavu-core)"))?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+        .map_err(|_| anyhow::anyhow!("{FONT}: not a usable TrueType font"))
+}
+
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+fn panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    title: &str,
+    series: &[Series],
+    restarts: &[usize],
+    last: usize,
+    legend: SeriesLabelPosition,
+) -> Result<()> {
+    let ys: Vec<f64> = series.iter().flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y)).filter(|y| y.is_finite()).collect();
+    let (lo, hi) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)) };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..(last.max(1) as f64 + 0.5), lo..hi)?;
+    chart.configure_mesh().x_desc("epoch").x_label_formatter(&|x| format!("{x:.0}")).light_line_style(WHITE.mix(0.0)).draw()?;
+    for &r in restarts {
+        let x = r as f64 + 0.5;
+        chart
+            .draw_series(LineSeries::new([(x, lo), (x, hi)], ShapeStyle::from(&BLACK.mix(0.35)).stroke_width(1)))?
+            .label(format!("restart after epoch {r}"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.35)));
+    }
+    for (name, color, pts) in series {
+        let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|(_, y)| y.is_finite()).collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let c = *color;
+        chart
+            .draw_series(LineSeries::new(pts.clone(), ShapeStyle::from(&c).stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], ShapeStyle::from(&c).stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).position(legend).draw()?;
+    Ok(())
+}
+
+/// Draws the run's curves to `out` (PNG) and returns the history drawn.
+pub fn plot(run: &Path, out: &Path) -> Result<History> {
+    let h = history(run)?;
+    load_font()?;
+    let last = h.points.last().map_or(1, |p| p.epoch);
+    let xs = |f: &dyn Fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> { h.points.iter().filter_map(|p| Some((p.epoch as f64, f(p)?))).collect() };
+    let root = BitMapBackend::new(out, (1280, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(640);
+    let loss: Vec<Series> = vec![("train loss", BLUE, xs(&|p| Some(p.train_loss))), ("val loss", RED, xs(&|p| p.val_loss))];
+    panel(&left, "loss", &loss, &h.restarts, last, SeriesLabelPosition::UpperRight)?;
+    let acc: Vec<Series> = vec![
+        ("train rank-1", BLUE, xs(&|p| Some(p.train_rank1))),
+        ("val rank-1", RED, xs(&|p| p.val_rank1)),
+        ("val rank-5", RGBColor(0, 140, 70), xs(&|p| p.val_rank5)),
+    ];
+    panel(&right, "accuracy", &acc, &h.restarts, last, SeriesLabelPosition::LowerRight)?;
+    root.present().with_context(|| format!("writing {}", out.display()))?;
+    Ok(h)
+}
