@@ -67,8 +67,12 @@ enum Command {
         /// cpu, cuda or cuda:N (overrides train.device).
         #[arg(long)]
         device: Option<DeviceSpec>,
+        /// Per-device batch size (overrides train.batch_size).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Continue a run stopped with Ctrl-C at the step where it stopped.
+        #[arg(long, conflicts_with = "start_epoch")]
+        resume: bool,
     },
     /// Evaluate a checkpoint (default: the latest) on a dataset: loss, rank-1, rank-5.
     Eval {
@@ -137,10 +141,10 @@ fn run(cli: Cli) -> Result<()> {
             let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
             println!("initialised {model} ({num_classes} classes, seed {seed}): {}", path.display());
         }
-        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size } => {
+        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, resume } => {
             trainer::progress::install_interrupt_handler();
             let cfg = trainer::train::Config::from_file(&config)?;
-            let o = trainer::train::Overrides { run, epochs, start_epoch, lr, seed, device, batch_size };
+            let o = trainer::train::Overrides { run, epochs, start_epoch, lr, seed, device, batch_size, resume };
             let history = trainer::train::train(cfg, &o)?;
             if let Some(last) = history.last() {
                 println!("{}", serde_json::to_string(last)?);

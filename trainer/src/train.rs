@@ -174,6 +174,8 @@ pub struct Overrides {
     pub seed: Option<u64>,
     pub device: Option<DeviceSpec>,
     pub batch_size: Option<usize>,
+    /// Continue an interrupted run (Ctrl-C) at the step where it stopped.
+    pub resume: bool,
 }
 
 impl Overrides {
@@ -209,6 +211,12 @@ pub struct CheckpointInfo {
     pub producer: String,
     pub config: Config,
     pub metrics: Option<EpochMetrics>,
+    /// Steps of `epoch` already done: 0 for an end-of-epoch checkpoint, k for an interrupted one.
+    #[serde(default)]
+    pub step: usize,
+    /// The interrupted epoch's running sums so far: loss x samples, rank-1 hits, rank-5 hits, samples.
+    #[serde(default)]
+    pub partial: Option<[f64; 4]>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -236,6 +244,12 @@ pub fn checkpoint_paths(run: &Path, epoch: usize) -> (PathBuf, PathBuf) {
     (dir.join(format!("epoch-{epoch:04}.safetensors")), dir.join(format!("epoch-{epoch:04}.json")))
 }
 
+/// Where Ctrl-C leaves the state of an epoch in progress.
+pub fn interrupted_paths(run: &Path) -> (PathBuf, PathBuf) {
+    let dir = run.join("checkpoints");
+    (dir.join("interrupted.safetensors"), dir.join("interrupted.json"))
+}
+
 /// The epochs that have a complete checkpoint (weights and side file), ascending.
 pub fn saved_epochs(run: &Path) -> Vec<usize> {
     let mut v: Vec<usize> = std::fs::read_dir(run.join("checkpoints"))
@@ -260,7 +274,7 @@ fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<
 /// Saves weights, buffers and optimizer state, then the side file; the side file is written last, so a
 /// checkpoint is complete only when both exist (a crash in between leaves the previous one as the latest).
 pub fn save_checkpoint(run: &Path, net: &Net, opt: &Optimizer, info: &CheckpointInfo) -> Result<()> {
-    let (weights, side) = checkpoint_paths(run, info.epoch);
+    let (weights, side) = if info.step > 0 { interrupted_paths(run) } else { checkpoint_paths(run, info.epoch) };
     std::fs::create_dir_all(weights.parent().unwrap())?;
     let mut named: Vec<(String, Tensor)> = net.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
     named.extend(opt.to_named());
@@ -286,10 +300,13 @@ pub fn build_net(c: &Config, num_classes: usize) -> Result<Net> {
 
 /// Loads a checkpoint's weights (and optimizer state into `opt` when given).
 pub fn restore(run: &Path, epoch: usize, net: &mut Net, opt: Option<&mut Optimizer>) -> Result<()> {
-    let (weights, _) = checkpoint_paths(run, epoch);
-    net.load(&weights)?;
+    restore_from(&checkpoint_paths(run, epoch).0, net, opt)
+}
+
+fn restore_from(weights: &Path, net: &mut Net, opt: Option<&mut Optimizer>) -> Result<()> {
+    net.load(weights)?;
     if let Some(opt) = opt {
-        let named: BTreeMap<String, Tensor> = Tensor::read_safetensors(&weights)?.into_iter().collect();
+        let named: BTreeMap<String, Tensor> = Tensor::read_safetensors(weights)?.into_iter().collect();
         opt.load_named(&named);
     }
     Ok(())
@@ -376,7 +393,15 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
     o.apply(&mut config);
     let c = config.clone();
     let run = c.train.run.clone();
-    let start = o.start_epoch.unwrap_or(0);
+    // An interrupted run continues inside the epoch it stopped in.
+    let interrupted = if o.resume {
+        let (_, side) = interrupted_paths(&run);
+        let text = std::fs::read_to_string(&side).with_context(|| format!("--resume: {} has no interrupted state ({})", run.display(), side.display()))?;
+        Some(serde_json::from_str::<CheckpointInfo>(&text).with_context(|| format!("{}: damaged", side.display()))?)
+    } else {
+        None
+    };
+    let start = interrupted.as_ref().map_or(o.start_epoch.unwrap_or(0), |i| i.epoch - 1);
     if c.train.epochs <= start {
         bail!("--epochs {} is the epoch to stop at and must be above --start-epoch {start}", c.train.epochs);
     }
@@ -388,7 +413,9 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
     let mut net = build_net(&c, train_set.num_classes)?;
     let mut opt = Optimizer::new(c.optimizer.clone());
     std::fs::create_dir_all(&run).with_context(|| format!("creating run directory {}", run.display()))?;
-    if start > 0 || checkpoint_paths(&run, 0).0.is_file() {
+    if interrupted.is_some() {
+        restore_from(&interrupted_paths(&run).0, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} where it was interrupted", run.display()))?;
+    } else if start > 0 || checkpoint_paths(&run, 0).0.is_file() {
         let have = saved_epochs(&run);
         if !have.contains(&start) {
             bail!("{}: no checkpoint for epoch {start} to resume from (saved epochs: {have:?})", run.display());
@@ -401,7 +428,11 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
     let mut log = RunLog::open(&run, start)?;
     log.say(&format!(
         "{} {}: {} ({} train, {} val samples) on {}, batch {}, epochs {}..={}, lr {}",
-        if start == 0 { "start" } else { "resume" },
+        match (&interrupted, start) {
+            (Some(i), _) => format!("resume at step {} of epoch {} of", i.step + 1, i.epoch),
+            (None, 0) => "start".into(),
+            (None, _) => "resume".into(),
+        },
         run.display(),
         c.model.name,
         train_set.len(),
@@ -416,15 +447,24 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
     let bs = (c.train.batch_size * devices.len()) as i64;
     let batches = (n + bs - 1) / bs;
     let mut history = vec![];
+    let mut interrupted = interrupted;
     for epoch in start + 1..=c.train.epochs {
         let lr = c.schedule.lr(c.train.lr, epoch - 1);
-        tch::manual_seed((c.train.seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64));
+        // The shuffle is drawn from (seed, epoch) and every step's randomness (flips, shifts, dropout)
+        // from (seed, epoch, step), so a run resumed at any step draws what an uninterrupted one draws.
+        tch::manual_seed(step_seed(c.train.seed, epoch, 0));
         let perm = Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu));
         let bar = crate::progress::bar(batches as u64, &format!("epoch {epoch}/{}", c.train.epochs));
         let t0 = Instant::now();
-        let (mut loss_sum, mut r1, mut r5, mut seen) = (0.0, 0i64, 0i64, 0i64);
+        let (skip, [l0, h1, h5, s0]) = match interrupted.take() {
+            Some(i) => (i.step, i.partial.unwrap_or_default()),
+            None => (0, [0.0; 4]),
+        };
+        let (mut loss_sum, mut r1, mut r5, mut seen) = (l0, h1 as i64, h5 as i64, s0 as i64);
+        bar.inc(skip as u64);
         let mut window = (Instant::now(), 0i64);
-        for b in 0..batches {
+        for b in skip as i64..batches {
+            tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1));
             let idx = perm.narrow(0, b * bs, bs.min(n - b * bs));
             let len = idx.size()[0];
             let main = reps.main().device;
@@ -437,20 +477,32 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             if !l.is_finite() {
                 bail!("epoch {epoch}, batch {}: the loss is {l}; lower the learning rate (now {lr})", b + 1);
             }
-            if crate::progress::interrupted() {
-                bar.finish_and_clear();
-                let last = saved_epochs(&run).last().copied().unwrap_or(0);
-                log.say(&format!(
-                    "interrupted in epoch {epoch} (its partial progress is not kept): the last checkpoint is epoch {last}; resume with `trainer train --config {} --start-epoch {last}`",
-                    run.join("config.toml").display()
-                ))?;
-                return Ok(history);
-            }
             let (a, bb) = rank_hits(&logits.detach(), &y);
             loss_sum += l * len as f64;
             r1 += a;
             r5 += bb;
             seen += len;
+            if crate::progress::interrupted() {
+                bar.finish_and_clear();
+                let info = CheckpointInfo {
+                    epoch,
+                    lr,
+                    seed: c.train.seed,
+                    producer: format!("trainer {}", models::VERSION),
+                    config: c.clone(),
+                    metrics: None,
+                    step: b as usize + 1,
+                    partial: Some([loss_sum, r1 as f64, r5 as f64, seen as f64]),
+                };
+                save_checkpoint(&run, reps.main(), &opt, &info)?;
+                log.say(&format!(
+                    "interrupted at step {}/{batches} of epoch {epoch}; saved {}; continue with `trainer train --config {} --resume`",
+                    b + 1,
+                    interrupted_paths(&run).0.display(),
+                    run.join("config.toml").display()
+                ))?;
+                return Ok(history);
+            }
             window.1 += len;
             bar.inc(1);
             if c.train.log_every > 0 && (b + 1) % c.train.log_every as i64 == 0 {
@@ -484,12 +536,22 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             c.train.epochs, m.train_loss, m.train_rank1, m.seconds, m.samples_per_sec
         ))?;
         if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
-            let info = CheckpointInfo { epoch, lr, seed: c.train.seed, producer: format!("trainer {}", models::VERSION), config: c.clone(), metrics: Some(m.clone()) };
+            let info = CheckpointInfo { epoch, lr, seed: c.train.seed, producer: format!("trainer {}", models::VERSION), config: c.clone(), metrics: Some(m.clone()), step: 0, partial: None };
             save_checkpoint(&run, reps.main(), &opt, &info)?;
+        }
+        for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {
+            if stale.exists() {
+                std::fs::remove_file(&stale)?;
+            }
         }
         history.push(m);
     }
     Ok(history)
+}
+
+/// The libtorch seed of one step (step 0: the epoch's shuffle).
+fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
+    (seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64).wrapping_mul(1_000_033).wrapping_add(step as i64)
 }
 
 /// `trainer init`: a run directory holding a config and epoch-0 weights.
@@ -505,7 +567,7 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
     let net = build_net(&config, num_classes)?;
     std::fs::create_dir_all(run)?;
     std::fs::write(run.join("config.toml"), toml::to_string_pretty(&config)?)?;
-    let info = CheckpointInfo { epoch: 0, lr: config.train.lr, seed, producer: format!("trainer {}", models::VERSION), config, metrics: None };
+    let info = CheckpointInfo { epoch: 0, lr: config.train.lr, seed, producer: format!("trainer {}", models::VERSION), config, metrics: None, step: 0, partial: None };
     save_checkpoint(run, &net, &Optimizer::new(OptimizerConfig::default()), &info)?;
     Ok(checkpoint_paths(run, 0).0)
 }
