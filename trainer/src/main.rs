@@ -70,6 +70,9 @@ enum Command {
         /// Per-device batch size (overrides train.batch_size).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Override any config field: --set train.lr=0.1 --set augment.flip=true (repeatable).
+        #[arg(long = "set", value_name = "SECTION.FIELD=VALUE")]
+        sets: Vec<String>,
         /// Continue a run stopped with Ctrl-C at the step where it stopped.
         #[arg(long, conflicts_with = "start_epoch")]
         resume: bool,
@@ -141,9 +144,9 @@ fn run(cli: Cli) -> Result<()> {
             let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
             println!("initialised {model} ({num_classes} classes, seed {seed}): {}", path.display());
         }
-        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, resume } => {
+        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, sets, resume } => {
             trainer::progress::install_interrupt_handler();
-            let cfg = trainer::train::Config::from_file(&config)?;
+            let cfg = trainer::train::Config::from_file_with(&config, &sets)?;
             let o = trainer::train::Overrides { run, epochs, start_epoch, lr, seed, device, batch_size, resume };
             let history = trainer::train::train(cfg, &o)?;
             if let Some(last) = history.last() {

@@ -124,7 +124,14 @@ impl Optimizer {
             let mut p = p.shallow_clone();
             match self.config {
                 OptimizerConfig::Sgd { momentum, nesterov, weight_decay, decay } => {
-                    let mut d = if weight_decay != 0.0 && decay.applies(spec.kind) { &g + &p * weight_decay } else { g };
+                    // torch.optim.SGD's rule, written with in-place multiply-adds (`addcmul_` by a 0-d
+                    // tensor is an axpy): the gradient tensor itself is the work buffer, which is
+                    // safe because gradients are zeroed before the next backward pass.
+                    let scalar = |v: f64| Tensor::scalar_tensor(v, (p.kind(), p.device()));
+                    let mut d = g;
+                    if weight_decay != 0.0 && decay.applies(spec.kind) {
+                        let _ = d.addcmul_(&p, &scalar(weight_decay));
+                    }
                     if momentum != 0.0 {
                         let key = format!("momentum.{}", spec.name);
                         let buf = match self.state.get(&key) {
@@ -133,12 +140,19 @@ impl Optimizer {
                                 let _ = buf.g_mul_scalar_(momentum).g_add_(&d);
                                 buf
                             }
-                            None => d.copy(),
+                            None => {
+                                let buf = d.copy();
+                                self.state.insert(key, buf.shallow_clone());
+                                buf
+                            }
                         };
-                        d = if nesterov { &d + &buf * momentum } else { buf.shallow_clone() };
-                        self.state.insert(key, buf);
+                        if nesterov {
+                            let _ = d.addcmul_(&buf, &scalar(momentum));
+                        } else {
+                            d = buf;
+                        }
                     }
-                    let _ = p.g_sub_(&(d * lr));
+                    let _ = p.addcmul_(&d, &scalar(-lr));
                 }
                 OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, decay }
                 | OptimizerConfig::Adamw { beta1, beta2, eps, weight_decay, decay } => {

@@ -159,8 +159,33 @@ pub struct AugmentConfig {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_with(path, &[])
+    }
+
+    /// Reads a config and applies `section.field=value` assignments (TOML values: `train.lr=0.1`,
+    /// `augment.flip=true`, `train.devices=[0,1]`, `optimizer.name="adam"`; a bare word is a string).
+    pub fn from_file_with(path: &Path, sets: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}: invalid experiment config", path.display()))
+        let mut doc: toml::Table = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+        for set in sets {
+            let (key, raw) = set.split_once('=').with_context(|| format!("--set {set}: expected section.field=value"))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .map(|mut t| t.remove("v").expect("parsed key"))
+                .unwrap_or_else(|_| toml::Value::String(raw.to_string()));
+            let mut parts: Vec<&str> = key.trim().split('.').collect();
+            let leaf = parts.pop().filter(|l| !l.is_empty()).with_context(|| format!("--set {set}: empty field name"))?;
+            let mut table = &mut doc;
+            for part in parts {
+                table = table
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+                    .as_table_mut()
+                    .with_context(|| format!("--set {set}: '{part}' is not a section"))?;
+            }
+            table.insert(leaf.to_string(), value);
+        }
+        let what = if sets.is_empty() { String::new() } else { format!(" (with --set {})", sets.join(", ")) };
+        Config::deserialize(toml::Value::Table(doc)).with_context(|| format!("{}{what}: invalid experiment config", path.display()))
     }
 }
 
