@@ -9,6 +9,9 @@ pub mod builder;
 pub mod cli;
 pub mod describe;
 pub mod graph;
+pub mod loader;
+pub mod progress;
+pub mod records;
 pub mod zoo;
 
 /// The toolchain's version, written into every run directory and every exported model.
