@@ -1,6 +1,9 @@
 //! What the `trainer` subcommands print; kept in the library so tests call the same code.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use clap::{Args, Subcommand};
 use models::describe::describe;
 use models::zoo::{self, REGISTRY};
 
@@ -27,5 +30,162 @@ pub fn describe_model(name: &str, num_classes: Option<usize>, in_channels: Optio
     } else {
         println!("{d}");
     }
+    Ok(())
+}
+
+/// Options every `trainer prepare` kind shares.
+#[derive(Args, Debug, Clone)]
+pub struct PrepareCommon {
+    /// Output folder for the lists, label map, means, records and report.
+    #[arg(long, global = true)]
+    pub out: Option<PathBuf>,
+    /// Resize so the shorter side is this long (0 keeps the size; images are never upscaled).
+    #[arg(long, default_value_t = 256, global = true)]
+    pub short_side: u32,
+    /// JPEG quality of the stored images; 0 stores lossless PNG.
+    #[arg(long, default_value_t = 95, global = true)]
+    pub quality: u8,
+    /// Seed of the splits.
+    #[arg(long, default_value_t = 42, global = true)]
+    pub seed: u64,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum PrepareKind {
+    /// MNIST-format IDX files (e.g. Debian's Fashion-MNIST): --train PREFIX [--test PREFIX].
+    Idx {
+        /// Prefix of the train files: PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz].
+        #[arg(long)]
+        train: PathBuf,
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// A file with one class name per line.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.0)]
+        val_fraction: f64,
+    },
+    /// One sub-folder per class: ROOT/<class>/<images>.
+    Folder {
+        root: PathBuf,
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        #[arg(long, default_value_t = 0.1)]
+        test_fraction: f64,
+    },
+    /// The Kaggle FER2013 CSV (emotion, pixels, Usage).
+    Fer2013 {
+        csv: PathBuf,
+        /// The book's 6 classes: disgust merged into angry.
+        #[arg(long)]
+        merge_disgust: bool,
+    },
+    /// ILSVRC2015 CLS-LOC tree + devkit: train/val/test with a stratified test split carved from train.
+    Imagenet {
+        /// The folder holding Data/, ImageSets/ and devkit/.
+        root: PathBuf,
+        /// Images per class moved from train to test (the book: 50).
+        #[arg(long, default_value_t = 50)]
+        test_per_class: usize,
+    },
+    /// Stanford Cars with the book's complete_dataset.csv: make:model labels, stratified 70/15/15.
+    Cars {
+        /// The folder holding car_ims/ (and complete_dataset.csv).
+        root: PathBuf,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Adience fold files → age bins or gender; invalid rows dropped and counted.
+    Adience {
+        /// The folder holding aligned/ (and folds/ or the fold_*_data.txt files).
+        root: PathBuf,
+        /// age or gender.
+        #[arg(long, value_parser = ["age", "gender"])]
+        task: String,
+        /// Folder with the fold_*_data.txt files (default: ROOT/folds or ROOT).
+        #[arg(long)]
+        folds: Option<PathBuf>,
+    },
+    /// LISA traffic signs (allAnnotations.csv): boxes per image, class filter, image-level split.
+    Lisa {
+        /// The folder holding allAnnotations.csv and the vid*/ frames.
+        root: PathBuf,
+        /// Classes to keep (default: the book's stop, pedestrianCrossing, signalAhead); "all" keeps every class.
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
+        #[arg(long, default_value_t = 0.25)]
+        test_fraction: f64,
+    },
+    /// dlib imglab XML (e.g. dlib's front-and-rear vehicles): boxes clipped, ignored boxes dropped.
+    DlibXml {
+        /// training.xml
+        train_xml: PathBuf,
+        /// testing.xml
+        #[arg(long)]
+        test_xml: Option<PathBuf>,
+    },
+    /// Any image folder → copies rotated by 0/90/180/270 degrees, labelled by the angle.
+    Orientation {
+        root: PathBuf,
+        /// Sample at most N images (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Write all four rotations of each image instead of one random one.
+        #[arg(long)]
+        all_angles: bool,
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        #[arg(long, default_value_t = 0.1)]
+        test_fraction: f64,
+    },
+}
+
+fn lines(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+}
+
+/// `trainer prepare KIND ...`.
+pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
+    use crate::prepare::{adience, cars, detection, idx, imagenet, simple};
+    let out = c.out.clone().ok_or_else(|| anyhow::anyhow!("--out DIR is required"))?;
+    let prepared = match kind {
+        PrepareKind::Idx { train, test, labels, val_fraction } => idx::build(&idx::IdxOptions {
+            train,
+            test,
+            labels: labels.as_deref().map(lines).transpose()?,
+            val_fraction,
+            seed: c.seed,
+        })?,
+        PrepareKind::Folder { root, val_fraction, test_fraction } => {
+            simple::build_folder(&simple::FolderOptions { root, val_fraction, test_fraction, seed: c.seed })?
+        }
+        PrepareKind::Fer2013 { csv, merge_disgust } => simple::build_fer2013(&simple::Fer2013Options { csv, merge_disgust })?,
+        PrepareKind::Imagenet { root, test_per_class } => imagenet::build(&imagenet::ImagenetOptions { root, test_per_class, seed: c.seed })?,
+        PrepareKind::Cars { root, csv } => cars::build(&cars::CarsOptions { root, csv, seed: c.seed })?,
+        PrepareKind::Adience { root, task, folds } => {
+            let task = if task == "age" { adience::AdienceTask::Age } else { adience::AdienceTask::Gender };
+            adience::build(&adience::AdienceOptions { root, folds, task, seed: c.seed })?
+        }
+        PrepareKind::Lisa { root, classes, test_fraction } => {
+            let mut o = detection::LisaOptions::book(root);
+            if classes.iter().any(|c| c == "all") {
+                o.classes.clear();
+            } else if !classes.is_empty() {
+                o.classes = classes;
+            }
+            o.test_fraction = test_fraction;
+            o.seed = c.seed;
+            detection::build_lisa(&o)?
+        }
+        PrepareKind::DlibXml { train_xml, test_xml } => detection::build_dlib_xml(&detection::DlibXmlOptions { train_xml, test_xml })?,
+        PrepareKind::Orientation { root, limit, all_angles, val_fraction, test_fraction } => {
+            simple::build_orientation(&simple::OrientationOptions { root, limit, all_angles, val_fraction, test_fraction, seed: c.seed })?
+        }
+    };
+    let opts = models::records::PackOptions { short_side: c.short_side, jpeg_quality: c.quality, grayscale: false };
+    let report = crate::prepare::write(prepared, &out, &opts, true)?;
+    println!("{report}");
+    println!("wrote {}", out.join("report.json").display());
     Ok(())
 }

@@ -2,12 +2,14 @@
 
 pub mod cli;
 pub mod data;
+pub mod dataset;
 pub mod device;
 pub mod doctor;
 pub mod net;
 pub mod optim;
 pub mod parallel;
 pub mod plot;
+pub mod prepare;
 pub mod progress;
 pub mod train;
 

@@ -28,6 +28,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build a dataset into record files: lists, label map, train-set means, records, report.
+    Prepare {
+        #[command(subcommand)]
+        kind: trainer::cli::PrepareKind,
+        #[command(flatten)]
+        common: trainer::cli::PrepareCommon,
+    },
     /// Create a run directory with a config and epoch-0 weights of a registry model.
     Init {
         /// A registry model name (see `trainer models`).
@@ -140,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { action: Some(ModelsAction::Describe { name, num_classes, in_channels, json }), .. } => {
             trainer::cli::describe_model(&name, num_classes, in_channels, json)?
         }
+        Command::Prepare { kind, common } => trainer::cli::prepare(kind, &common)?,
         Command::Init { model, num_classes, seed, run } => {
             let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
             println!("initialised {model} ({num_classes} classes, seed {seed}): {}", path.display());

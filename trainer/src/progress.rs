@@ -1,9 +1,7 @@
-//! Progress bars on a terminal (hidden otherwise, so logs and CI output stay clean) and the Ctrl-C flag
-//! the training loop polls between steps.
+//! The Ctrl-C flag the training loop polls between steps, and its progress bars.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -23,12 +21,6 @@ pub fn interrupted() -> bool {
 }
 
 /// A bar of `len` steps drawn on stderr when it is a terminal.
-pub fn bar(len: u64, prefix: &str) -> ProgressBar {
-    let target = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-    let bar = ProgressBar::with_draw_target(Some(len), target);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}").expect("valid template").progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
+pub fn bar(len: u64, prefix: &str) -> indicatif::ProgressBar {
+    models::progress::bar(len, prefix, true)
 }

@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::data::{load_idx, ImageSet};
+use crate::dataset::{step_seed, BatchSpec, Dataset, PerChannel};
 use crate::device::DeviceSpec;
 use crate::net::Net;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
@@ -57,28 +57,33 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// IDX prefix of the training set (`…/fashion-mnist/train` reads `train-images-idx3-ubyte.gz` and
-    /// `train-labels-idx1-ubyte.gz`).
+    /// The training set: a record file from `trainer prepare` (`…/train.rec`), or an IDX prefix
+    /// (`…/fashion-mnist/train` reads `train-images-idx3-ubyte.gz` and `train-labels-idx1-ubyte.gz`).
     pub train: PathBuf,
-    /// IDX prefix of the validation set, evaluated after every epoch.
+    /// The validation set (same forms), evaluated after every epoch.
     pub val: Option<PathBuf>,
     /// Keep only the first N training samples (0 = all); for quick experiments and tests.
     #[serde(default)]
     pub limit_train: usize,
     #[serde(default)]
     pub limit_val: usize,
-    /// Mean and standard deviation in 0–255 pixel units: x = (pixel - mean) / std.
+    /// Mean and standard deviation in 0–255 pixel units: x = (pixel - mean) / std; one number for
+    /// every channel or one per channel (`[123.68, 116.78, 103.94]`).
     #[serde(default = "d_mean")]
-    pub mean: f64,
+    pub mean: PerChannel,
     #[serde(default = "d_std")]
-    pub std: f64,
+    pub std: PerChannel,
+    /// Take the means from a `mean.json` written by `trainer prepare` (the book's dataset means);
+    /// overrides `mean`.
+    #[serde(default)]
+    pub mean_file: Option<PathBuf>,
 }
 
-fn d_mean() -> f64 {
-    0.0
+fn d_mean() -> PerChannel {
+    PerChannel::All(0.0)
 }
-fn d_std() -> f64 {
-    255.0
+fn d_std() -> PerChannel {
+    PerChannel::All(255.0)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,9 +157,15 @@ pub struct AugmentConfig {
     /// Random horizontal flips with probability 0.5.
     #[serde(default)]
     pub flip: bool,
-    /// Random translation by up to N pixels (zero padding then a random crop back to size).
+    /// Random translation by up to N pixels (zero padding then a random crop back to size; in-memory sets).
     #[serde(default)]
     pub shift: usize,
+    /// Random rotation within ± degrees (record files).
+    #[serde(default)]
+    pub rotate: f32,
+    /// Random shear within ± this ratio (record files).
+    #[serde(default)]
+    pub shear: f32,
 }
 
 impl Config {
@@ -337,27 +348,23 @@ fn restore_from(weights: &Path, net: &mut Net, opt: Option<&mut Optimizer>) -> R
     Ok(())
 }
 
-/// Normalises a u8 batch to float on the device.
-fn prepare(x: &Tensor, c: &DataConfig, device: tch::Device) -> Tensor {
-    (x.to_device(device).to_kind(Kind::Float) - c.mean) / c.std
-}
-
-fn augment(x: Tensor, a: &AugmentConfig) -> Tensor {
-    let mut x = x;
-    if a.flip {
-        let n = x.size()[0];
-        let mask = Tensor::rand([n, 1, 1, 1], (Kind::Float, x.device())).lt(0.5);
-        x = x.flip([3]).where_self(&mask, &x);
-    }
-    if a.shift > 0 {
-        let s = a.shift as i64;
-        let (h, w) = (x.size()[2], x.size()[3]);
-        let padded = x.constant_pad_nd([s, s, s, s]);
-        let dy = Tensor::randint(2 * s + 1, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]);
-        let dx = Tensor::randint(2 * s + 1, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]);
-        x = padded.narrow(2, dy, h).narrow(3, dx, w);
-    }
-    x
+/// How `c` turns stored images into inputs of a network with input `[C, H, W]`.
+pub fn batch_spec(c: &Config, input: [usize; 3], train: bool) -> Result<BatchSpec> {
+    let channels = input[0];
+    let mean = match &c.data.mean_file {
+        Some(f) => PerChannel::Each(crate::dataset::means_from_file(f)?),
+        None => c.data.mean.clone(),
+    };
+    Ok(BatchSpec {
+        input,
+        mean: mean.values(channels),
+        std: c.data.std.values(channels),
+        train,
+        flip: c.augment.flip,
+        shift: c.augment.shift,
+        rotate: c.augment.rotate,
+        shear: c.augment.shear,
+    })
 }
 
 /// Correct rank-1 and rank-5 predictions in a batch.
@@ -371,23 +378,21 @@ fn rank_hits(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
 }
 
 /// Loss, rank-1 and rank-5 of `net` on `set` in eval mode.
-pub fn evaluate(net: &Net, set: &ImageSet, data: &DataConfig, batch: usize) -> EvalMetrics {
+pub fn evaluate(net: &Net, set: &Dataset, spec: &BatchSpec, batch: usize) -> Result<EvalMetrics> {
     let _guard = tch::no_grad_guard();
-    let n = set.len() as i64;
-    let (mut loss, mut r1, mut r5) = (0.0, 0i64, 0i64);
-    let mut start = 0;
-    while start < n {
-        let len = (batch as i64).min(n - start);
-        let x = prepare(&set.images.narrow(0, start, len), data, net.device);
-        let y = set.labels.narrow(0, start, len).to_device(net.device);
+    let (mut loss, mut r1, mut r5, mut n) = (0.0, 0i64, 0i64, 0i64);
+    for b in set.batches(0, 0, batch, spec, 0, net.device) {
+        let (x, y) = b?;
+        let len = y.size()[0];
         let logits = net.forward(&x, false);
         loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
-        let (a, b) = rank_hits(&logits, &y);
+        let (a, bb) = rank_hits(&logits, &y);
         r1 += a;
-        r5 += b;
-        start += len;
+        r5 += bb;
+        n += len;
     }
-    EvalMetrics { samples: n as usize, loss: loss / n as f64, rank1: r1 as f64 / n as f64, rank5: r5 as f64 / n as f64 }
+    let n_f = n.max(1) as f64;
+    Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f })
 }
 
 struct RunLog {
@@ -433,9 +438,14 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
     if c.train.batch_size == 0 {
         bail!("train.batch_size must be at least 1");
     }
-    let train_set = load_idx(&c.data.train, c.data.limit_train)?;
-    let val_set = c.data.val.as_ref().map(|v| load_idx(v, c.data.limit_val)).transpose()?;
-    let mut net = build_net(&c, train_set.num_classes)?;
+    let input = models::zoo::info(&c.model.name)?.input;
+    let input = [c.model.in_channels.unwrap_or(input[0]), input[1], input[2]];
+    let (train_spec, val_spec) = (batch_spec(&c, input, true)?, batch_spec(&c, input, false)?);
+    let devices = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?;
+    let bs = c.train.batch_size * devices.len();
+    let train_set = Dataset::open(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true)?;
+    let val_set = c.data.val.as_ref().map(|v| Dataset::open(v, c.data.limit_val, &val_spec, 512, 0, false)).transpose()?;
+    let mut net = build_net(&c, train_set.num_classes())?;
     let mut opt = Optimizer::new(c.optimizer.clone());
     std::fs::create_dir_all(&run).with_context(|| format!("creating run directory {}", run.display()))?;
     if interrupted.is_some() {
@@ -447,7 +457,6 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         }
         restore(&run, start, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} at epoch {start}", run.display()))?;
     }
-    let devices = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?;
     let reps = Replicas::new(net, &devices)?;
     std::fs::write(run.join("config.toml"), toml::to_string_pretty(&c)?)?;
     let mut log = RunLog::open(&run, start)?;
@@ -461,24 +470,18 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         run.display(),
         c.model.name,
         train_set.len(),
-        val_set.as_ref().map_or(0, ImageSet::len),
+        val_set.as_ref().map_or(0, Dataset::len),
         devices.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join("+"),
         c.train.batch_size * devices.len(),
         start + 1,
         c.train.epochs,
         c.train.lr
     ))?;
-    let n = train_set.len() as i64;
-    let bs = (c.train.batch_size * devices.len()) as i64;
-    let batches = (n + bs - 1) / bs;
+    let batches = train_set.batches_per_epoch(bs) as i64;
     let mut history = vec![];
     let mut interrupted = interrupted;
     for epoch in start + 1..=c.train.epochs {
         let lr = c.schedule.lr(c.train.lr, epoch - 1);
-        // The shuffle is drawn from (seed, epoch) and every step's randomness (flips, shifts, dropout)
-        // from (seed, epoch, step), so a run resumed at any step draws what an uninterrupted one draws.
-        tch::manual_seed(step_seed(c.train.seed, epoch, 0));
-        let perm = Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu));
         let bar = crate::progress::bar(batches as u64, &format!("epoch {epoch}/{}", c.train.epochs));
         let t0 = Instant::now();
         let (skip, [l0, h1, h5, s0]) = match interrupted.take() {
@@ -488,13 +491,14 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         let (mut loss_sum, mut r1, mut r5, mut seen) = (l0, h1 as i64, h5 as i64, s0 as i64);
         bar.inc(skip as u64);
         let mut window = (Instant::now(), 0i64);
+        // The shuffle is drawn from (seed, epoch) and every step's randomness (augmentation, dropout)
+        // from (seed, epoch, step), so a run resumed at any step draws what an uninterrupted one draws.
+        let mut stream = train_set.batches(epoch, skip, bs, &train_spec, c.train.seed, reps.main().device);
         for b in skip as i64..batches {
             tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1));
-            let idx = perm.narrow(0, b * bs, bs.min(n - b * bs));
-            let len = idx.size()[0];
-            let main = reps.main().device;
-            let x = augment(prepare(&train_set.images.index_select(0, &idx), &c.data, main), &c.augment);
-            let y = train_set.labels.index_select(0, &idx).to_device(main);
+            let Some(batch) = stream.next() else { break };
+            let (x, y) = batch?;
+            let len = y.size()[0];
             reps.zero_grad();
             let (l, logits) = reps.forward_backward(&x, &y);
             opt.step(&reps.main().trainable(), lr);
@@ -543,7 +547,8 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, &c.data, 512));
+        drop(stream);
+        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, &val_spec, 512)).transpose()?;
         let m = EpochMetrics {
             epoch,
             lr,
@@ -574,16 +579,11 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
     Ok(history)
 }
 
-/// The libtorch seed of one step (step 0: the epoch's shuffle).
-fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
-    (seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64).wrapping_mul(1_000_033).wrapping_add(step as i64)
-}
-
 /// `trainer init`: a run directory holding a config and epoch-0 weights.
 pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: Option<PathBuf>) -> Result<PathBuf> {
     let config = Config {
         model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None },
-        data: DataConfig { train: data_train.unwrap_or_default(), val: None, limit_train: 0, limit_val: 0, mean: d_mean(), std: d_std() },
+        data: DataConfig { train: data_train.unwrap_or_default(), val: None, limit_train: 0, limit_val: 0, mean: d_mean(), std: d_std(), mean_file: None },
         train: TrainConfig { seed, run: run.to_path_buf(), ..TrainConfig::default() },
         optimizer: OptimizerConfig::default(),
         schedule: Schedule::default(),
@@ -604,8 +604,11 @@ pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Resu
         None => *saved_epochs(run).last().with_context(|| format!("{}: no checkpoints", run.display()))?,
     };
     let info = load_checkpoint_info(run, epoch)?;
-    let set = load_idx(data, 0)?;
-    let mut net = build_net(&info.config, set.num_classes)?;
+    let c = &info.config;
+    let input = models::zoo::info(&c.model.name)?.input;
+    let spec = batch_spec(c, [c.model.in_channels.unwrap_or(input[0]), input[1], input[2]], false)?;
+    let set = Dataset::open(data, 0, &spec, batch, 0, false)?;
+    let mut net = build_net(c, set.num_classes())?;
     restore(run, epoch, &mut net, None)?;
-    Ok((epoch, evaluate(&net, &set, &info.config.data, batch)))
+    Ok((epoch, evaluate(&net, &set, &spec, batch)?))
 }

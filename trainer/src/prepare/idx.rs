@@ -1,0 +1,62 @@
+//! `trainer prepare idx`: MNIST-format IDX files (MNIST, Fashion-MNIST) → records.
+//! The official test files become the `test` split; `val` is a stratified fraction of the train files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use models::records::image::{DynamicImage, GrayImage};
+use models::records::{Item, Source};
+
+use super::{stratified_split, Prepared, Split};
+use crate::data::{idx_files, read_idx};
+
+/// Fashion-MNIST's class names (its README), used when the path names Fashion-MNIST.
+pub const FASHION_MNIST: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+pub struct IdxOptions {
+    /// Prefix of the train files (`…/train` for `train-images-idx3-ubyte.gz`).
+    pub train: PathBuf,
+    /// Prefix of the test files (`…/t10k`).
+    pub test: Option<PathBuf>,
+    /// Class names, one per label; default: Fashion-MNIST's names for a path containing "fashion",
+    /// else the label numbers.
+    pub labels: Option<Vec<String>>,
+    pub val_fraction: f64,
+    pub seed: u64,
+}
+
+fn items(prefix: &Path, tag: &str) -> Result<(Vec<Item>, usize)> {
+    let (img_path, lbl_path) = idx_files(prefix)?;
+    let (dims, pixels) = read_idx(&img_path)?;
+    let (ldims, labels) = read_idx(&lbl_path)?;
+    if dims.len() != 3 || ldims.len() != 1 || ldims[0] != dims[0] {
+        bail!("{} {:?} and {} {:?} do not describe one image set", img_path.display(), dims, lbl_path.display(), ldims);
+    }
+    let (h, w) = (dims[1], dims[2]);
+    let items = (0..dims[0])
+        .map(|i| {
+            let px = pixels[i * h * w..(i + 1) * h * w].to_vec();
+            let img = GrayImage::from_raw(w as u32, h as u32, px).expect("sized buffer");
+            Item { source: Source::Image(DynamicImage::ImageLuma8(img)), key: format!("{tag}#{i}"), label: labels[i] as i32, boxes: vec![] }
+        })
+        .collect();
+    Ok((items, dims[0]))
+}
+
+pub fn build(o: &IdxOptions) -> Result<Prepared> {
+    let (train, mut read) = items(&o.train, &o.train.file_name().map_or("train".into(), |n| n.to_string_lossy().into_owned()))?;
+    let classes = train.iter().map(|i| i.label).max().map_or(0, |m| m as usize + 1);
+    let labels = match &o.labels {
+        Some(l) if l.len() < classes => bail!("{} label names for {classes} classes", l.len()),
+        Some(l) => l.clone(),
+        None if o.train.to_string_lossy().to_lowercase().contains("fashion") && classes == 10 => FASHION_MNIST.iter().map(|s| s.to_string()).collect(),
+        None => (0..classes).map(|c| c.to_string()).collect(),
+    };
+    let mut splits: Vec<Split> = stratified_split(train, o.val_fraction, 0.0, o.seed);
+    if let Some(test) = &o.test {
+        let (items, n) = items(test, &test.file_name().map_or("test".into(), |n| n.to_string_lossy().into_owned()))?;
+        read += n;
+        splits.push(Split { name: "test".into(), items });
+    }
+    Ok(Prepared { kind: "idx".into(), labels, splits, read, dropped: vec![], grayscale: true })
+}
