@@ -265,6 +265,28 @@ impl Net {
         Ok(())
     }
 
+    /// Network surgery (book ch. 12): loads every parameter from `path` except those under the
+    /// `skip` prefixes (e.g. `classifier`), which keep their fresh initialisation. Every other parameter
+    /// must be in the file with its exact shape. Returns how many tensors were loaded.
+    pub fn load_except(&mut self, path: &Path, skip: &[String]) -> Result<usize, NetError> {
+        let err = |reason: String| NetError::Weights { path: path.display().to_string(), reason };
+        let loaded: BTreeMap<String, Tensor> = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?.into_iter().collect();
+        let _guard = tch::no_grad_guard();
+        let mut n = 0;
+        for spec in &self.specs {
+            if skip.iter().any(|s| spec.name == *s || spec.name.starts_with(&format!("{s}."))) {
+                continue;
+            }
+            let t = loaded.get(&spec.name).ok_or_else(|| err(format!("missing parameter '{}' (skip it with init_skip)", spec.name)))?;
+            if t.size() != dims(&spec.shape) {
+                return Err(err(format!("parameter '{}' has shape {:?}, the graph expects {:?}", spec.name, t.size(), spec.shape)));
+            }
+            self.params[&spec.name].shallow_clone().copy_(t);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Loads weights saved by [`save`](Self::save) (or converted from elsewhere under the same names);
     /// every parameter of the graph must be present with its exact shape.
     pub fn load(&mut self, path: &Path) -> Result<(), NetError> {

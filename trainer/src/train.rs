@@ -52,6 +52,13 @@ pub struct ModelConfig {
     pub num_classes: Option<usize>,
     /// Default: the model's own.
     pub in_channels: Option<usize>,
+    /// Start from these weights (a safetensors file, e.g. a checkpoint of another run or imported
+    /// ImageNet weights) instead of a fresh initialisation; the book's fine-tuning.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// Parameter prefixes not taken from `init_from` (the new head: `["classifier"]`).
+    #[serde(default)]
+    pub init_skip: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +84,10 @@ pub struct DataConfig {
     /// overrides `mean`.
     #[serde(default)]
     pub mean_file: Option<PathBuf>,
+    /// The classes are ordered bins (Adience's ages): evaluation also reports one-off accuracy, a
+    /// prediction within one bin of the truth (book.md §6.3).
+    #[serde(default)]
+    pub ordinal: bool,
 }
 
 fn d_mean() -> PerChannel {
@@ -273,6 +284,9 @@ pub struct EvalMetrics {
     pub loss: f64,
     pub rank1: f64,
     pub rank5: f64,
+    /// For ordinal labels: predictions at most one class away from the truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_off: Option<f64>,
 }
 
 pub fn checkpoint_paths(run: &Path, epoch: usize) -> (PathBuf, PathBuf) {
@@ -378,9 +392,9 @@ fn rank_hits(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
 }
 
 /// Loss, rank-1 and rank-5 of `net` on `set` in eval mode.
-pub fn evaluate(net: &Net, set: &Dataset, spec: &BatchSpec, batch: usize) -> Result<EvalMetrics> {
+pub fn evaluate(net: &Net, set: &Dataset, spec: &BatchSpec, batch: usize, ordinal: bool) -> Result<EvalMetrics> {
     let _guard = tch::no_grad_guard();
-    let (mut loss, mut r1, mut r5, mut n) = (0.0, 0i64, 0i64, 0i64);
+    let (mut loss, mut r1, mut r5, mut n, mut off) = (0.0, 0i64, 0i64, 0i64, 0i64);
     for b in set.batches(0, 0, batch, spec, 0, net.device) {
         let (x, y) = b?;
         let len = y.size()[0];
@@ -390,9 +404,13 @@ pub fn evaluate(net: &Net, set: &Dataset, spec: &BatchSpec, batch: usize) -> Res
         r1 += a;
         r5 += bb;
         n += len;
+        if ordinal {
+            off += (logits.argmax(1, false) - &y).abs().le(1).sum(Kind::Int64).int64_value(&[]);
+        }
     }
     let n_f = n.max(1) as f64;
-    Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f })
+    let one_off = ordinal.then(|| off as f64 / n_f);
+    Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f, one_off })
 }
 
 struct RunLog {
@@ -448,6 +466,10 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
     let mut net = build_net(&c, train_set.num_classes())?;
     let mut opt = Optimizer::new(c.optimizer.clone());
     std::fs::create_dir_all(&run).with_context(|| format!("creating run directory {}", run.display()))?;
+    if let (Some(src), None, 0) = (&c.model.init_from, &interrupted, start) {
+        let n = net.load_except(src, &c.model.init_skip).with_context(|| format!("model.init_from {}", src.display()))?;
+        tracing::info!("initialised {n} tensors from {} (kept fresh: {:?})", src.display(), c.model.init_skip);
+    }
     if interrupted.is_some() {
         restore_from(&interrupted_paths(&run).0, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} where it was interrupted", run.display()))?;
     } else if start > 0 || checkpoint_paths(&run, 0).0.is_file() {
@@ -548,7 +570,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
         drop(stream);
-        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, &val_spec, 512)).transpose()?;
+        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, &val_spec, 512, c.data.ordinal)).transpose()?;
         let m = EpochMetrics {
             epoch,
             lr,
@@ -560,7 +582,10 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             samples_per_sec: seen as f64 / train_secs,
         };
         log.json(&serde_json::to_value(&m)?)?;
-        let val_text = val.map_or(String::new(), |v| format!(", val loss {:.4} rank-1 {:.4} rank-5 {:.4}", v.loss, v.rank1, v.rank5));
+        let val_text = val.map_or(String::new(), |v| {
+            let off = v.one_off.map_or(String::new(), |o| format!(" one-off {o:.4}"));
+            format!(", val loss {:.4} rank-1 {:.4} rank-5 {:.4}{off}", v.loss, v.rank1, v.rank5)
+        });
         log.say(&format!(
             "epoch {epoch}/{} lr {lr}: train loss {:.4} rank-1 {:.4}{val_text} ({:.1}s, {:.0} samples/s)",
             c.train.epochs, m.train_loss, m.train_rank1, m.seconds, m.samples_per_sec
@@ -582,8 +607,8 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
 /// `trainer init`: a run directory holding a config and epoch-0 weights.
 pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: Option<PathBuf>) -> Result<PathBuf> {
     let config = Config {
-        model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None },
-        data: DataConfig { train: data_train.unwrap_or_default(), val: None, limit_train: 0, limit_val: 0, mean: d_mean(), std: d_std(), mean_file: None },
+        model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None, init_from: None, init_skip: vec![] },
+        data: DataConfig { train: data_train.unwrap_or_default(), val: None, limit_train: 0, limit_val: 0, mean: d_mean(), std: d_std(), mean_file: None, ordinal: false },
         train: TrainConfig { seed, run: run.to_path_buf(), ..TrainConfig::default() },
         optimizer: OptimizerConfig::default(),
         schedule: Schedule::default(),
@@ -610,5 +635,5 @@ pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Resu
     let set = Dataset::open(data, 0, &spec, batch, 0, false)?;
     let mut net = build_net(c, set.num_classes())?;
     restore(run, epoch, &mut net, None)?;
-    Ok((epoch, evaluate(&net, &set, &spec, batch)?))
+    Ok((epoch, evaluate(&net, &set, &spec, batch, c.data.ordinal)?))
 }

@@ -54,3 +54,56 @@ fn elu_alpha_and_prelu_slope_are_applied() {
     let expected_neg = 0.5 * 0.25 * ((-2.0f32).exp() - 1.0);
     assert!((y[0] - expected_neg).abs() < 1e-6 && y[1] == 3.0, "{y:?}");
 }
+
+#[test]
+fn surgery_loads_everything_but_the_new_head() {
+    let dir = std::env::temp_dir().join(format!("dlcv-surgery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    tch::manual_seed(1);
+    let source = Net::new(models::zoo::build("mini-vgg", Some(10), None).unwrap(), Device::Cpu).unwrap();
+    let file = dir.join("pretrained.safetensors");
+    source.save(&file).unwrap();
+    tch::manual_seed(2);
+    let mut target = Net::new(models::zoo::build("mini-vgg", Some(5), None).unwrap(), Device::Cpu).unwrap();
+    let fresh_head = target.params["classifier.weight"].copy();
+    let err = target.load_except(&file, &[]).unwrap_err().to_string();
+    assert!(err.contains("classifier.weight") && err.contains("[10, 512]"), "{err}");
+    let n = target.load_except(&file, &["classifier".to_string()]).unwrap();
+    assert_eq!(n, target.specs.len() - 2);
+    for (name, t) in &target.params {
+        if name.starts_with("classifier.") {
+            if name == "classifier.weight" {
+                assert!(t.equal(&fresh_head), "the new head keeps its initialisation");
+            }
+        } else {
+            assert!(t.equal(&source.params[name]), "{name} was not transferred");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn one_off_accuracy_counts_predictions_within_one_bin() {
+    use trainer::data::ImageSet;
+    use trainer::dataset::{BatchSpec, Dataset};
+    let net = Net::new(models::zoo::build("mini-vgg", Some(8), None).unwrap(), Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        for (name, t) in &net.params {
+            let v = if name.ends_with("running_var") || (name.ends_with(".weight") && name.contains(".bn")) { 1.0 } else { 0.0 };
+            let _ = t.shallow_clone().fill_(v);
+        }
+        // every prediction is bin 2
+        let _ = net.params["classifier.bias"].shallow_clone().narrow(0, 2, 1).fill_(5.0);
+    });
+    let labels = [2i64, 1, 3, 0, 6, 2];
+    let set = ImageSet {
+        images: Tensor::zeros([6, 1, 28, 28], (Kind::Uint8, Device::Cpu)),
+        labels: Tensor::from_slice(&labels),
+        num_classes: 8,
+        source: "test".into(),
+    };
+    let spec = BatchSpec { input: [1, 28, 28], mean: vec![0.0], std: vec![255.0], train: false, flip: false, shift: 0, rotate: 0.0, shear: 0.0 };
+    let m = trainer::train::evaluate(&net, &Dataset::Memory(set), &spec, 4, true).unwrap();
+    assert_eq!(m.rank1, 2.0 / 6.0);
+    assert_eq!(m.one_off, Some(4.0 / 6.0), "2, 1, 3 and 2 are within one bin of 2; 0 and 6 are not");
+}
