@@ -12,7 +12,6 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use image::{DynamicImage, GenericImageView};
-use imageproc::geometric_transformations::{warp, Interpolation, Projection};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -34,7 +33,7 @@ pub struct Transform {
     /// Random horizontal flips.
     #[serde(default)]
     pub flip: bool,
-    /// Random rotation within ± degrees.
+    /// Random rotation within ± degrees about the crop's centre.
     #[serde(default)]
     pub rotate: f32,
     /// Random horizontal shear within ± this ratio.
@@ -52,45 +51,91 @@ impl Transform {
     }
 
     /// Applies the transform; writes `C*H*W` floats (channel-major) into `out`.
+    ///
+    /// One pass per output pixel: the crop, the rotation and shear about the crop's centre, the flip, a
+    /// scale-up when the image is smaller than the crop, and the normalisation are composed into a
+    /// single inverse mapping into the decoded image, sampled bilinearly (nearest when it is a plain
+    /// crop). Points that fall outside the image read as 0.
     pub fn apply(&self, img: DynamicImage, rng: &mut SmallRng, out: &mut [f32]) {
         let [th, tw] = self.size;
-        // Too small for the crop: scale up so that the crop fits (records keep small sets small).
-        let (w, h) = img.dimensions();
-        let img = if w < tw || h < th {
-            let s = (tw as f32 / w as f32).max(th as f32 / h as f32);
-            img.resize_exact((w as f32 * s).ceil() as u32, (h as f32 * s).ceil() as u32, image::imageops::FilterType::Triangle)
-        } else {
-            img
-        };
-        let (w, h) = img.dimensions();
-        let (x, y) = if self.random_crop { (rng.gen_range(0..=w - tw), rng.gen_range(0..=h - th)) } else { ((w - tw) / 2, (h - th) / 2) };
-        let crop = img.crop_imm(x, y, tw, th);
-        let mut crop = if self.channels == 1 { DynamicImage::ImageLuma8(crop.to_luma8()) } else { DynamicImage::ImageRgb8(crop.to_rgb8()) };
-        if self.rotate > 0.0 || self.shear > 0.0 {
-            let angle = if self.rotate > 0.0 { rng.gen_range(-self.rotate..=self.rotate).to_radians() } else { 0.0 };
-            let shear = if self.shear > 0.0 { rng.gen_range(-self.shear..=self.shear) } else { 0.0 };
-            let (cx, cy) = (tw as f32 / 2.0, th as f32 / 2.0);
-            let m = Projection::translate(-cx, -cy)
-                .and_then(Projection::from_matrix([1.0, shear, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]).expect("shear is invertible"))
-                .and_then(Projection::rotate(angle))
-                .and_then(Projection::translate(cx, cy));
-            crop = if self.channels == 1 {
-                DynamicImage::ImageLuma8(warp(&crop.to_luma8(), &m, Interpolation::Bilinear, image::Luma([0])))
-            } else {
-                DynamicImage::ImageRgb8(warp(&crop.to_rgb8(), &m, Interpolation::Bilinear, image::Rgb([0, 0, 0])))
-            };
-        }
-        let flip = self.flip && rng.gen_bool(0.5);
         let c = self.channels as usize;
+        let img = if c == 1 { DynamicImage::ImageLuma8(img.into_luma8()) } else { DynamicImage::ImageRgb8(img.into_rgb8()) };
+        let (w, h) = img.dimensions();
+        let raw = img.as_bytes();
+        // Too small for the crop: sample as if scaled up so that the crop fits.
+        let scale = (tw as f32 / w as f32).max(th as f32 / h as f32).max(1.0);
+        let (sw, sh) = ((w as f32 * scale).floor() as u32, (h as f32 * scale).floor() as u32);
+        let (sw, sh) = (sw.max(tw), sh.max(th));
+        let (x0, y0) = if self.random_crop { (rng.gen_range(0..=sw - tw), rng.gen_range(0..=sh - th)) } else { ((sw - tw) / 2, (sh - th) / 2) };
+        let angle = if self.rotate > 0.0 { rng.gen_range(-self.rotate..=self.rotate).to_radians() } else { 0.0 };
+        let shear = if self.shear > 0.0 { rng.gen_range(-self.shear..=self.shear) } else { 0.0 };
+        let flip = self.flip && rng.gen_bool(0.5);
         let (tw, th) = (tw as usize, th as usize);
-        let raw = crop.as_bytes();
+        let mean: Vec<f32> = (0..c).map(|k| self.mean[k.min(self.mean.len() - 1)]).collect();
+        let inv_std: Vec<f32> = (0..c).map(|k| 1.0 / self.std[k.min(self.std.len() - 1)]).collect();
+        let plane = th * tw;
+        let (w, h) = (w as usize, h as usize);
+        if angle == 0.0 && shear == 0.0 && scale == 1.0 {
+            for yy in 0..th {
+                let row = (y0 as usize + yy) * w;
+                for xx in 0..tw {
+                    let sx = x0 as usize + if flip { tw - 1 - xx } else { xx };
+                    let px = &raw[(row + sx) * c..(row + sx) * c + c];
+                    for k in 0..c {
+                        out[k * plane + yy * tw + xx] = (px[k] as f32 - mean[k]) * inv_std[k];
+                    }
+                }
+            }
+            return;
+        }
+        // Output pixel (u, v) about the crop centre; forward map is rotate(shear(p)), so the inverse
+        // is shear^-1(rotate^-1(q)): rotate by -angle, then x -= shear * y.
+        let (cx, cy) = ((tw as f32 - 1.0) / 2.0, (th as f32 - 1.0) / 2.0);
+        let (sin, cos) = angle.sin_cos();
+        let mut px = [0f32; 4];
         for yy in 0..th {
             for xx in 0..tw {
-                let sx = if flip { tw - 1 - xx } else { xx };
-                for ch in 0..c {
-                    let v = raw[(yy * tw + sx) * c + ch] as f32;
-                    out[ch * th * tw + yy * tw + xx] = (v - self.mean[ch.min(self.mean.len() - 1)]) / self.std[ch.min(self.std.len() - 1)];
+                let u = (if flip { tw - 1 - xx } else { xx }) as f32 - cx;
+                let v = yy as f32 - cy;
+                let (ru, rv) = (cos * u + sin * v, -sin * u + cos * v);
+                let su = ru - shear * rv;
+                // back to the (scaled) image, then to the decoded image's pixel centres
+                let x = (su + cx + x0 as f32 + 0.5) / scale - 0.5;
+                let y = (rv + cy + y0 as f32 + 0.5) / scale - 0.5;
+                bilinear(raw, w, h, c, x, y, &mut px);
+                for k in 0..c {
+                    out[k * plane + yy * tw + xx] = (px[k] - mean[k]) * inv_std[k];
                 }
+            }
+        }
+    }
+}
+
+/// Bilinear sample of every channel at (x, y) in an interleaved u8 image; points outside read as 0.
+#[inline]
+fn bilinear(raw: &[u8], w: usize, h: usize, c: usize, x: f32, y: f32, out: &mut [f32; 4]) {
+    let (fx, fy) = (x.floor(), y.floor());
+    let (ax, ay) = (x - fx, y - fy);
+    let (ix, iy) = (fx as isize, fy as isize);
+    let weights = [(1.0 - ax) * (1.0 - ay), ax * (1.0 - ay), (1.0 - ax) * ay, ax * ay];
+    out[..c].iter_mut().for_each(|v| *v = 0.0);
+    if ix >= 0 && iy >= 0 && (ix as usize) + 1 < w && (iy as usize) + 1 < h {
+        // all four neighbours inside: no bounds checks per read
+        let (ix, iy) = (ix as usize, iy as usize);
+        let offs = [(iy * w + ix) * c, (iy * w + ix + 1) * c, ((iy + 1) * w + ix) * c, ((iy + 1) * w + ix + 1) * c];
+        for (o, wt) in offs.iter().zip(weights) {
+            for k in 0..c {
+                out[k] += raw[o + k] as f32 * wt;
+            }
+        }
+        return;
+    }
+    for (n, wt) in weights.iter().enumerate() {
+        let (px, py) = (ix + (n % 2) as isize, iy + (n / 2) as isize);
+        if px >= 0 && py >= 0 && (px as usize) < w && (py as usize) < h {
+            let o = (py as usize * w + px as usize) * c;
+            for k in 0..c {
+                out[k] += raw[o + k] as f32 * wt;
             }
         }
     }
@@ -126,7 +171,7 @@ pub struct LoaderOptions {
 
 impl Default for LoaderOptions {
     fn default() -> Self {
-        Self { batch_size: 128, shuffle: false, seed: 0, workers: 0, prefetch: 4, shard: None, drop_last: false }
+        Self { batch_size: 128, shuffle: false, seed: 0, workers: 0, prefetch: 2, shard: None, drop_last: false }
     }
 }
 

@@ -189,3 +189,38 @@ pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
     println!("wrote {}", out.join("report.json").display());
     Ok(())
 }
+
+/// `trainer loader-bench`: how fast the data loader decodes and augments a record file here.
+pub fn loader_bench(rec: &std::path::Path, size: u32, batch: usize, workers: usize, augment: bool) -> Result<serde_json::Value> {
+    use models::loader::{Loader, LoaderOptions, Transform};
+    let file = models::records::RecordFile::open(rec)?;
+    let t = Transform {
+        size: [size, size],
+        channels: 3,
+        random_crop: augment,
+        flip: augment,
+        rotate: if augment { 15.0 } else { 0.0 },
+        shear: if augment { 0.1 } else { 0.0 },
+        mean: vec![123.68, 116.78, 103.94],
+        std: vec![58.4, 57.1, 57.4],
+    };
+    let loader = Loader::new(file, t, LoaderOptions { batch_size: batch, shuffle: true, seed: 0, workers, ..LoaderOptions::default() });
+    let status_mb = |key: &str| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+            .map(|kb| kb / 1024.0)
+    };
+    let rss_before_mb = status_mb("VmRSS:");
+    let t0 = std::time::Instant::now();
+    let mut images = 0;
+    for b in loader.epoch(0) {
+        images += b?.n;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    // The process holds libtorch before any data is read; the loader's own share is the difference.
+    Ok(serde_json::json!({
+        "images": images, "seconds": secs, "images_per_sec": images as f64 / secs, "workers": workers,
+        "rss_before_mb": rss_before_mb, "peak_rss_mb": status_mb("VmHWM:"),
+    }))
+}

@@ -35,6 +35,22 @@ enum Command {
         #[command(flatten)]
         common: trainer::cli::PrepareCommon,
     },
+    /// Measure the data loader on a record file: decode + augment images/s and peak memory (JSON).
+    LoaderBench {
+        /// A record file from `trainer prepare`.
+        rec: PathBuf,
+        /// Output crop size (square).
+        #[arg(long, default_value_t = 224)]
+        size: u32,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Decode threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Centre crops only, no random crop, flip, rotation or shear.
+        #[arg(long)]
+        no_augment: bool,
+    },
     /// Create a run directory with a config and epoch-0 weights of a registry model.
     Init {
         /// A registry model name (see `trainer models`).
@@ -148,6 +164,9 @@ fn run(cli: Cli) -> Result<()> {
             trainer::cli::describe_model(&name, num_classes, in_channels, json)?
         }
         Command::Prepare { kind, common } => trainer::cli::prepare(kind, &common)?,
+        Command::LoaderBench { rec, size, batch_size, workers, no_augment } => {
+            println!("{}", trainer::cli::loader_bench(&rec, size, batch_size, workers, !no_augment)?);
+        }
         Command::Init { model, num_classes, seed, run } => {
             let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
             println!("initialised {model} ({num_classes} classes, seed {seed}): {}", path.display());
