@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the longest end-to-end slice of the toolchain that exists today, on the built-in data.
 #
-# Today: mini-vgg trains on the real Fashion-MNIST (Debian's dataset-fashion-mnist) on the CPU and is
-# evaluated on its 10,000 test images; the back ends every later step stands on are checked for real:
+# Today: the real Fashion-MNIST (Debian's dataset-fashion-mnist) is built into record files, mini-vgg
+# trains on them on the CPU and is evaluated on the 10,000 test images, and its curves are plotted; the back ends every later step stands on are checked for real:
 # ONNX Runtime runs a real pretrained model (../shared/models/fer_emotion.onnx), the exporter reads that
 # model's graph, and OpenCV decodes a real face video (made here from ../shared/data/faces) and finds the
 # faces in it. Export and video inference of the trained model are added to this script as they land.
@@ -30,12 +30,21 @@ rm -rf "$RUN"
 step "trainer models describe mini-vgg: the network, from the model zoo"
 "$BIN/trainer" models describe mini-vgg | tail -8 | tee "$OUT/mini-vgg.describe.txt"
 
-step "trainer train: mini-vgg on Fashion-MNIST (60,000 images), $EPOCHS epoch(s) on the CPU"
-"$BIN/trainer" train --config configs/fashion-mnist-mini-vgg.toml --run "$RUN" --epochs "$EPOCHS" 2>&1 \
+DATA="$OUT/fashion-mnist"
+step "trainer prepare idx: Fashion-MNIST into record files (train / val / test)"
+"$BIN/trainer" prepare idx --train /usr/share/datasets/fashion-mnist/train --test /usr/share/datasets/fashion-mnist/t10k \
+  --val-fraction 0.1 --short-side 0 --quality 0 --out "$DATA" | tee "$OUT/prepare.txt"
+
+step "trainer train: mini-vgg on the 54,000 training records, $EPOCHS epoch(s) on the CPU"
+"$BIN/trainer" train --config configs/fashion-mnist-mini-vgg.toml --run "$RUN" --epochs "$EPOCHS" \
+  --set "data.train=\"$DATA/train.rec\"" --set "data.val=\"$DATA/val.rec\"" --set "data.mean_file=\"$DATA/mean.json\"" 2>&1 \
  | grep -v " batch " | tee "$OUT/train.txt"
 
-step "trainer eval: the last checkpoint on the 10,000 test images"
-"$BIN/trainer" eval --run "$RUN" --data /usr/share/datasets/fashion-mnist/t10k | tee "$OUT/eval.txt"
+step "trainer eval: the last checkpoint on the 10,000 test records"
+"$BIN/trainer" eval --run "$RUN" --data "$DATA/test.rec" | tee "$OUT/eval.txt"
+
+step "trainer plot: loss and accuracy curves"
+"$BIN/trainer" plot --run "$RUN" --out "$OUT/curves.png" | tee "$OUT/plot.txt"
 
 step "runtime doctor: ONNX Runtime running $MODEL on the CPU provider"
 "$BIN/runtime" doctor --provider cpu --model "$MODEL" | tee "$OUT/runtime-doctor.txt"
@@ -57,10 +66,11 @@ REPORT="$OUT/REPORT.md"
 {
   echo "# Demo report ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   echo
-  echo "What ran: mini-vgg trained on Fashion-MNIST for $EPOCHS epoch(s) and evaluated on the test set,"
+  echo "What ran: Fashion-MNIST built into record files, mini-vgg trained on them for $EPOCHS epoch(s) and"
+  echo "evaluated on the test records (curves: ![curves](curves.png)),"
   echo "then the back-end checks (libtorch, ONNX Runtime, ONNX reading, OpenCV video + face detection)."
   echo "Run directory: $RUN (config, checkpoints, metrics-*.jsonl, train.log)."
-  for f in mini-vgg.describe train eval trainer-doctor runtime-doctor fer_emotion.inspect edge-demo-doctor; do
+  for f in prepare mini-vgg.describe train eval trainer-doctor runtime-doctor fer_emotion.inspect edge-demo-doctor; do
     echo; echo "## $f"; echo; echo '```'; cat "$OUT/$f.txt"; echo '```'
   done
 } > "$REPORT"

@@ -39,6 +39,17 @@ impl Verbosity {
     }
 }
 
+/// Parses a device name as users type it, for trainer devices and runtime providers alike:
+/// `cpu` → `Some(None)`, `cuda`/`gpu` → `Some(Some(0))`, `cuda:N` → `Some(Some(N))`, anything else → `None`.
+pub fn parse_device_name(s: &str) -> Option<Option<usize>> {
+    let t = s.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "cpu" => Some(None),
+        "cuda" | "gpu" => Some(Some(0)),
+        _ => t.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Some),
+    }
+}
+
 /// Ends a binary: `error: <message with its causes>` on stderr and exit status 1 on failure.
 /// (Returning the error from `main` would print a debug dump, with a stack trace under RUST_BACKTRACE.)
 pub fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
@@ -54,6 +65,16 @@ pub fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!(parse_device_name(" CPU "), Some(None));
+        assert_eq!(parse_device_name("gpu"), Some(Some(0)));
+        assert_eq!(parse_device_name("cuda:3"), Some(Some(3)));
+        for bad in ["cuda:", "cuda:-1", "cuda:x", "tpu", ""] {
+            assert_eq!(parse_device_name(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn verbosity_maps_to_filters() {

@@ -42,16 +42,10 @@ pub enum Provider {
 impl FromStr for Provider {
     type Err = RuntimeError;
     fn from_str(s: &str) -> Result<Self, RuntimeError> {
-        let t = s.trim().to_ascii_lowercase();
-        match t.as_str() {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            _ => t
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<i32>().ok())
-                .filter(|n| *n >= 0)
-                .map(Self::Cuda)
-                .ok_or_else(|| RuntimeError::BadProvider(s.to_string())),
+        match models::cli::parse_device_name(s) {
+            Some(None) => Ok(Self::Cpu),
+            Some(Some(i)) => i32::try_from(i).map(Self::Cuda).map_err(|_| RuntimeError::BadProvider(s.to_string())),
+            None => Err(RuntimeError::BadProvider(s.to_string())),
         }
     }
 }

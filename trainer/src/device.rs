@@ -23,15 +23,10 @@ pub enum DeviceError {
 impl FromStr for DeviceSpec {
     type Err = DeviceError;
     fn from_str(s: &str) -> Result<Self, DeviceError> {
-        let t = s.trim().to_ascii_lowercase();
-        match t.as_str() {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            _ => t
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| DeviceError::Invalid(s.to_string())),
+        match models::cli::parse_device_name(s) {
+            Some(None) => Ok(Self::Cpu),
+            Some(Some(i)) => Ok(Self::Cuda(i)),
+            None => Err(DeviceError::Invalid(s.to_string())),
         }
     }
 }
