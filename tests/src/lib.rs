@@ -29,13 +29,25 @@ pub fn has_nvidia_gpu() -> bool {
     Path::new("/dev/nvidia0").exists()
 }
 
-/// Path of a workspace binary built into the same target directory as the running test
-/// (`cargo test --workspace` builds every package's binaries before any test runs).
+/// Path of a workspace binary in the same target directory as the running test. `cargo test` does not
+/// build other packages' binaries, so a missing one is built here (`cargo build -p NAME --bin NAME`, with
+/// the same cargo and profile), which makes a plain `cargo test` work on a fresh clone.
 pub fn bin(name: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let exe = std::env::current_exe().expect("current test executable");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
     let p = dir.join(name);
-    assert!(p.is_file(), "{} is not built: run `cargo test --workspace` (or `make test`)", p.display());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !p.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", name, "--bin", name]).current_dir(repo_root());
+        if dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+        assert!(status.success() && p.is_file(), "{} could not be built (cargo build -p {name})", p.display());
+    }
     p
 }
