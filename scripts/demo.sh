@@ -5,7 +5,8 @@
 # trains on them on the CPU and is evaluated on the 10,000 test images, and its curves are plotted; the back ends every later step stands on are checked for real:
 # ONNX Runtime runs a real pretrained model (../shared/models/fer_emotion.onnx), the exporter reads that
 # model's graph, and OpenCV decodes a real face video (made here from ../shared/data/faces) and finds the
-# faces in it. Export and video inference of the trained model are added to this script as they land.
+# faces in it. The trained model is exported to ONNX (with its labels and preprocessing, verified
+# against libtorch) and run by ONNX Runtime. Video inference of it is added as it lands.
 # DEMO_EPOCHS (default 1, about 1.5 minutes an epoch on 2 cores) sets how long it trains.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,6 +47,11 @@ step "trainer eval: the last checkpoint on the 10,000 test records"
 step "trainer plot: loss and accuracy curves"
 "$BIN/trainer" plot --run "$RUN" --out "$OUT/curves.png" | tee "$OUT/plot.txt"
 
+step "exporter export: the checkpoint to ONNX with labels and preprocessing, checked against libtorch"
+"$BIN/exporter" export --run "$RUN" --out "$OUT/mini-vgg.onnx" | tee "$OUT/export.txt"
+"$BIN/exporter" inspect "$OUT/mini-vgg.onnx" | tee -a "$OUT/export.txt"
+"$BIN/runtime" doctor --model "$OUT/mini-vgg.onnx" | tail -2 | tee -a "$OUT/export.txt"
+
 step "runtime doctor: ONNX Runtime running $MODEL on the CPU provider"
 "$BIN/runtime" doctor --provider cpu --model "$MODEL" | tee "$OUT/runtime-doctor.txt"
 
@@ -70,7 +76,7 @@ REPORT="$OUT/REPORT.md"
   echo "evaluated on the test records (curves: ![curves](curves.png)),"
   echo "then the back-end checks (libtorch, ONNX Runtime, ONNX reading, OpenCV video + face detection)."
   echo "Run directory: $RUN (config, checkpoints, metrics-*.jsonl, train.log)."
-  for f in prepare mini-vgg.describe train eval trainer-doctor runtime-doctor fer_emotion.inspect edge-demo-doctor; do
+  for f in prepare mini-vgg.describe train eval export trainer-doctor runtime-doctor fer_emotion.inspect edge-demo-doctor; do
     echo; echo "## $f"; echo; echo '```'; cat "$OUT/$f.txt"; echo '```'
   done
 } > "$REPORT"

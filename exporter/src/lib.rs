@@ -2,5 +2,7 @@
 //! Pure Rust: ONNX messages come from the `onnx-protobuf` crate (generated for `protobuf` 3).
 
 pub mod inspect;
+pub mod lower;
+pub mod meta;
 
 pub use onnx_protobuf as onnx;

@@ -140,6 +140,25 @@ pub fn open_session(path: &Path, opts: &SessionOptions) -> Result<Session, Runti
     builder.commit_from_file(path).map_err(|e| model_err(e.to_string()))
 }
 
+/// One float32 output of a model: its name, shape and values.
+pub type Output = (String, Vec<usize>, Vec<f32>);
+
+/// Runs `path` once on a float32 `[N, C, H, W]` (or any shape) input and returns every float output.
+pub fn infer(path: &Path, opts: &SessionOptions, data: Vec<f32>, shape: &[usize]) -> Result<Vec<Output>, RuntimeError> {
+    let model_err = |reason: String| RuntimeError::Model { path: path.to_path_buf(), reason };
+    let mut session = open_session(path, opts)?;
+    let input = session.inputs().first().map(|i| i.name().to_string()).ok_or_else(|| model_err("the model has no input".into()))?;
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let tensor = ort::value::Tensor::from_array((dims, data)).map_err(|e| model_err(e.to_string()))?;
+    let outputs = session.run(ort::inputs![input.as_str() => tensor]).map_err(|e| model_err(format!("inference failed: {e}")))?;
+    let mut result = vec![];
+    for (name, value) in outputs.iter() {
+        let (shape, values) = value.try_extract_tensor::<f32>().map_err(|e| model_err(format!("output '{name}': {e}")))?;
+        result.push((name.to_string(), shape.iter().map(|&d| d as usize).collect(), values.to_vec()));
+    }
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

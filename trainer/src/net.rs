@@ -258,6 +258,26 @@ impl Net {
         values[g.output].take().expect("output value")
     }
 
+    /// A network on the CPU, initialised from libtorch's generator seeded with `seed`.
+    pub fn new_cpu(graph: Graph, seed: i64) -> Result<Self, NetError> {
+        tch::manual_seed(seed);
+        Self::new(graph, Device::Cpu)
+    }
+
+    /// Runs a float32 batch in train mode without a backward pass, which updates the BatchNorm running
+    /// statistics (recalibrating them on new data, or giving parity checks non-trivial statistics).
+    pub fn update_bn_statistics(&self, data: &[f32], shape: [usize; 4]) {
+        let x = Tensor::from_slice(data).view([shape[0] as i64, shape[1] as i64, shape[2] as i64, shape[3] as i64]).to_device(self.device);
+        let _ = tch::no_grad(|| self.forward(&x, true));
+    }
+
+    /// Class probabilities for a float32 batch in eval mode (for parity checks against exported files).
+    pub fn predict_f32(&self, data: &[f32], shape: [usize; 4]) -> Vec<f32> {
+        let x = Tensor::from_slice(data).view([shape[0] as i64, shape[1] as i64, shape[2] as i64, shape[3] as i64]).to_device(self.device);
+        let p = tch::no_grad(|| self.forward(&x, false).softmax(-1, Kind::Float));
+        Vec::<f32>::try_from(p.flatten(0, -1).to_device(Device::Cpu)).expect("float probabilities")
+    }
+
     /// Writes every parameter and buffer to a safetensors file under its graph name.
     pub fn save(&self, path: &Path) -> Result<(), NetError> {
         let named: Vec<(&str, &Tensor)> = self.params.iter().map(|(k, v)| (k.as_str(), v)).collect();

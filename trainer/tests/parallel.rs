@@ -8,6 +8,10 @@ use trainer::net::Net;
 use trainer::optim::{DecayRule, Optimizer, OptimizerConfig};
 use trainer::parallel::Replicas;
 
+/// libtorch's generator is global to the process and these tests seed it to build identical nets;
+/// tests in one binary run on parallel threads, so they take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A small net without BatchNorm or dropout, whose gradient is a plain mean over the batch.
 fn net(seed: i64) -> Net {
     let mut b = GraphBuilder::new("tiny", [2, 8, 8], Init::XavierUniform);
@@ -34,6 +38,7 @@ fn step(reps: &Replicas, x: &Tensor, y: &Tensor) -> Vec<Tensor> {
 
 #[test]
 fn shards_give_the_same_update_as_the_full_batch() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(11);
     for batch in [6, 7] {
         let x = Tensor::randn([batch, 2, 8, 8], (Kind::Float, Device::Cpu));
@@ -58,6 +63,7 @@ fn shards_give_the_same_update_as_the_full_batch() {
 
 #[test]
 fn bf16_and_channels_last_compute_the_same_function() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut n = net(5);
     let x = Tensor::randn([3, 2, 8, 8], (Kind::Float, Device::Cpu));
     let fp32 = n.forward(&x, false);

@@ -69,6 +69,8 @@ pub struct Report {
     pub dropped: Vec<(String, String)>,
     pub splits: Vec<SplitReport>,
     pub train_means: Vec<f64>,
+    /// The shorter side images were resized to (0: kept), which evaluation must repeat.
+    pub short_side: u32,
 }
 
 impl Report {
@@ -126,7 +128,7 @@ pub fn write(p: Prepared, out: &Path, opts: &PackOptions, progress: bool) -> Res
         _ => serde_json::json!({}),
     };
     std::fs::write(out.join("mean.json"), serde_json::to_string_pretty(&mean_json)?)?;
-    let report = Report { kind: p.kind, out: out.to_path_buf(), classes: p.labels.len(), read: p.read, dropped: p.dropped, splits, train_means };
+    let report = Report { kind: p.kind, out: out.to_path_buf(), classes: p.labels.len(), read: p.read, dropped: p.dropped, splits, train_means, short_side: opts.short_side };
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
 }

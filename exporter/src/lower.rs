@@ -1,0 +1,289 @@
+//! Lowering a model graph and its weights to an ONNX `ModelProto`.
+//!
+//! Every op of the IR has one exact ONNX form; dropout (training only) is removed. The batch dimension of
+//! the input and the outputs is symbolic (`N`). Initializers carry the graph's parameter names, so the
+//! same name is used by the trainer's checkpoints and the ONNX file. The outputs are the class
+//! probabilities (`probabilities`, a softmax of the logits) and, on request, the logits (`logits`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use models::graph::{Graph, GraphError, Op, ParamSpec};
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::tensor_shape_proto::Dimension;
+use onnx_protobuf::{
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TypeProto,
+    ValueInfoProto,
+};
+use protobuf::Message;
+
+/// ONNX opset written by default (supported by every ONNX Runtime of the last years).
+pub const DEFAULT_OPSET: i64 = 17;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error("parameter '{name}': {reason}")]
+    Weight { name: String, reason: String },
+    #[error("node '{node}': {reason}")]
+    Node { node: String, reason: String },
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct LowerOptions {
+    pub opset: i64,
+    /// Also output the logits (before the softmax).
+    pub logits: bool,
+    /// `metadata_props` of the model.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        Self { opset: DEFAULT_OPSET, logits: false, metadata: BTreeMap::new() }
+    }
+}
+
+/// fp32 weights by parameter name, with their shapes.
+pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Reads fp32 weights from a safetensors file (a trainer checkpoint; optimizer state is ignored).
+pub fn read_safetensors(path: &Path) -> Result<Weights, ExportError> {
+    let err = |reason: String| ExportError::File { path: path.display().to_string(), reason };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a safetensors file: {e:?}")))?;
+    let mut out = Weights::new();
+    for (name, view) in st.tensors() {
+        if name.starts_with("optim.") {
+            continue;
+        }
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(err(format!("tensor '{name}' is {:?}, expected F32", view.dtype())));
+        }
+        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        out.insert(name, (view.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
+fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = v.iter().map(|&x| x as i64).collect();
+    a
+}
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INT.into();
+    a.i = v;
+    a
+}
+
+fn attr_float(name: &str, v: f64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::FLOAT.into();
+    a.f = v as f32;
+    a
+}
+
+fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = dims.iter().map(|&d| d as i64).collect();
+    t.data_type = DataType::FLOAT as i32;
+    t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t
+}
+
+fn value_info(name: &str, dims: &[Result<usize, &str>]) -> ValueInfoProto {
+    let mut t = type_proto::Tensor::new();
+    t.elem_type = DataType::FLOAT as i32;
+    for d in dims {
+        let mut dim = Dimension::new();
+        match d {
+            Ok(v) => dim.set_dim_value(*v as i64),
+            Err(p) => dim.set_dim_param(p.to_string()),
+        }
+        t.shape.mut_or_insert_default().dim.push(dim);
+    }
+    let mut ty = TypeProto::new();
+    ty.value = Some(type_proto::Value::TensorType(t));
+    let mut v = ValueInfoProto::new();
+    v.name = name.into();
+    v.type_ = Some(ty).into();
+    v
+}
+
+struct Builder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl Builder {
+    fn node(&mut self, op: &str, name: &str, inputs: &[String], output: &str, attrs: Vec<AttributeProto>) {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = name.into();
+        n.input = inputs.to_vec();
+        n.output = vec![output.to_string()];
+        n.attribute = attrs;
+        self.nodes.push(n);
+    }
+}
+
+/// The ONNX form of `graph` with `weights`.
+pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<ModelProto, ExportError> {
+    let shapes = graph.shapes()?;
+    let specs: BTreeMap<String, ParamSpec> = graph.params()?.into_iter().map(|p| (p.name.clone(), p)).collect();
+    let mut b = Builder { nodes: vec![], initializers: vec![] };
+    let mut used = std::collections::BTreeSet::new();
+    // Parameter `suffix` of `node` as an initializer (reshaped to `shape` when given).
+    let mut param = |b: &mut Builder, node: &str, suffix: &str, shape: Option<Vec<usize>>| -> Result<String, ExportError> {
+        let name = format!("{node}.{suffix}");
+        let spec = specs.get(&name).ok_or_else(|| ExportError::Weight { name: name.clone(), reason: "not a parameter of the graph".into() })?;
+        let (dims, data) = weights.get(&name).ok_or_else(|| ExportError::Weight { name: name.clone(), reason: "missing from the weights".into() })?;
+        if *dims != spec.shape {
+            return Err(ExportError::Weight { name, reason: format!("shape {dims:?}, the graph expects {:?}", spec.shape) });
+        }
+        if data.iter().any(|v| !v.is_finite()) {
+            return Err(ExportError::Weight { name, reason: "holds NaN or infinite values".into() });
+        }
+        if used.insert(name.clone()) {
+            b.initializers.push(tensor(&name, &shape.unwrap_or_else(|| dims.clone()), data.clone()));
+        }
+        Ok(name)
+    };
+    // the ONNX value holding each node's output (dropout passes its input through)
+    let mut value: Vec<String> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let ins: Vec<String> = node.inputs.iter().map(|&i| value[i].clone()).collect();
+        let out = node.name.clone();
+        let nm = &node.name;
+        let in_shape = node.inputs.first().map(|&i| shapes[i].clone()).unwrap_or_default();
+        match &node.op {
+            Op::Input { .. } => {
+                value.push("input".to_string());
+                continue;
+            }
+            Op::Conv2d { kernel, stride, padding, dilation, groups, bias, .. } => {
+                let mut inputs = vec![ins[0].clone(), param(&mut b, nm, "weight", None)?];
+                if *bias {
+                    inputs.push(param(&mut b, nm, "bias", None)?);
+                }
+                let pads = [padding[0], padding[1], padding[0], padding[1]];
+                let attrs = vec![
+                    attr_ints("kernel_shape", kernel),
+                    attr_ints("strides", stride),
+                    attr_ints("pads", &pads),
+                    attr_ints("dilations", dilation),
+                    attr_int("group", *groups as i64),
+                ];
+                b.node("Conv", nm, &inputs, &out, attrs);
+            }
+            Op::BatchNorm { eps, momentum, .. } => {
+                let inputs = vec![
+                    ins[0].clone(),
+                    param(&mut b, nm, "weight", None)?,
+                    param(&mut b, nm, "bias", None)?,
+                    param(&mut b, nm, "running_mean", None)?,
+                    param(&mut b, nm, "running_var", None)?,
+                ];
+                // ONNX's momentum weighs the running statistic (inference ignores it)
+                b.node("BatchNormalization", nm, &inputs, &out, vec![attr_float("epsilon", *eps), attr_float("momentum", 1.0 - momentum)]);
+            }
+            Op::Relu => b.node("Relu", nm, &ins, &out, vec![]),
+            Op::Elu { alpha } => b.node("Elu", nm, &ins, &out, vec![attr_float("alpha", *alpha)]),
+            Op::LeakyRelu { slope } => b.node("LeakyRelu", nm, &ins, &out, vec![attr_float("alpha", *slope)]),
+            Op::Prelu { .. } => {
+                // one slope per channel, broadcast over H and W
+                let c = in_shape.first().copied().unwrap_or(0);
+                let shape = if in_shape.len() == 3 { vec![c, 1, 1] } else { vec![c] };
+                let slope = param(&mut b, nm, "weight", Some(shape))?;
+                b.node("PRelu", nm, &[ins[0].clone(), slope], &out, vec![]);
+            }
+            Op::Lrn { size, alpha, beta, k } => b.node(
+                "LRN",
+                nm,
+                &ins,
+                &out,
+                vec![attr_int("size", *size as i64), attr_float("alpha", *alpha), attr_float("beta", *beta), attr_float("bias", *k)],
+            ),
+            Op::MaxPool { kernel, stride, padding, ceil_mode } | Op::AvgPool { kernel, stride, padding, ceil_mode } => {
+                let pads = [padding[0], padding[1], padding[0], padding[1]];
+                let mut attrs = vec![attr_ints("kernel_shape", kernel), attr_ints("strides", stride), attr_ints("pads", &pads), attr_int("ceil_mode", *ceil_mode as i64)];
+                let op = if matches!(node.op, Op::MaxPool { .. }) {
+                    "MaxPool"
+                } else {
+                    attrs.push(attr_int("count_include_pad", 0));
+                    "AveragePool"
+                };
+                b.node(op, nm, &ins, &out, attrs);
+            }
+            Op::GlobalAvgPool => b.node("GlobalAveragePool", nm, &ins, &out, vec![]),
+            Op::Linear { bias, .. } => {
+                let mut inputs = vec![ins[0].clone(), param(&mut b, nm, "weight", None)?];
+                if *bias {
+                    inputs.push(param(&mut b, nm, "bias", None)?);
+                }
+                b.node("Gemm", nm, &inputs, &out, vec![attr_int("transB", 1)]);
+            }
+            Op::Dropout { .. } => {
+                // training only: removed, its readers read its input
+                value.push(ins[0].clone());
+                continue;
+            }
+            Op::Flatten => b.node("Flatten", nm, &ins, &out, vec![attr_int("axis", 1)]),
+            Op::Concat => b.node("Concat", nm, &ins, &out, vec![attr_int("axis", 1)]),
+            Op::Add => b.node("Sum", nm, &ins, &out, vec![]),
+            Op::Softmax => b.node("Softmax", nm, &ins, &out, vec![attr_int("axis", -1)]),
+        }
+        value.push(out);
+    }
+    let logits = value[graph.output].clone();
+    if shapes[graph.output].len() != 1 {
+        return Err(ExportError::Node { node: graph.nodes[graph.output].name.clone(), reason: format!("the output must be [classes], it is {:?}", shapes[graph.output]) });
+    }
+    let classes = shapes[graph.output][0];
+    b.node("Softmax", "probabilities", std::slice::from_ref(&logits), "probabilities", vec![attr_int("axis", 1)]);
+    let mut g = GraphProto::new();
+    g.name = graph.name.clone();
+    let [c, h, w] = graph.input_shape();
+    g.input.push(value_info("input", &[Err("N"), Ok(c), Ok(h), Ok(w)]));
+    g.output.push(value_info("probabilities", &[Err("N"), Ok(classes)]));
+    if o.logits {
+        b.node("Identity", "logits", &[logits], "logits", vec![]);
+        g.output.push(value_info("logits", &[Err("N"), Ok(classes)]));
+    }
+    g.node = b.nodes;
+    g.initializer = b.initializers;
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    m.producer_name = "dlcv-exporter".into();
+    m.producer_version = models::VERSION.into();
+    let mut opset = OperatorSetIdProto::new();
+    opset.version = o.opset;
+    m.opset_import.push(opset);
+    m.graph = Some(g).into();
+    for (k, v) in &o.metadata {
+        let mut e = StringStringEntryProto::new();
+        e.key = k.clone();
+        e.value = v.clone();
+        m.metadata_props.push(e);
+    }
+    Ok(m)
+}
+
+/// Lowers and writes `path`.
+pub fn write(graph: &Graph, weights: &Weights, o: &LowerOptions, path: &Path) -> Result<(), ExportError> {
+    let m = lower(graph, weights, o)?;
+    let bytes = m.write_to_bytes().map_err(|e| ExportError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    std::fs::write(path, bytes).map_err(|e| ExportError::File { path: path.display().to_string(), reason: e.to_string() })
+}

@@ -1,0 +1,42 @@
+//! `exporter export` on a run directory: the file carries its labels and preprocessing, passes the
+//! parity check against libtorch, and is refused when the check fails.
+
+use tests::{run_bin, text};
+
+#[test]
+fn export_writes_a_verified_self_describing_file_or_refuses() {
+    let dir = std::env::temp_dir().join(format!("dlcv-export-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = dir.join("run");
+    let o = run_bin("trainer", &["init", "--model", "emotion-vgg", "--num-classes", "6", "--run", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let onnx = dir.join("emotion.onnx");
+    let o = run_bin("exporter", &["export", "--run", run.to_str().unwrap(), "--out", onnx.to_str().unwrap(), "--logits"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("top-1 agreement 4/4"), "{}", text(&o));
+
+    let o = run_bin("exporter", &["inspect", onnx.to_str().unwrap(), "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let meta = &s["metadata"];
+    assert_eq!(meta["dlcv.architecture"], "emotion-vgg");
+    assert_eq!(meta["dlcv.input_size"], "48x48");
+    assert_eq!(meta["dlcv.channel_order"], "gray");
+    assert_eq!(meta["dlcv.epoch"], "0");
+    let labels: Vec<String> = serde_json::from_str(meta["dlcv.labels"].as_str().unwrap()).unwrap();
+    assert_eq!(labels.len(), 6);
+    let parity: serde_json::Value = serde_json::from_str(meta["dlcv.parity"].as_str().unwrap()).unwrap();
+    assert!(parity["max_abs_diff"].as_f64().unwrap() <= 1e-4, "{parity}");
+    // the batch dimension is symbolic; dropout is gone; both outputs are there
+    assert_eq!(s["inputs"][0]["dims"], serde_json::json!(["N", "1", "48", "48"]));
+    assert!(s["operators"].get("Dropout").is_none(), "{s}");
+    let outputs: Vec<&str> = s["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(outputs, ["probabilities", "logits"]);
+
+    // a check that cannot pass: the file is refused and removed
+    let refused = dir.join("refused.onnx");
+    let o = run_bin("exporter", &["export", "--run", run.to_str().unwrap(), "--out", refused.to_str().unwrap(), "--tolerance=-1"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("parity check failed") && !refused.exists(), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
