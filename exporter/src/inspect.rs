@@ -132,34 +132,15 @@ impl std::fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use onnx_protobuf::{tensor_shape_proto::Dimension, GraphProto, NodeProto, StringStringEntryProto, TensorProto, TypeProto};
-
-    fn float_port(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
-        let mut t = type_proto::Tensor::new();
-        t.elem_type = DataType::FLOAT as i32;
-        for d in dims {
-            let mut dim = Dimension::new();
-            match d {
-                Ok(v) => dim.set_dim_value(*v),
-                Err(p) => dim.set_dim_param(p.to_string()),
-            }
-            t.shape.mut_or_insert_default().dim.push(dim);
-        }
-        let mut ty = TypeProto::new();
-        ty.value = Some(type_proto::Value::TensorType(t));
-        let mut v = ValueInfoProto::new();
-        v.name = name.into();
-        v.type_ = Some(ty).into();
-        v
-    }
+    use onnx_protobuf::{GraphProto, NodeProto, StringStringEntryProto, TensorProto};
 
     #[test]
     fn summarises_a_model_written_in_memory_and_round_tripped() {
         let mut g = GraphProto::new();
         g.name = "tiny".into();
-        g.input.push(float_port("x", &[Err("N"), Ok(3)]));
-        g.input.push(float_port("w", &[Ok(2), Ok(3)])); // listed as input and initializer: not a user input
-        g.output.push(float_port("y", &[Err("N"), Ok(2)]));
+        g.input.push(crate::lower::value_info("x", &[Err("N"), Ok(3)]));
+        g.input.push(crate::lower::value_info("w", &[Ok(2), Ok(3)])); // listed as input and initializer: not a user input
+        g.output.push(crate::lower::value_info("y", &[Err("N"), Ok(2)]));
         let mut w = TensorProto::new();
         w.name = "w".into();
         w.dims = vec![2, 3];

@@ -103,7 +103,8 @@ fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
     t
 }
 
-fn value_info(name: &str, dims: &[Result<usize, &str>]) -> ValueInfoProto {
+/// A float tensor port; each dimension is a size (`Ok`) or a symbolic name (`Err`, e.g. `"N"`).
+pub(crate) fn value_info(name: &str, dims: &[Result<usize, &str>]) -> ValueInfoProto {
     let mut t = type_proto::Tensor::new();
     t.elem_type = DataType::FLOAT as i32;
     for d in dims {
