@@ -1,7 +1,19 @@
 //! `runtime`: ONNX Runtime (through `ort`) for our exported models and anyone's. This is the only crate
 //! that loads ONNX Runtime.
+//!
+//! - [`model::Model`]: a session plus the preprocessing and labels from the file's metadata or flags;
+//! - [`preprocess`]: image → input tensor (the flag contract shared with edge-demo), 10-crop;
+//! - [`data`]: record files and image folders decoded in parallel, overlapping inference;
+//! - [`eval`]: evaluation, prediction and benchmarks; [`metrics`]: rank-1/5, one-off, per-class report.
 
+pub mod data;
 pub mod doctor;
 pub mod engine;
+pub mod eval;
+pub mod metrics;
+pub mod model;
+pub mod preprocess;
 
 pub use engine::{open_session, Provider, RuntimeError, SessionOptions};
+pub use model::Model;
+pub use preprocess::{Preprocess, PreprocessArgs};

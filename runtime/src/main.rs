@@ -1,20 +1,49 @@
 //! `runtime`: thin command-line front over the `runtime` library.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
 use models::cli::Verbosity;
-use runtime::Provider;
+use runtime::eval::{self, EvalOptions};
+use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 
 /// Run ONNX models with ONNX Runtime on CPU or CUDA: evaluate, predict, benchmark.
+///
+/// Our own exports carry their preprocessing and labels; for a model made elsewhere give them with
+/// --size WxH --layout nchw|nhwc --gray --mean M[,M,M] --std S[,S,S] --labels FILE
+/// (e.g. ../shared/models/fer_emotion.onnx: --size 64x64 --layout nhwc --gray --mean 127.5 --std 127.5).
 #[derive(Parser, Debug)]
-#[command(name = "runtime", version, about, long_about = None, propagate_version = true)]
+#[command(name = "runtime", version, about, long_about, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     verbosity: Verbosity,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The model and where it runs.
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// The ONNX file.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// Execution provider: cpu, cuda or cuda:N. A provider that cannot register is an error, never a
+    /// silent fallback to the CPU.
+    #[arg(long, default_value = "cpu")]
+    provider: Provider,
+    /// ONNX Runtime intra-op threads [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
+}
+
+impl ModelArgs {
+    fn open(&self) -> Result<Model> {
+        Ok(Model::open(&self.model, &SessionOptions { provider: self.provider, threads: self.threads }, &self.preprocess)?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -31,6 +60,74 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Evaluate on a record file (`trainer prepare` output) or a folder with one sub-folder per class:
+    /// rank-1, rank-5, one-off, per-class precision/recall/F1, confusion matrix, images/s.
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A .rec file, or a folder of class folders named by label (or 0..K-1).
+        #[arg(long)]
+        data: PathBuf,
+        /// Images per inference batch.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// The book's 10-crop oversampling: corners + centre and their mirrors, probabilities averaged.
+        #[arg(long)]
+        ten_crop: bool,
+        /// Also report one-off accuracy (ordinal labels such as age bins; on when the model says so).
+        #[arg(long)]
+        one_off: bool,
+        /// Decode/preprocess threads [default: the cores].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Also write the full report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Top-k labels with probabilities for each image (or every image of a folder).
+    Predict {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Image files or folders.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many labels per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// The book's 10-crop oversampling.
+        #[arg(long)]
+        ten_crop: bool,
+        /// Print JSON lines (one object per image) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Latency (p50/p90/p99) and throughput per batch size of the model alone, and with --images the
+    /// end-to-end rate (decode + preprocess + inference) over a folder.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        batch: Vec<usize>,
+        /// Untimed runs before timing each batch size.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// At least this many timed runs per batch size…
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// …and at least this many seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// A folder of images for the end-to-end measurement.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Decode/preprocess threads for --images [default: the cores].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +136,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.init_logging();
+    let progress = !cli.verbosity.quiet;
     match cli.command {
         Command::Doctor { provider, model, json } => {
             let report = runtime::doctor::run(provider, model.as_deref())?;
@@ -49,6 +147,58 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(Err(e)) = report.model {
                 anyhow::bail!("model check failed: {e}");
+            }
+        }
+        Command::Eval { model, data, batch, ten_crop, one_off, workers, json } => {
+            let mut m = model.open()?;
+            let workers = workers.unwrap_or_else(runtime::data::default_workers);
+            let report = eval::evaluate(&mut m, &data, &EvalOptions { batch, ten_crop, one_off, workers, progress })?;
+            println!("{report}");
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        Command::Predict { model, images, top, ten_crop, json } => {
+            let mut m = model.open()?;
+            let (preds, skipped) = eval::predict(&mut m, &images, top.max(1), ten_crop, runtime::data::default_workers())?;
+            for p in &preds {
+                if json {
+                    println!("{}", serde_json::to_string(p)?);
+                } else {
+                    let tops: Vec<String> = p.top.iter().map(|(l, pr)| format!("{l} {:.2}%", 100.0 * pr)).collect();
+                    println!("{}: {}", p.image, tops.join(", "));
+                }
+            }
+            for (name, why) in &skipped {
+                eprintln!("skipped {name}: {why}");
+            }
+            if preds.is_empty() {
+                anyhow::bail!("no image could be read ({} skipped)", skipped.len());
+            }
+        }
+        Command::Bench { model, batch, warmup, iters, seconds, images, workers, json } => {
+            let mut m = model.open()?;
+            let min_time = Duration::from_secs_f64(seconds.max(0.0));
+            let mut rows = vec![];
+            let mut e2e = vec![];
+            for &b in &batch {
+                rows.push(eval::bench_model(&mut m, b.max(1), warmup, iters.max(1), min_time)?);
+                if let Some(dir) = &images {
+                    e2e.push(eval::bench_end_to_end(&mut m, dir, b.max(1), workers.unwrap_or_else(runtime::data::default_workers))?);
+                }
+            }
+            if json {
+                let v = serde_json::json!({"model": m.path, "provider": m.provider.to_string(), "model_alone": rows, "end_to_end": e2e});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{} on {} ({})", m.path.display(), m.provider, m.preprocess);
+                println!("batch  iters   p50 ms   p90 ms   p99 ms   images/s");
+                for r in &rows {
+                    println!("{:>5}  {:>5}  {:>7.3}  {:>7.3}  {:>7.3}  {:>9.1}", r.batch, r.iterations, r.p50_ms, r.p90_ms, r.p99_ms, r.images_per_sec);
+                }
+                for r in &e2e {
+                    println!("end to end, batch {}: {} images in {:.2} s, {:.1} images/s ({} skipped)", r.batch, r.images, r.seconds, r.images_per_sec, r.skipped);
+                }
             }
         }
     }

@@ -1,0 +1,249 @@
+//! What `runtime eval`, `predict` and `bench --images` read: record files (from `trainer prepare`), a
+//! folder with one sub-folder per class, or loose image files; decoded and preprocessed by worker threads
+//! into batches while the model computes the previous ones (a bounded channel: memory stays at a few
+//! batches whatever the dataset size).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use models::records::{image, RecordFile};
+
+use crate::preprocess::{open_image, Preprocess};
+
+/// File extensions read as images in folders.
+pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm"];
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Where samples come from.
+pub enum Source {
+    Records(RecordFile),
+    /// Image files with their class (None when unlabelled).
+    Files(Vec<(PathBuf, Option<usize>)>),
+}
+
+/// A sample that could not be used: its name and why.
+pub type Skipped = (String, String);
+
+impl Source {
+    /// A record file (`.rec`), a folder of class sub-folders (classes matched to `labels` by name, or by
+    /// number when the folders are named 0, 1, …) or, with `labelled == false`, any folder of images.
+    /// Files that are not images by extension are returned as skipped.
+    pub fn open(path: &Path, labels: &[String], labelled: bool) -> Result<(Self, Vec<Skipped>), String> {
+        if path.is_file() {
+            if path.extension().is_some_and(|e| e == "rec") {
+                let rec = RecordFile::open(path).map_err(|e| e.to_string())?;
+                return Ok((Self::Records(rec), vec![]));
+            }
+            return Ok((Self::Files(vec![(path.to_path_buf(), None)]), vec![]));
+        }
+        if !path.is_dir() {
+            return Err(format!("{}: no such file or folder", path.display()));
+        }
+        let mut skipped = vec![];
+        if !labelled {
+            let mut files = vec![];
+            walk(path, &mut files, &mut skipped)?;
+            return Ok((Self::Files(files.into_iter().map(|f| (f, None)).collect()), skipped));
+        }
+        let mut classes = vec![];
+        for entry in read_dir_sorted(path)? {
+            if entry.is_dir() {
+                classes.push(entry);
+            } else {
+                skipped.push((entry.display().to_string(), "not inside a class folder".into()));
+            }
+        }
+        if classes.is_empty() {
+            return Err(format!("{}: no class sub-folders (expected one folder per class, named by its label)", path.display()));
+        }
+        let names: Vec<String> = classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+        let by_label: Vec<Option<usize>> = names.iter().map(|n| labels.iter().position(|l| l == n)).collect();
+        let by_number: Vec<Option<usize>> = names.iter().map(|n| n.parse::<usize>().ok().filter(|&i| i < labels.len().max(1) || labels.is_empty())).collect();
+        let index = if by_label.iter().all(Option::is_some) {
+            by_label
+        } else if by_number.iter().all(Option::is_some) {
+            by_number
+        } else {
+            let unknown: Vec<&str> = names.iter().zip(&by_label).filter(|(_, i)| i.is_none()).map(|(n, _)| n.as_str()).collect();
+            return Err(format!(
+                "{}: class folders {unknown:?} are not among the model's labels {labels:?} (name each folder by its label, or 0..K-1)",
+                path.display()
+            ));
+        };
+        let mut files = vec![];
+        for (dir, class) in classes.iter().zip(index) {
+            let mut found = vec![];
+            walk(dir, &mut found, &mut skipped)?;
+            files.extend(found.into_iter().map(|f| (f, class)));
+        }
+        Ok((Self::Files(files), skipped))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Records(r) => r.len(),
+            Self::Files(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Name, label and decoded image of sample `i`, or why it cannot be used.
+    pub fn load(&self, i: usize) -> Result<(String, Option<usize>, image::DynamicImage), Skipped> {
+        match self {
+            Self::Records(r) => {
+                let name = format!("{}#{i}", r.path.display());
+                let rec = r.read(i).map_err(|e| (name.clone(), e.to_string()))?;
+                let name = if rec.key.is_empty() { name } else { rec.key.clone() };
+                let img = image::load_from_memory(&rec.image).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
+                Ok((name, usize::try_from(rec.label).ok(), img))
+            }
+            Self::Files(f) => {
+                let (p, label) = &f[i];
+                let img = open_image(p).map_err(|e| (p.display().to_string(), e))?;
+                Ok((p.display().to_string(), *label, img))
+            }
+        }
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Every image file under `dir` (sorted, recursive); other files go to `skipped`.
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) -> Result<(), String> {
+    for p in read_dir_sorted(dir)? {
+        if p.is_dir() {
+            walk(&p, files, skipped)?;
+        } else if is_image(&p) {
+            files.push(p);
+        } else {
+            skipped.push((p.display().to_string(), "not an image file (by extension)".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A batch of preprocessed samples.
+pub struct Prepared {
+    /// Position of the batch in the source.
+    pub index: usize,
+    /// `n * crops * sample_len` floats.
+    pub data: Vec<f32>,
+    /// One per usable image: its name and label.
+    pub items: Vec<(String, Option<usize>)>,
+    /// Samples per image: 1, or 10 with the 10-crop.
+    pub crops: usize,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Decodes and preprocesses `source` in batches of `batch` images on `workers` threads; at most
+/// `2 * workers` finished batches wait. Batches arrive in any order (see `Prepared::index`).
+pub fn prepare(source: Arc<Source>, pre: Preprocess, batch: usize, ten_crop: bool, workers: usize) -> Receiver<Prepared> {
+    let batch = batch.max(1);
+    let total = source.len().div_ceil(batch);
+    let workers = workers.clamp(1, total.max(1));
+    let (tx, rx) = sync_channel(2 * workers);
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..workers {
+        let (tx, next, source, pre) = (tx.clone(), next.clone(), source.clone(), pre.clone());
+        std::thread::spawn(move || loop {
+            let b = next.fetch_add(1, Ordering::Relaxed);
+            if b >= total {
+                return;
+            }
+            let crops = if ten_crop { 10 } else { 1 };
+            let per = crops * pre.sample_len();
+            let range = b * batch..((b + 1) * batch).min(source.len());
+            let mut out = Prepared { index: b, data: vec![0f32; range.len() * per], items: vec![], crops, skipped: vec![] };
+            for i in range {
+                match source.load(i) {
+                    Ok((name, label, img)) => {
+                        let slot = &mut out.data[out.items.len() * per..(out.items.len() + 1) * per];
+                        if ten_crop {
+                            pre.apply_ten_crop(img, slot);
+                        } else {
+                            pre.apply(img, slot);
+                        }
+                        out.items.push((name, label));
+                    }
+                    Err(s) => out.skipped.push(s),
+                }
+            }
+            out.data.truncate(out.items.len() * per);
+            if tx.send(out).is_err() {
+                return;
+            }
+        });
+    }
+    rx
+}
+
+/// Worker threads to use by default: every core but one stays free for ONNX Runtime when there are
+/// more than two.
+pub fn default_workers() -> usize {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if n > 2 {
+        n - 1
+    } else {
+        n
+    }
+}
+
+/// Averages each image's `crops` probability rows (10-crop) into one row.
+pub fn average_crops(probs: &[f32], classes: usize, crops: usize) -> Vec<f32> {
+    if crops == 1 {
+        return probs.to_vec();
+    }
+    probs
+        .chunks(classes * crops)
+        .flat_map(|img| (0..classes).map(move |k| (0..crops).map(|c| img[c * classes + k]).sum::<f32>() / crops as f32))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_crops_per_image() {
+        // two images, two crops each, two classes
+        let p = [0.2, 0.8, 0.4, 0.6, 1.0, 0.0, 0.0, 1.0];
+        let avg = average_crops(&p, 2, 2);
+        let want = [0.3, 0.7, 0.5, 0.5];
+        assert!(avg.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{avg:?}");
+    }
+
+    #[test]
+    fn folders_map_to_labels_by_name_and_other_files_are_counted() {
+        let d = std::env::temp_dir().join(format!("rt-data-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for (c, f) in [("cat", "a.jpg"), ("dog", "b.png"), ("dog", "notes.txt")] {
+            std::fs::create_dir_all(d.join(c)).unwrap();
+            std::fs::write(d.join(c).join(f), b"x").unwrap();
+        }
+        std::fs::write(d.join("stray.jpg"), b"x").unwrap();
+        let labels = ["dog".to_string(), "cat".to_string()];
+        let (s, skipped) = Source::open(&d, &labels, true).unwrap();
+        let Source::Files(f) = &s else { panic!() };
+        assert_eq!(f.iter().map(|x| x.1).collect::<Vec<_>>(), vec![Some(1), Some(0)]);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        let e = Source::open(&d, &["dog".to_string(), "bird".to_string()], true).err().unwrap();
+        assert!(e.contains("[\"cat\"]"), "{e}");
+        // broken images are skipped with the file named
+        let err = s.load(0).err().unwrap();
+        assert!(err.0.ends_with("a.jpg"), "{err:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
