@@ -6,16 +6,21 @@
 # crop + flip). The two ResNet-50s differ in block order (the book's is pre-activation) but not in
 # convolutions or FLOPs. Prints both images/s and the ratio.
 #   BATCH (64), N images (2048), WORKERS (all cores); ORT is not involved.
+#   TRAINER (a prebuilt trainer binary) and PYTHON (a Python with torch, torchvision and PIL): set both to
+#   run without the project's setup, e.g. on a GPU machine with binaries built elsewhere.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 if ! [ -e /dev/nvidia0 ]; then echo "bench/train_gpu_resnet50.sh: no NVIDIA GPU here (/dev/nvidia0 missing)"; exit 2; fi
-bash scripts/setup.sh >/dev/null
-cargo build -q -p trainer --bin trainer
+if [ -z "${TRAINER:-}" ]; then
+  bash scripts/setup.sh >/dev/null
+  cargo build -q -p trainer --bin trainer
+fi
+TRAINER=${TRAINER:-./target/debug/trainer}; PYTHON=${PYTHON:-.venv/bin/python}
 N=${N:-2048}; BATCH=${BATCH:-64}; WORKERS=${WORKERS:-$(nproc)}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-.venv/bin/python - "$WORK/jpegs" "$N" <<'PY'
+"$PYTHON" - "$WORK/jpegs" "$N" <<'PY'
 import os, sys
 import numpy as np
 from PIL import Image
@@ -27,7 +32,7 @@ for i in range(n):
     base = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(base).resize((256, 256), Image.BILINEAR).save(os.path.join(d, f"{i:05d}.jpg"), quality=95)
 PY
-./target/debug/trainer -q prepare folder "$WORK/jpegs" --out "$WORK/rec" --val-fraction 0 --test-fraction 0 >/dev/null
+"$TRAINER" -q prepare folder "$WORK/jpegs" --out "$WORK/rec" --val-fraction 0 --test-fraction 0 >/dev/null
 cat > "$WORK/r50.toml" <<CFG
 [model]
 name = "resnet50"
@@ -53,6 +58,6 @@ weight_decay = 1e-4
 flip = true
 CFG
 # epoch 1 warms up (cuDNN autotuning, allocator); epoch 2 is measured
-rust=$(./target/debug/trainer -q train --config "$WORK/r50.toml" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_sec"])')
-py=$(.venv/bin/python bench/torch_train_gpu.py "$WORK/jpegs" --batch "$BATCH" --workers "$WORKERS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples_per_sec"])')
+rust=$("$TRAINER" -q train --config "$WORK/r50.toml" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_sec"])')
+py=$("$PYTHON" bench/torch_train_gpu.py "$WORK/jpegs" --batch "$BATCH" --workers "$WORKERS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples_per_sec"])')
 python3 -c "print(f'ResNet-50 224 bf16 channels-last, batch $BATCH: trainer {$rust:.0f} images/s, PyTorch {$py:.0f} images/s, ratio {$rust/$py:.2f}')"

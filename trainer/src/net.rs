@@ -278,9 +278,11 @@ impl Net {
         Vec::<f32>::try_from(p.flatten(0, -1).to_device(Device::Cpu)).expect("float probabilities")
     }
 
-    /// Writes every parameter and buffer to a safetensors file under its graph name.
+    /// Writes every parameter and buffer to a safetensors file under its graph name (in the standard
+    /// layout: channels-last tensors are not contiguous, and safetensors stores only contiguous ones).
     pub fn save(&self, path: &Path) -> Result<(), NetError> {
-        let named: Vec<(&str, &Tensor)> = self.params.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let owned: Vec<(&str, Tensor)> = self.params.iter().map(|(k, v)| (k.as_str(), v.contiguous())).collect();
+        let named: Vec<(&str, &Tensor)> = owned.iter().map(|(k, v)| (*k, v)).collect();
         Tensor::write_safetensors(&named, path)?;
         Ok(())
     }

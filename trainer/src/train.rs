@@ -326,8 +326,10 @@ fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<
 pub fn save_checkpoint(run: &Path, net: &Net, opt: &Optimizer, info: &CheckpointInfo) -> Result<()> {
     let (weights, side) = if info.step > 0 { interrupted_paths(run) } else { checkpoint_paths(run, info.epoch) };
     std::fs::create_dir_all(weights.parent().unwrap())?;
-    let mut named: Vec<(String, Tensor)> = net.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
-    named.extend(opt.to_named());
+    // contiguous(): with channels-last compute the 4-d weights and their optimizer state are not in
+    // the standard layout, which is the only one safetensors stores (a no-op copy otherwise).
+    let mut named: Vec<(String, Tensor)> = net.params.iter().map(|(k, v)| (k.clone(), v.contiguous())).collect();
+    named.extend(opt.to_named().into_iter().map(|(k, v)| (k, v.contiguous())));
     write_atomic(&weights, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))?;
     write_atomic(&side, |tmp| Ok(std::fs::write(tmp, serde_json::to_vec_pretty(info)?)?))
 }

@@ -76,3 +76,22 @@ fn bf16_and_channels_last_compute_the_same_function() {
     let diff = (&fp32 - &bf).abs().max().double_value(&[]);
     assert!(diff > 0.0 && diff < 0.1, "bf16 differs by {diff}");
 }
+
+#[test]
+fn a_channels_last_net_saves_and_loads_back_the_same_weights() {
+    // safetensors stores only standard-layout tensors: saving channels-last weights used to fail with
+    // "Cannot save non contiguous tensors" (seen on the first GPU run of the ResNet-50 benchmark)
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut n = net(6);
+    n.set_compute(trainer::net::Precision::Fp32, true);
+    let dir = std::env::temp_dir().join(format!("dlcv-cl-save-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.safetensors");
+    n.save(&path).expect("channels-last weights save");
+    let mut back = net(7);
+    back.load(&path).unwrap();
+    for (name, t) in &n.params {
+        assert!(t.contiguous().equal(&back.params[name]), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU checks, as one prepared script for a CUDA machine that has no Rust toolchain and no network:
+# binaries built elsewhere (stripped copies of target/debug/{trainer,runtime}) and Fashion-MNIST's IDX
+# files sit in $BIN (default .gpu/); the machine's own Python supplies libtorch (same version as ours)
+# and torchvision for the baseline. It prints, in order:
+#   1. the GPU and `trainer doctor --device cuda:0`;
+#   2. mini-vgg trained on the real Fashion-MNIST on cuda:0 (3 epochs), then evaluated on the test set;
+#   3. bench/train_gpu_resnet50.sh: ResNet-50 bf16 channels-last, trainer vs PyTorch, ratio;
+#   4. ONNX Runtime's CUDA provider (squeezenet.onnx exported here, fer_emotion.onnx) through `runtime doctor/bench --provider cuda` when that machine's
+#      onnxruntime has it, else the error our runtime gives (never a silent CPU fallback).
+# Everything also goes to $OUT/gpu-check.log when OUT is set.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BIN=$(cd "${BIN:-.gpu}" && pwd)
+PY=${PYTHON:-python3}
+LOG=${OUT:-/tmp}/gpu-check.log
+exec > >(tee "$LOG") 2>&1
+TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
+
+step "GPU"
+nvidia-smi -L
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
+step "trainer doctor --device cuda:0"
+"$BIN/trainer" doctor --device cuda:0
+
+W=$(mktemp -d)
+step "mini-vgg on Fashion-MNIST, 3 epochs on cuda:0"
+"$BIN/trainer" -q prepare idx --train "$BIN/train" --test "$BIN/t10k" --val-fraction 0.1 --short-side 0 --quality 0 --out "$W/fm" >/dev/null
+/usr/bin/time -f "wall %e s" "$BIN/trainer" train --config configs/fashion-mnist-mini-vgg.toml --run "$W/run" --epochs 3 \
+  --set 'train.device="cuda:0"' --set 'schedule.max_epochs=3' --set "data.train=\"$W/fm/train.rec\"" \
+  --set "data.val=\"$W/fm/val.rec\"" --set "data.mean_file=\"$W/fm/mean.json\"" 2>&1 | grep -v " batch "
+"$BIN/trainer" eval --run "$W/run" --data "$W/fm/test.rec"
+
+step "ResNet-50 training throughput: trainer vs PyTorch (bf16, channels-last)"
+TRAINER="$BIN/trainer" PYTHON="$PY" N=${N:-4096} bash bench/train_gpu_resnet50.sh
+
+step "ONNX Runtime CUDA provider"
+ORT_LIB=$("$PY" - <<'PY'
+import glob, os
+import onnxruntime as ort
+print(ort.__version__, ort.get_available_providers(), file=__import__("sys").stderr)
+libs = glob.glob(os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime.so*"))
+print(sorted(libs)[-1] if libs else "")
+PY
+)
+if [ -n "$ORT_LIB" ]; then
+  export ORT_DYLIB_PATH="$ORT_LIB"
+  # SqueezeNet exported by our exporter (random weights, with its metadata), and the shared FER model
+  "$BIN/runtime" doctor --provider cuda:0 --model "$BIN/squeezenet.onnx"
+  "$BIN/runtime" bench --provider cuda:0 --model "$BIN/squeezenet.onnx" --batch 1,8,32,128 --seconds 1
+  "$BIN/runtime" bench --provider cpu --model "$BIN/squeezenet.onnx" --batch 1,32 --seconds 1
+  "$BIN/runtime" bench --provider cuda:0 --model "$BIN/fer_emotion.onnx" --size 64x64 --layout nhwc --gray --batch 1,64 --seconds 1
+fi
+step "done"
