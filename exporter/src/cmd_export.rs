@@ -1,14 +1,22 @@
 //! `exporter export`: a run's checkpoint → a self-describing ONNX file, verified numerically.
 //!
-//! The library lowers the graph (pure Rust); this command adds what needs the two back ends: the same
-//! weights run in libtorch (through the trainer) and the written file in ONNX Runtime (through the
-//! runtime) on fixed inputs, and the file is refused when they differ by more than the tolerance.
+//! The library lowers the graph (pure Rust), folds BatchNorm (`--fold-bn`) and writes float16
+//! (`--fp16`); this command adds what needs the two back ends: the checkpoint as trained runs in libtorch
+//! (through the trainer) and the written file in ONNX Runtime (through the runtime) on fixed inputs and
+//! on real samples of the run's data, and the file is refused when they differ by more than the
+//! tolerance (see `exporter::parity` for the rule).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use exporter::fold::fold_batchnorm;
 use exporter::lower::{self, LowerOptions};
-use exporter::meta::{ModelMeta, Preprocessing};
+use exporter::meta::{ModelMeta, Preprocessing, PREFIX};
+use exporter::parity::{fixed_inputs, Comparison, FoldCounts, Report, Variant};
+use models::loader::{Loader, LoaderOptions, Transform};
+use models::records::RecordFile;
+use trainer::dataset::BatchSpec;
+use trainer::train::Config;
 
 pub struct ExportArgs {
     pub run: PathBuf,
@@ -16,21 +24,19 @@ pub struct ExportArgs {
     pub out: PathBuf,
     pub opset: i64,
     pub logits: bool,
-    pub tolerance: f32,
+    /// `None`: the variant's default (`Variant::default_tolerance`).
+    pub tolerance: Option<f32>,
+    pub fp16: bool,
+    pub fold_bn: bool,
+    /// Real samples of the run's data to compare on (0: none).
+    pub samples: usize,
 }
 
-/// Deterministic pseudo-random inputs in [-2, 2) (the same on every machine).
-fn fixed_inputs(n: usize) -> Vec<f32> {
-    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
+/// How many fixed pseudo-random inputs the check runs.
+const FIXED_INPUTS: usize = 4;
+
+/// The seed of the fixed inputs (every export since the first has used these images).
+const FIXED_SEED: u64 = 0x2545_F491_4F6C_DD1D;
 
 fn labels_near(data: &Path, classes: usize) -> Vec<String> {
     let file = data.with_file_name("labels.txt");
@@ -46,6 +52,67 @@ fn short_side_near(data: &Path) -> u32 {
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["short_side"].as_u64())
         .unwrap_or(0) as u32
+}
+
+/// Normalised images `[n, C, H, W]` with their labels, and where they came from.
+struct Samples {
+    source: PathBuf,
+    data: Vec<f32>,
+    labels: Vec<i64>,
+}
+
+fn is_records(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "rec")
+}
+
+/// The data set the check reads: the run's validation set, else its training set, whichever exists
+/// here (a record file or an IDX prefix). `Err` says why there is none.
+fn sample_source(c: &Config) -> Result<&Path, String> {
+    let named: Vec<&Path> = c.data.val.iter().map(PathBuf::as_path).chain([c.data.train.as_path()]).filter(|p| !p.as_os_str().is_empty()).collect();
+    let exists = |p: &Path| if is_records(p) { p.is_file() } else { trainer::data::idx_files(p).is_ok() };
+    match named.iter().copied().find(|p| exists(p)) {
+        Some(p) => Ok(p),
+        None if named.is_empty() => Err("the run's config names no data".into()),
+        None => Err(format!("the run's data is not here: {}", named.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))),
+    }
+}
+
+/// The first `n` samples of `source` through the trainer's evaluation preprocessing: for record files
+/// the loader's deterministic transform (centre crop, no augmentation, normalisation), for IDX sets the
+/// normalisation (pixel - mean) / std that the trainer applies to in-memory sets.
+fn read_samples(source: &Path, spec: &BatchSpec, n: usize) -> Result<Samples> {
+    let [c, h, w] = spec.input;
+    if is_records(source) {
+        let file = RecordFile::open(source)?;
+        let transform = Transform::eval([h as u32, w as u32], c as u32, spec.mean.clone(), spec.std.clone());
+        let opts = LoaderOptions { batch_size: n, shuffle: false, workers: 1, prefetch: 1, ..LoaderOptions::default() };
+        let batch = Loader::new(file, transform, opts).epoch(0).next().with_context(|| format!("{}: no records", source.display()))?;
+        let batch = batch.with_context(|| format!("reading {}", source.display()))?;
+        for (key, why) in &batch.skipped {
+            tracing::warn!("{}: skipped {key}: {why}", source.display());
+        }
+        return Ok(Samples { source: source.into(), data: batch.data, labels: batch.labels });
+    }
+    let (images, labels) = trainer::data::idx_files(source)?;
+    let (dims, pixels) = trainer::data::read_idx(&images)?;
+    let (_, label_bytes) = trainer::data::read_idx(&labels)?;
+    if dims.len() != 3 || [1, dims[1], dims[2]] != spec.input {
+        bail!("{}: images of shape {:?}, the network takes {c}x{h}x{w}", images.display(), &dims[1..]);
+    }
+    let n = n.min(dims[0]).min(label_bytes.len());
+    let (mean, std) = (spec.mean[0], spec.std[0]);
+    let data = pixels[..n * h * w].iter().map(|&p| (p as f32 - mean) / std).collect();
+    Ok(Samples { source: source.into(), data, labels: label_bytes[..n].iter().map(|&l| l as i64).collect() })
+}
+
+/// The file's probabilities on a `[n, C, H, W]` batch, checked to be `[n, classes]`.
+fn file_probabilities(path: &Path, x: Vec<f32>, shape: [usize; 4], classes: usize) -> Result<Vec<f32>> {
+    let outs = runtime::engine::infer(path, &runtime::SessionOptions::default(), x, &shape)?;
+    let (_, dims, p) = outs.into_iter().find(|(n, _, _)| n == "probabilities").context("the written file has no probabilities output")?;
+    if dims != [shape[0], classes] {
+        bail!("the written file's probabilities have shape {dims:?}, expected [{}, {classes}]", shape[0]);
+    }
+    Ok(p)
 }
 
 pub fn run(a: &ExportArgs) -> Result<()> {
@@ -66,45 +133,67 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     if labels.len() != classes {
         bail!("{}: {} labels for a {classes}-class network", c.data.train.with_file_name("labels.txt").display(), labels.len());
     }
-    let mut meta = ModelMeta {
+    let meta = ModelMeta {
         architecture: c.model.name.clone(),
         task: zoo.task.to_string(),
         labels,
         preprocessing: Preprocessing { input, mean: spec.mean.clone(), std: spec.std.clone(), resize_short_side: short_side_near(&c.data.train) },
         run: a.run.display().to_string(),
         epoch,
-        parity: None,
     };
-    let opts = |meta: &ModelMeta| LowerOptions { opset: a.opset, logits: a.logits, metadata: meta.to_props() };
-    lower::write(&graph, &weights, &opts(&meta), &a.out)?;
+    let variant = Variant { fp16: a.fp16, fold_bn: a.fold_bn };
+    let tolerance = a.tolerance.unwrap_or(variant.default_tolerance());
 
-    // parity: libtorch on the checkpoint against ONNX Runtime on the written file
-    let shape = [4, input[0], input[1], input[2]];
-    let x = fixed_inputs(shape.iter().product());
-    let mut net = trainer::net::Net::new_cpu(graph.clone(), 0)?;
+    // what is written: the graph as trained, or with its BatchNorms folded into their layers
+    let opts = LowerOptions { opset: a.opset, logits: a.logits, metadata: meta.to_props(), fp16: a.fp16 };
+    let (mut model, fold) = if a.fold_bn {
+        let (folded, folded_weights, report) = fold_batchnorm(&graph, &weights)?;
+        tracing::debug!("BatchNorm folded: {:?}; kept: {:?}", report.folded, report.kept);
+        (lower::lower(&folded, &folded_weights, &opts)?, Some(FoldCounts { folded: report.folded.len(), kept: report.kept.len() }))
+    } else {
+        (lower::lower(&graph, &weights, &opts)?, None)
+    };
+    drop(weights);
+    lower::save(&model, &a.out)?;
+
+    // parity: libtorch on the checkpoint as trained against ONNX Runtime on the written file
+    let mut net = trainer::net::Net::new_cpu(graph, 0)?;
     net.load(&ckpt)?;
+    let shape = [FIXED_INPUTS, input[0], input[1], input[2]];
+    let x = fixed_inputs(shape.iter().product(), FIXED_SEED);
     let expected = net.predict_f32(&x, shape);
-    let outs = runtime::engine::infer(&a.out, &runtime::SessionOptions::default(), x, &shape)?;
-    let got = &outs.iter().find(|(n, _, _)| n == "probabilities").context("the written file has no probabilities output")?.2;
-    let max = got.iter().zip(&expected).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-    let argmax = |v: &[f32]| -> Vec<usize> { v.chunks(classes).map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)).collect() };
-    let agree = argmax(got).iter().zip(argmax(&expected)).filter(|(a, b)| **a == *b).count();
-    if max > a.tolerance || !max.is_finite() {
+    let got = file_probabilities(&a.out, x, shape, classes)?;
+    let fixed = Comparison::new(&format!("{FIXED_INPUTS} fixed pseudo-random images"), &expected, &got, classes, None);
+    let source = if a.samples == 0 { Err("not requested (--samples 0)".to_string()) } else { sample_source(c) };
+    let samples = match source {
+        Err(note) => Err(note),
+        Ok(source) => {
+            let s = read_samples(source, &spec, a.samples)?;
+            let shape = [s.labels.len(), input[0], input[1], input[2]];
+            let expected = net.predict_f32(&s.data, shape);
+            let got = file_probabilities(&a.out, s.data, shape, classes)?;
+            let what = format!("{} samples of {}", s.labels.len(), s.source.display());
+            Ok(Comparison::new(&what, &expected, &got, classes, Some(&s.labels)))
+        }
+    };
+    let report = Report::new(variant, fold, tolerance, fixed, samples);
+    if let Err(why) = report.check() {
         let _ = std::fs::remove_file(&a.out);
-        bail!("parity check failed: ONNX Runtime and libtorch differ by {max:e} (tolerance {:e}); {} not written", a.tolerance, a.out.display());
+        bail!("parity check failed: ONNX Runtime and libtorch differ {why}; {} not written", a.out.display());
     }
-    meta.parity = Some(serde_json::json!({ "inputs": "4 fixed pseudo-random images", "max_abs_diff": max, "tolerance": a.tolerance, "top1_agreement": format!("{agree}/4") }).to_string());
-    lower::write(&graph, &weights, &opts(&meta), &a.out)?;
-    println!(
-        "{} → {} ({} classes, input {}x{}x{}, opset {}); parity vs libtorch: max |Δp| {max:.2e} ≤ {:.0e}, top-1 agreement {agree}/4",
-        ckpt.display(),
-        a.out.display(),
-        classes,
-        input[0],
-        input[1],
-        input[2],
-        a.opset,
-        a.tolerance
-    );
+    lower::set_metadata(&mut model, &format!("{PREFIX}parity"), &report.to_json());
+    lower::save(&model, &a.out)?;
+
+    let mut what = format!("{} classes, input {}x{}x{}, opset {}, {}", classes, input[0], input[1], input[2], a.opset, variant.precision());
+    if let Some(f) = fold {
+        what += &format!(", BatchNorm folded {} / kept {}", f.folded, f.kept);
+    }
+    println!("{} → {} ({what})", ckpt.display(), a.out.display());
+    for set in std::iter::once(&report.fixed_inputs).chain(&report.samples) {
+        println!("parity vs libtorch fp32 on {}: {}", set.inputs, set.summary(Some(tolerance)));
+    }
+    if let Some(note) = &report.samples_note {
+        println!("no parity check on real samples: {note}");
+    }
     Ok(())
 }

@@ -4,6 +4,12 @@
 //! the input and the outputs is symbolic (`N`). Initializers carry the graph's parameter names, so the
 //! same name is used by the trainer's checkpoints and the ONNX file. The outputs are the class
 //! probabilities (`probabilities`, a softmax of the logits) and, on request, the logits (`logits`).
+//!
+//! With [`LowerOptions::fp16`] the initializers are float16 and every op computes in float16, while the
+//! file's input and outputs stay float32: a `Cast` follows the input and the logits are cast back to
+//! float32 before the final softmax, so the runtime contract (float32 in, float32 probabilities out)
+//! is the same for both precisions. The softmax is computed in float32 on purpose: in float16 a
+//! probability near 1 has a resolution of 2^-11 ≈ 5e-4 and the sum over many classes loses more.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,11 +46,13 @@ pub struct LowerOptions {
     pub logits: bool,
     /// `metadata_props` of the model.
     pub metadata: BTreeMap<String, String>,
+    /// float16 weights and compute behind float32 input and outputs.
+    pub fp16: bool,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        Self { opset: DEFAULT_OPSET, logits: false, metadata: BTreeMap::new() }
+        Self { opset: DEFAULT_OPSET, logits: false, metadata: BTreeMap::new(), fp16: false }
     }
 }
 
@@ -94,13 +102,32 @@ fn attr_float(name: &str, v: f64) -> AttributeProto {
     a
 }
 
-fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
+/// An initializer holding `data` as float32, or as float16 when `fp16` (refused where a value does not
+/// fit float16's range, since it would become infinite).
+fn tensor(name: &str, dims: &[usize], data: &[f32], fp16: bool) -> Result<TensorProto, ExportError> {
     let mut t = TensorProto::new();
     t.name = name.into();
     t.dims = dims.iter().map(|&d| d as i64).collect();
-    t.data_type = DataType::FLOAT as i32;
-    t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    t
+    if fp16 {
+        t.data_type = DataType::FLOAT16 as i32;
+        let mut raw = Vec::with_capacity(data.len() * 2);
+        for &v in data {
+            let h = crate::fp16::from_f32(v);
+            if h & 0x7c00 == 0x7c00 {
+                return Err(ExportError::Weight { name: name.into(), reason: format!("value {v:e} is beyond float16's range (±{})", crate::fp16::MAX) });
+            }
+            raw.extend_from_slice(&h.to_le_bytes());
+        }
+        t.raw_data = raw;
+    } else {
+        t.data_type = DataType::FLOAT as i32;
+        t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    }
+    Ok(t)
+}
+
+fn attr_type(name: &str, to: DataType) -> AttributeProto {
+    attr_int(name, to as i64)
 }
 
 /// A float tensor port; each dimension is a size (`Ok`) or a symbolic name (`Err`, e.g. `"N"`).
@@ -158,7 +185,7 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
             return Err(ExportError::Weight { name, reason: "holds NaN or infinite values".into() });
         }
         if used.insert(name.clone()) {
-            b.initializers.push(tensor(&name, &shape.unwrap_or_else(|| dims.clone()), data.clone()));
+            b.initializers.push(tensor(&name, &shape.unwrap_or_else(|| dims.clone()), data, o.fp16)?);
         }
         Ok(name)
     };
@@ -171,7 +198,12 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
         let in_shape = node.inputs.first().map(|&i| shapes[i].clone()).unwrap_or_default();
         match &node.op {
             Op::Input { .. } => {
-                value.push("input".to_string());
+                if o.fp16 {
+                    b.node("Cast", "input_fp16", &["input".to_string()], "input_fp16", vec![attr_type("to", DataType::FLOAT16)]);
+                    value.push("input_fp16".to_string());
+                } else {
+                    value.push("input".to_string());
+                }
                 continue;
             }
             Op::Conv2d { kernel, stride, padding, dilation, groups, bias, .. } => {
@@ -253,6 +285,12 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
         return Err(ExportError::Node { node: graph.nodes[graph.output].name.clone(), reason: format!("the output must be [classes], it is {:?}", shapes[graph.output]) });
     }
     let classes = shapes[graph.output][0];
+    let logits = if o.fp16 {
+        b.node("Cast", "logits_fp32", &[logits], "logits_fp32", vec![attr_type("to", DataType::FLOAT)]);
+        "logits_fp32".to_string()
+    } else {
+        logits
+    };
     b.node("Softmax", "probabilities", std::slice::from_ref(&logits), "probabilities", vec![attr_int("axis", 1)]);
     let mut g = GraphProto::new();
     g.name = graph.name.clone();
@@ -274,17 +312,31 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
     m.opset_import.push(opset);
     m.graph = Some(g).into();
     for (k, v) in &o.metadata {
-        let mut e = StringStringEntryProto::new();
-        e.key = k.clone();
-        e.value = v.clone();
-        m.metadata_props.push(e);
+        set_metadata(&mut m, k, v);
     }
     Ok(m)
 }
 
-/// Lowers and writes `path`.
-pub fn write(graph: &Graph, weights: &Weights, o: &LowerOptions, path: &Path) -> Result<(), ExportError> {
-    let m = lower(graph, weights, o)?;
+/// Writes a model to `path`.
+pub fn save(m: &ModelProto, path: &Path) -> Result<(), ExportError> {
     let bytes = m.write_to_bytes().map_err(|e| ExportError::File { path: path.display().to_string(), reason: e.to_string() })?;
     std::fs::write(path, bytes).map_err(|e| ExportError::File { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// Sets (or adds) one `metadata_props` entry.
+pub fn set_metadata(m: &mut ModelProto, key: &str, value: &str) {
+    match m.metadata_props.iter_mut().find(|e| e.key == key) {
+        Some(e) => e.value = value.into(),
+        None => {
+            let mut e = StringStringEntryProto::new();
+            e.key = key.into();
+            e.value = value.into();
+            m.metadata_props.push(e);
+        }
+    }
+}
+
+/// Lowers and writes `path`.
+pub fn write(graph: &Graph, weights: &Weights, o: &LowerOptions, path: &Path) -> Result<(), ExportError> {
+    save(&lower(graph, weights, o)?, path)
 }

@@ -37,9 +37,20 @@ enum Command {
         /// Also output the logits.
         #[arg(long)]
         logits: bool,
-        /// Largest accepted difference of a class probability between ONNX Runtime and libtorch.
-        #[arg(long, default_value_t = 1e-4)]
-        tolerance: f32,
+        /// Largest accepted difference of a class probability between ONNX Runtime and libtorch
+        /// [default: 1e-4; 1e-3 with --fold-bn; 1e-2 with --fp16].
+        #[arg(long)]
+        tolerance: Option<f32>,
+        /// Float16 weights and compute; the file's input and outputs stay float32.
+        #[arg(long)]
+        fp16: bool,
+        /// Fold each BatchNorm that directly follows a convolution or linear layer into its weights.
+        #[arg(long)]
+        fold_bn: bool,
+        /// Also compare on this many samples of the run's data (validation set, else training set),
+        /// when it is on this machine; 0 skips it.
+        #[arg(long, default_value_t = 32)]
+        samples: usize,
     },
     /// Show an ONNX file's inputs, outputs, opsets, operators, parameter count and metadata.
     Inspect {
@@ -58,8 +69,8 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.init_logging();
     match cli.command {
-        Command::Export { run, epoch, out, opset, logits, tolerance } => {
-            cmd_export::run(&cmd_export::ExportArgs { run, epoch, out, opset, logits, tolerance })?
+        Command::Export { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples } => {
+            cmd_export::run(&cmd_export::ExportArgs { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples })?
         }
         Command::Inspect { file, json } => {
             let summary = exporter::inspect::inspect(&file)?;

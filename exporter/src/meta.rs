@@ -19,7 +19,8 @@ pub struct Preprocessing {
     pub resize_short_side: u32,
 }
 
-/// Everything written into `metadata_props`.
+/// Everything written into `metadata_props` when the file is lowered; `dlcv.parity` is added once the
+/// written file has passed the parity check (`exporter::parity::Report`).
 #[derive(Debug, Clone)]
 pub struct ModelMeta {
     pub architecture: String,
@@ -28,8 +29,6 @@ pub struct ModelMeta {
     pub preprocessing: Preprocessing,
     pub run: String,
     pub epoch: usize,
-    /// The parity check's result, as JSON.
-    pub parity: Option<String>,
 }
 
 impl ModelMeta {
@@ -56,9 +55,6 @@ impl ModelMeta {
         put("run", self.run.clone());
         put("epoch", self.epoch.to_string());
         put("producer", format!("dlcv exporter {}", models::VERSION));
-        if let Some(parity) = &self.parity {
-            put("parity", parity.clone());
-        }
         m
     }
 }

@@ -27,6 +27,9 @@ fn export_writes_a_verified_self_describing_file_or_refuses() {
     assert_eq!(labels.len(), 6);
     let parity: serde_json::Value = serde_json::from_str(meta["dlcv.parity"].as_str().unwrap()).unwrap();
     assert!(parity["max_abs_diff"].as_f64().unwrap() <= 1e-4, "{parity}");
+    assert_eq!((parity["precision"].as_str(), parity["fixed_inputs"]["top1_agree"].as_u64()), (Some("fp32"), Some(4)), "{parity}");
+    // `trainer init` names no data: there are no real samples to compare on, and the metadata says so
+    assert!(parity["samples"].is_null() && parity["samples_note"] == "the run's config names no data", "{parity}");
     // the batch dimension is symbolic; dropout is gone; both outputs are there
     assert_eq!(s["inputs"][0]["dims"], serde_json::json!(["N", "1", "48", "48"]));
     assert!(s["operators"].get("Dropout").is_none(), "{s}");
@@ -38,5 +41,11 @@ fn export_writes_a_verified_self_describing_file_or_refuses() {
     let o = run_bin("exporter", &["export", "--run", run.to_str().unwrap(), "--out", refused.to_str().unwrap(), "--tolerance=-1"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("parity check failed") && !refused.exists(), "{}", text(&o));
+    // float16 passes its own bound but cannot reach a float32 one: the bound applies to it too
+    let o = run_bin("exporter", &["export", "--run", run.to_str().unwrap(), "--out", refused.to_str().unwrap(), "--fp16"]);
+    assert!(o.status.success() && refused.exists(), "{}", text(&o));
+    let o = run_bin("exporter", &["export", "--run", run.to_str().unwrap(), "--out", refused.to_str().unwrap(), "--fp16", "--tolerance", "1e-6"]);
+    assert!(!o.status.success() && !refused.exists(), "{}", text(&o));
+    assert!(text(&o).contains("on 4 fixed pseudo-random images: max |Δp|") && text(&o).contains("> 1e-6"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
