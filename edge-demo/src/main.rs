@@ -3,13 +3,23 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use edge_demo::app::{self, Outputs};
+use edge_demo::pipeline::{Kind, Pipeline};
+use edge_demo::source::SourceSpec;
+use edge_demo::vision::FaceDetector;
 use models::cli::Verbosity;
+use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 
 /// Real-time video inference: face detection, emotion, age/gender, orientation and classification on
-/// video files, cameras and streams.
+/// video files, cameras, streams and image folders.
+///
+/// Our exported models carry their preprocessing and labels; for a model made elsewhere give them with
+/// the runtime's flags, e.g. the FER2013 model in ../shared/models:
+///   edge-demo emotion --model fer_emotion.onnx --size 64x64 --layout nhwc --gray --mean 127.5 --std 127.5
+///     --labels fer_labels.txt --source faces.mp4 --output out.mp4 --json frames.jsonl
 #[derive(Parser, Debug)]
-#[command(name = "edge-demo", version, about, long_about = None, propagate_version = true)]
+#[command(name = "edge-demo", version, about, long_about, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     verbosity: Verbosity,
@@ -17,8 +27,100 @@ struct Cli {
     command: Command,
 }
 
+/// Source, outputs and the model's execution.
+#[derive(Args, Debug)]
+struct Common {
+    /// A video file, a camera index (0), an rtsp:// or http:// URL, or a folder of images.
+    #[arg(long, short = 's')]
+    source: String,
+    /// Annotated video (codec from the extension: .mp4/.mov mp4v, .avi MJPG, .mkv XVID), or a folder
+    /// for image-folder sources.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// JSON lines: one object per frame (index, timestamp, results), then a summary line.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Show the annotated frames in a window (when a display exists; q quits).
+    #[arg(long)]
+    show: bool,
+    /// Stop after this many frames (live sources run until Ctrl-C otherwise).
+    #[arg(long)]
+    max_frames: Option<usize>,
+    /// Execution provider: cpu, cuda or cuda:N (no silent fallback).
+    #[arg(long, default_value = "cpu")]
+    provider: Provider,
+    /// ONNX Runtime intra-op threads [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Frames processed at once, each by its own copy of the pipeline (outputs stay in frame order)
+    /// [default: the cores for files and folders, 1 for cameras and streams].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The book's 10-crop oversampling for each classification.
+    #[arg(long)]
+    ten_crop: bool,
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
+}
+
+/// The face detector.
+#[derive(Args, Debug)]
+struct Faces {
+    /// Haar cascade for faces.
+    #[arg(long, default_value = edge_demo::DEFAULT_FACE_CASCADE)]
+    cascade: PathBuf,
+    /// Detect on a copy of the frame downscaled to this width (the book uses 300; 0: full size).
+    #[arg(long, default_value_t = 300)]
+    detect_width: i32,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Classify the whole frame: top label and probability drawn.
+    Classify {
+        /// The ONNX classifier.
+        #[arg(long, short = 'm')]
+        model: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The book's real-time emotion detector: the largest face classified, a probability panel beside.
+    Emotion {
+        /// The ONNX emotion classifier (input: a face crop).
+        #[arg(long, short = 'm')]
+        model: PathBuf,
+        #[command(flatten)]
+        faces: Faces,
+        /// Width of the probability panel, in pixels.
+        #[arg(long, default_value_t = 260)]
+        panel_width: i32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Age and gender of every face (Adience networks).
+    AgeGender {
+        /// The age classifier (labels: the age bins).
+        #[arg(long)]
+        age_model: PathBuf,
+        /// The gender classifier.
+        #[arg(long)]
+        gender_model: Option<PathBuf>,
+        /// Align each face so its eyes are level, using this eye cascade (OpenCV Haar) before classifying.
+        #[arg(long, num_args = 0..=1, default_missing_value = edge_demo::DEFAULT_EYE_CASCADE)]
+        align: Option<PathBuf>,
+        #[command(flatten)]
+        faces: Faces,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Predict each frame's or image's rotation (0/90/180/270) and write the corrected one.
+    Orientation {
+        /// The orientation classifier (labels 0, 90, 180, 270).
+        #[arg(long, short = 'm')]
+        model: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Check OpenCV, the face detector, a video source and ONNX Runtime.
     Doctor {
         /// Haar cascade for face detection.
@@ -37,9 +139,55 @@ fn main() -> std::process::ExitCode {
     models::cli::exit(run(Cli::parse()))
 }
 
+fn open(model: &std::path::Path, c: &Common, threads: Option<usize>) -> Result<Model> {
+    Ok(Model::open(model, &SessionOptions { provider: c.provider, threads }, &c.preprocess)?)
+}
+
+/// What each worker's pipeline is made of.
+struct Recipe<'a> {
+    kind: Kind,
+    model: &'a std::path::Path,
+    second: Option<&'a std::path::Path>,
+    faces: Option<&'a Faces>,
+    align: Option<&'a std::path::Path>,
+    panel_width: i32,
+}
+
+fn go(r: Recipe, c: &Common, progress: bool) -> Result<()> {
+    let source = SourceSpec::parse(&c.source)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = c.workers.unwrap_or(if source.is_live() { 1 } else { cores });
+    // several pipelines at once: one ONNX Runtime thread each unless told otherwise
+    let threads = c.threads.or((workers > 1).then_some(1));
+    let make = || -> Result<Pipeline> {
+        let faces = r.faces.map(|f| FaceDetector::new(&f.cascade, r.align, f.detect_width)).transpose()?;
+        let second = r.second.map(|m| open(m, c, threads)).transpose()?;
+        Ok(Pipeline { kind: r.kind, model: open(r.model, c, threads)?, second, faces, ten_crop: c.ten_crop, panel_width: r.panel_width })
+    };
+    let outputs = Outputs { output: c.output.clone(), json: c.json.clone(), show: c.show, max_frames: c.max_frames, progress };
+    let summary = app::run(&make, workers, &source, &outputs)?;
+    println!("{summary}");
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.init_logging();
+    let progress = !cli.verbosity.quiet;
     match cli.command {
+        Command::Classify { model, common } => {
+            go(Recipe { kind: Kind::Classify, model: &model, second: None, faces: None, align: None, panel_width: 0 }, &common, progress)
+        }
+        Command::Emotion { model, faces, panel_width, common } => {
+            go(Recipe { kind: Kind::Emotion, model: &model, second: None, faces: Some(&faces), align: None, panel_width }, &common, progress)
+        }
+        Command::AgeGender { age_model, gender_model, align, faces, common } => go(
+            Recipe { kind: Kind::AgeGender, model: &age_model, second: gender_model.as_deref(), faces: Some(&faces), align: align.as_deref(), panel_width: 0 },
+            &common,
+            progress,
+        ),
+        Command::Orientation { model, common } => {
+            go(Recipe { kind: Kind::Orientation, model: &model, second: None, faces: None, align: None, panel_width: 0 }, &common, progress)
+        }
         Command::Doctor { cascade, source, json } => {
             let report = edge_demo::doctor::run(&cascade, source.as_deref())?;
             let ort = runtime::doctor::run(runtime::Provider::Cpu, None);
@@ -60,7 +208,7 @@ fn run(cli: Cli) -> Result<()> {
             if !failures.is_empty() {
                 anyhow::bail!("{}", failures.join("; "));
             }
+            Ok(())
         }
     }
-    Ok(())
 }

@@ -1,0 +1,296 @@
+//! The frame loop: capture → pipeline → outputs (annotated video or images, a window, JSON lines), and
+//! the summary at the end (frames, FPS, per-stage latency).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use opencv::core::{Mat, Size};
+use opencv::prelude::*;
+use opencv::{highgui, imgcodecs, imgproc, videoio};
+use serde::Serialize;
+
+use crate::pipeline::{Pipeline, StageTimes};
+use crate::source::{Capture, SourceSpec};
+
+/// Where results go.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    /// A video file (codec from its extension) or, for image-folder sources, a folder.
+    pub output: Option<PathBuf>,
+    /// JSON lines, one per frame, then one `{"summary": …}` line.
+    pub json: Option<PathBuf>,
+    pub show: bool,
+    /// Stop after this many frames (cameras and streams run until stopped otherwise).
+    pub max_frames: Option<usize>,
+    pub progress: bool,
+}
+
+/// Latency percentiles of one stage, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub stage: &'static str,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// What `edge-demo` prints at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub frames: usize,
+    /// Frames that failed to decode (named in `skipped_items`).
+    pub skipped: usize,
+    pub skipped_items: Vec<(String, String)>,
+    /// Live sources: frames replaced by newer ones while the pipeline was busy.
+    pub dropped: usize,
+    pub seconds: f64,
+    pub fps: f64,
+    pub stages: Vec<Stage>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} frames in {:.2} s: {:.1} FPS ({} skipped, {} dropped)", self.frames, self.seconds, self.fps, self.skipped, self.dropped)?;
+        for (name, why) in self.skipped_items.iter().take(5) {
+            writeln!(f, "  skipped {name}: {why}")?;
+        }
+        write!(f, "stage latency (ms):")?;
+        for s in &self.stages {
+            write!(f, "  {} p50 {:.2} p99 {:.2}", s.stage, s.p50_ms, s.p99_ms)?;
+        }
+        Ok(())
+    }
+}
+
+/// The FourCC for a video file's extension.
+pub fn fourcc_for(path: &Path) -> Result<(i32, &'static str)> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    let code = match ext.as_str() {
+        "mp4" | "m4v" | "mov" => "mp4v",
+        "avi" => "MJPG",
+        "mkv" => "XVID",
+        _ => bail!("--output {}: unsupported video extension '{ext}' (use .mp4, .m4v, .mov, .avi or .mkv; or a folder for image sources)", path.display()),
+    };
+    let c: Vec<char> = code.chars().collect();
+    Ok((videoio::VideoWriter::fourcc(c[0], c[1], c[2], c[3])?, code))
+}
+
+enum Sink {
+    None,
+    Video { path: PathBuf, writer: Option<videoio::VideoWriter>, size: Size, fps: f64 },
+    Folder(PathBuf),
+}
+
+impl Sink {
+    fn new(out: Option<&Path>, folder_source: bool, fps: f64) -> Result<Self> {
+        let Some(p) = out else { return Ok(Self::None) };
+        if folder_source && (p.is_dir() || p.extension().is_none()) {
+            std::fs::create_dir_all(p).with_context(|| format!("--output {}: cannot create the folder", p.display()))?;
+            return Ok(Self::Folder(p.to_path_buf()));
+        }
+        fourcc_for(p)?;
+        Ok(Self::Video { path: p.to_path_buf(), writer: None, size: Size::default(), fps: if fps > 0.0 { fps } else { 25.0 } })
+    }
+
+    fn write(&mut self, frame: &Mat, name: Option<&Path>, index: usize) -> Result<()> {
+        match self {
+            Self::None => Ok(()),
+            Self::Folder(dir) => {
+                let file = name.and_then(Path::file_name).map_or_else(|| format!("{index:06}.png").into(), |n| n.to_os_string());
+                let path = dir.join(file);
+                if !imgcodecs::imwrite_def(path.as_os_str(), frame)? {
+                    bail!("{}: OpenCV could not write this image", path.display());
+                }
+                Ok(())
+            }
+            Self::Video { path, writer, size, fps } => {
+                if writer.is_none() {
+                    let (code, name) = fourcc_for(path)?;
+                    *size = frame.size()?;
+                    let w = videoio::VideoWriter::new(path.as_os_str(), code, *fps, *size, true)?;
+                    if !w.is_opened()? {
+                        bail!("--output {}: OpenCV cannot write {name} video to this file (codec unavailable or folder not writable)", path.display());
+                    }
+                    *writer = Some(w);
+                }
+                let w = writer.as_mut().expect("opened");
+                if frame.size()? == *size {
+                    w.write(frame)?;
+                } else {
+                    // frames of another size (an image folder, a rotated frame) are fitted to the video's
+                    let mut fitted = Mat::default();
+                    imgproc::resize(frame, &mut fitted, *size, 0.0, 0.0, imgproc::INTER_AREA)?;
+                    w.write(&fitted)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        if let Self::Video { writer: Some(mut w), .. } = self {
+            w.release()?;
+        }
+        Ok(())
+    }
+}
+
+fn stage(name: &'static str, mut v: Vec<f64>) -> Stage {
+    v.sort_by(f64::total_cmp);
+    let mean = if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    Stage { stage: name, p50_ms: runtime::eval::quantile(&v, 0.5), p99_ms: runtime::eval::quantile(&v, 0.99), mean_ms: mean }
+}
+
+fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// One processed frame on its way to the outputs.
+struct Done {
+    seq: usize,
+    frame: crate::source::Frame,
+    out: crate::pipeline::Outcome,
+    times: StageTimes,
+    wait_ms: f64,
+}
+
+/// Runs the pipelines made by `make` over `source` until it ends, `max_frames` is reached, `q` is pressed
+/// in the window or Ctrl-C; the video and JSON files are complete in every case.
+///
+/// With `workers > 1`, that many pipelines (each with its own detector and model sessions) process
+/// frames concurrently, and the outputs are written in frame order.
+pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source: &SourceSpec, o: &Outputs) -> Result<Summary> {
+    let workers = workers.max(1);
+    if workers > 1 {
+        // the frames are the parallelism: OpenCV's own thread pool would only oversubscribe the cores
+        opencv::core::set_num_threads(1)?;
+    }
+    let mut pipelines = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let p = make()?;
+        p.check()?;
+        pipelines.push(p);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // a second Ctrl-C while finishing falls through to the default handler (ctrlc allows one)
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
+    }
+    let capture = Capture::start(source)?;
+    let fps = capture.fps();
+    let capture = std::sync::Mutex::new((capture, 0usize));
+    let mut json = match &o.json {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("--json {}: cannot create", p.display()))?)),
+        None => None,
+    };
+    let mut sink = Sink::new(o.output.as_deref(), matches!(source, SourceSpec::Folder(_)), fps)?;
+    let show = o.show && has_display();
+    if o.show && !show {
+        tracing::warn!("--show: no display (DISPLAY / WAYLAND_DISPLAY unset), not opening a window");
+    }
+    let bar = models::progress::bar(0, "frames", o.progress);
+    let (mut wait, mut detect, mut infer, mut draw, mut write) = (vec![], vec![], vec![], vec![], vec![]);
+    let start = Instant::now();
+    let mut frames = 0;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Done>>(2 * workers);
+    std::thread::scope(|scope| -> Result<()> {
+        for mut p in pipelines {
+            let (tx, capture, stop) = (tx.clone(), &capture, &stop);
+            scope.spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let s = Instant::now();
+                let next = {
+                    let mut g = capture.lock().expect("capture");
+                    if o.max_frames.is_some_and(|m| g.1 >= m) {
+                        None
+                    } else {
+                        g.0.next_frame().map(|f| {
+                            g.1 += 1;
+                            (g.1 - 1, f)
+                        })
+                    }
+                };
+                let Some((seq, frame)) = next else { return };
+                let wait_ms = s.elapsed().as_secs_f64() * 1e3;
+                let mut times = StageTimes::default();
+                let done = p.process(&frame.image, &mut times).map(|out| Done { seq, frame, out, times, wait_ms });
+                let failed = done.is_err();
+                if tx.send(done).is_err() || failed {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        // frames come back in any order: write them in sequence
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next_seq = 0;
+        for done in rx.iter() {
+            let done = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            pending.insert(done.seq, done);
+            while let Some(d) = pending.remove(&next_seq) {
+                next_seq += 1;
+                let s = Instant::now();
+                let to_write = if matches!(sink, Sink::Folder(_)) { d.out.corrected.as_ref().unwrap_or(&d.out.annotated) } else { &d.out.annotated };
+                sink.write(to_write, d.frame.name.as_deref(), d.frame.index)?;
+                if let Some(j) = json.as_mut() {
+                    let mut line = serde_json::json!({"frame": d.frame.index, "timestamp_ms": d.frame.timestamp_ms});
+                    if let Some(n) = &d.frame.name {
+                        line["image"] = serde_json::json!(n);
+                    }
+                    if let (Some(l), Some(r)) = (line.as_object_mut(), d.out.json.as_object()) {
+                        l.extend(r.clone());
+                    }
+                    writeln!(j, "{line}")?;
+                }
+                if show {
+                    highgui::imshow("edge-demo", &d.out.annotated)?;
+                    if highgui::wait_key(1)? == i32::from(b'q') {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                write.push(s.elapsed().as_secs_f64() * 1e3);
+                wait.push(d.wait_ms);
+                detect.push(d.times.detect);
+                infer.push(d.times.infer);
+                draw.push(d.times.draw);
+                frames += 1;
+                bar.inc(1);
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let cap = capture.into_inner().expect("capture").0.finish();
+    sink.finish()?;
+    let summary = Summary {
+        frames,
+        skipped: cap.skipped.len(),
+        skipped_items: cap.skipped,
+        dropped: cap.dropped,
+        seconds,
+        fps: frames as f64 / seconds.max(1e-9),
+        stages: vec![stage("capture", wait), stage("detect", detect), stage("infer", infer), stage("draw", draw), stage("output", write)],
+    };
+    if let Some(j) = json.as_mut() {
+        writeln!(j, "{}", serde_json::json!({ "summary": summary }))?;
+        j.flush()?;
+    }
+    if frames == 0 {
+        bail!("no frame could be read from the source ({} skipped)", summary.skipped);
+    }
+    Ok(summary)
+}

@@ -1,0 +1,223 @@
+//! The pipelines: what happens to each frame between capture and output.
+//!
+//! - `classify`: the whole frame, top label and probability drawn.
+//! - `emotion`: the book's real-time emotion detector (§6.6): Haar faces on a downscaled grey frame, the
+//!   largest face classified, box and label drawn, a probability bar panel beside the frame.
+//! - `age-gender`: every face through an age and a gender model (optionally aligned on the eyes,
+//!   optionally 10-crop).
+//! - `orientation`: the rotation of each frame or image predicted and undone.
+//! - `detect` (boxes, NMS, labels) plugs in here as one more [`Kind`] with its own `process` arm.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use opencv::core::{Mat, Point, Rect};
+use opencv::prelude::*;
+use runtime::data::average_crops;
+use runtime::Model;
+use serde_json::{json, Value};
+
+use crate::vision::{self, FaceDetector};
+
+/// Which pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Classify,
+    Emotion,
+    AgeGender,
+    Orientation,
+}
+
+/// Time spent in each stage of one frame, in milliseconds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageTimes {
+    pub detect: f64,
+    pub infer: f64,
+    pub draw: f64,
+}
+
+/// What a frame gave.
+pub struct Outcome {
+    /// The frame's JSON line (without index and timestamp, which the caller adds).
+    pub json: Value,
+    /// The frame to show and write.
+    pub annotated: Mat,
+    /// Orientation: the corrected frame without overlay (written for image folders).
+    pub corrected: Option<Mat>,
+}
+
+pub fn argmax(p: &[f32]) -> usize {
+    runtime::model::top_k(p, 1)[0].0
+}
+
+/// A model with its role in the pipeline.
+pub struct Pipeline {
+    pub kind: Kind,
+    pub model: Model,
+    /// Age-gender: the gender model (`model` is the age model).
+    pub second: Option<Model>,
+    pub faces: Option<FaceDetector>,
+    pub ten_crop: bool,
+    pub panel_width: i32,
+}
+
+/// Class probabilities of one image region for `model` (10-crop averaged when asked).
+pub fn classify(model: &mut Model, region: &Mat, ten_crop: bool) -> Result<Vec<f32>> {
+    let img = vision::to_image(region, model.preprocess.channels == 1)?;
+    let n = model.preprocess.sample_len();
+    let crops = if ten_crop { 10 } else { 1 };
+    let mut data = vec![0f32; n * crops];
+    if ten_crop {
+        model.preprocess.apply_ten_crop(img, &mut data);
+    } else {
+        model.preprocess.apply(img, &mut data);
+    }
+    let probs = model.run(&data, crops)?;
+    Ok(average_crops(&probs, model.num_classes(), crops))
+}
+
+fn probabilities(model: &Model, p: &[f32]) -> Value {
+    Value::Object(model.labels.iter().zip(p).map(|(l, v)| (l.clone(), json!(v))).collect())
+}
+
+fn face_json(model: &Model, r: Rect, p: &[f32]) -> Value {
+    let best = argmax(p);
+    json!({"box": [r.x, r.y, r.width, r.height], "label": model.label(best), "probability": p[best], "probabilities": probabilities(model, p)})
+}
+
+/// The rotation (clockwise degrees) an orientation label names.
+fn angle_of(label: &str) -> Option<i32> {
+    label.trim().trim_end_matches("deg").trim_end_matches('°').parse().ok().filter(|a| [0, 90, 180, 270].contains(a))
+}
+
+impl Pipeline {
+    /// Checks that the models fit the pipeline.
+    pub fn check(&self) -> Result<()> {
+        if self.kind == Kind::Orientation && !self.model.labels.iter().all(|l| angle_of(l).is_some()) {
+            bail!(
+                "{}: the orientation pipeline needs a model whose labels are rotation angles (0, 90, 180, 270, as `trainer prepare orientation` writes); this one has {:?}",
+                self.model.path.display(),
+                self.model.labels
+            );
+        }
+        if matches!(self.kind, Kind::Emotion | Kind::AgeGender) && self.faces.is_none() {
+            bail!("this pipeline needs a face detector");
+        }
+        Ok(())
+    }
+
+    pub fn process(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
+        match self.kind {
+            Kind::Classify => self.classify_frame(frame, t),
+            Kind::Emotion => self.emotion(frame, t),
+            Kind::AgeGender => self.age_gender(frame, t),
+            Kind::Orientation => self.orientation(frame, t),
+        }
+    }
+
+    fn classify_frame(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
+        let s = Instant::now();
+        let p = classify(&mut self.model, frame, self.ten_crop)?;
+        t.infer = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let best = argmax(&p);
+        let mut annotated = frame.try_clone()?;
+        vision::draw_label(&mut annotated, Point::new(8, 24), &format!("{}: {:.1}%", self.model.label(best), 100.0 * p[best]))?;
+        t.draw = s.elapsed().as_secs_f64() * 1e3;
+        let json = json!({"label": self.model.label(best), "probability": p[best], "probabilities": probabilities(&self.model, &p)});
+        Ok(Outcome { json, annotated, corrected: None })
+    }
+
+    fn emotion(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
+        let s = Instant::now();
+        let faces = self.faces.as_mut().expect("checked").detect(frame)?;
+        t.detect = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let result = match faces.first() {
+            Some(&r) => Some((r, classify(&mut self.model, &vision::crop(frame, r)?, self.ten_crop)?)),
+            None => None,
+        };
+        t.infer = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let mut annotated = frame.try_clone()?;
+        if let Some((r, p)) = &result {
+            let best = argmax(p);
+            vision::draw_box(&mut annotated, *r, &format!("{}: {:.0}%", self.model.label(best), 100.0 * p[best]))?;
+        }
+        let panel = vision::probability_panel(&self.model.labels, result.as_ref().map(|(_, p)| p.as_slice()), self.panel_width, annotated.rows())?;
+        let annotated = vision::beside(&annotated, &panel)?;
+        t.draw = s.elapsed().as_secs_f64() * 1e3;
+        let faces_json: Vec<Value> = result.iter().map(|(r, p)| face_json(&self.model, *r, p)).collect();
+        Ok(Outcome { json: json!({"faces_detected": faces.len(), "faces": faces_json}), annotated, corrected: None })
+    }
+
+    fn age_gender(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
+        let s = Instant::now();
+        let detector = self.faces.as_mut().expect("checked");
+        let faces = detector.detect(frame)?;
+        let mut crops = vec![];
+        for &r in &faces {
+            crops.push((r, detector.aligned_face(frame, r)?));
+        }
+        t.detect = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let mut results = vec![];
+        for (r, (face, aligned)) in crops {
+            let age = classify(&mut self.model, &face, self.ten_crop)?;
+            let gender = match self.second.as_mut() {
+                Some(g) => Some(classify(g, &face, self.ten_crop)?),
+                None => None,
+            };
+            results.push((r, aligned, age, gender));
+        }
+        t.infer = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let mut annotated = frame.try_clone()?;
+        let mut out = vec![];
+        for (r, aligned, age, gender) in &results {
+            let mut text = self.model.label(argmax(age)).to_string();
+            let mut j = json!({"box": [r.x, r.y, r.width, r.height], "aligned": aligned, "age": face_json(&self.model, *r, age)});
+            if let (Some(g), Some(gm)) = (gender, self.second.as_ref()) {
+                text = format!("{}, {text}", gm.label(argmax(g)));
+                j["gender"] = face_json(gm, *r, g);
+            }
+            vision::draw_box(&mut annotated, *r, &text)?;
+            out.push(j);
+        }
+        t.draw = s.elapsed().as_secs_f64() * 1e3;
+        Ok(Outcome { json: json!({"faces_detected": faces.len(), "faces": out}), annotated, corrected: None })
+    }
+
+    fn orientation(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
+        let s = Instant::now();
+        let p = classify(&mut self.model, frame, self.ten_crop)?;
+        t.infer = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let best = argmax(&p);
+        let angle = angle_of(self.model.label(best)).expect("checked");
+        // the label is how far the image was turned clockwise: turn it back
+        let mut corrected = Mat::default();
+        match angle {
+            90 => opencv::core::rotate(frame, &mut corrected, opencv::core::ROTATE_90_COUNTERCLOCKWISE)?,
+            180 => opencv::core::rotate(frame, &mut corrected, opencv::core::ROTATE_180)?,
+            270 => opencv::core::rotate(frame, &mut corrected, opencv::core::ROTATE_90_CLOCKWISE)?,
+            _ => corrected = frame.try_clone()?,
+        }
+        let mut annotated = corrected.try_clone()?;
+        vision::draw_label(&mut annotated, Point::new(8, 24), &format!("was rotated {angle} deg ({:.0}%)", 100.0 * p[best]))?;
+        t.draw = s.elapsed().as_secs_f64() * 1e3;
+        let json = json!({"rotation": angle, "probability": p[best], "probabilities": probabilities(&self.model, &p)});
+        Ok(Outcome { json, annotated, corrected: Some(corrected) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_rotation_labels() {
+        assert_eq!(super::angle_of("90"), Some(90));
+        assert_eq!(super::angle_of("270deg"), Some(270));
+        assert_eq!(super::angle_of("45"), None);
+        assert_eq!(super::angle_of("cat"), None);
+    }
+}
