@@ -140,6 +140,7 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         preprocessing: Preprocessing { input, mean: spec.mean.clone(), std: spec.std.clone(), resize_short_side: short_side_near(&c.data.train) },
         run: a.run.display().to_string(),
         epoch,
+        ordinal: c.data.ordinal,
     };
     let variant = Variant { fp16: a.fp16, fold_bn: a.fold_bn };
     let tolerance = a.tolerance.unwrap_or(variant.default_tolerance());

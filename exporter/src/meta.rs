@@ -29,6 +29,8 @@ pub struct ModelMeta {
     pub preprocessing: Preprocessing,
     pub run: String,
     pub epoch: usize,
+    /// The labels are ordered (age bins): the runtime then also reports one-off accuracy.
+    pub ordinal: bool,
 }
 
 impl ModelMeta {
@@ -41,6 +43,7 @@ impl ModelMeta {
         };
         put("architecture", self.architecture.clone());
         put("task", self.task.clone());
+        put("ordinal", self.ordinal.to_string());
         put("labels", serde_json::to_string(&self.labels).expect("strings serialise"));
         put("input_size", format!("{}x{}", p.input[2], p.input[1]));
         put("input_channels", p.input[0].to_string());
