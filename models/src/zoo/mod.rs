@@ -11,6 +11,7 @@ mod googlenet;
 mod mini_vgg;
 mod resnet;
 mod squeezenet;
+pub mod torchvision;
 mod vgg;
 
 use serde::Serialize;
@@ -91,6 +92,8 @@ pub static REGISTRY: &[ModelInfo] = &[
     entry!("emotion-vgg", "emotion", [1, 48, 48], 6, "The book's EmotionVGGNet for FER2013 (48x48 grey faces)", emotion::build),
     entry!("age-gender", "age-gender", [3, 227, 227], 8, "The book's MxAgeGenderNet (Levi & Hassner): 8 age bins or 2 genders", age_gender::build),
     entry!("mini-vgg", "mini-vgg", [1, 28, 28], 10, "A small VGG-style net for 28x28 grey images (Fashion-MNIST)", mini_vgg::build),
+    entry!("tv-vgg16", "vgg", [3, 224, 224], 1000, "torchvision's vgg16 (no BN, ReLU, dropout 0.5): loads its state_dict (trainer import-weights)", torchvision::vgg16),
+    entry!("tv-resnet50", "resnet", [3, 224, 224], 1000, "torchvision's resnet50 (v1.5, post-activation): loads its state_dict (trainer import-weights)", torchvision::resnet50),
 ];
 
 const ELU_BOOK: Op = crate::builder::ELU_MXNET;
