@@ -5,6 +5,7 @@ pub mod data;
 pub mod dataset;
 pub mod device;
 pub mod doctor;
+pub mod import;
 pub mod net;
 pub mod optim;
 pub mod parallel;

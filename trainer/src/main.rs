@@ -65,6 +65,26 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
     },
+    /// A torchvision state_dict saved as safetensors -> a run directory with epoch-0 weights (tv-* models).
+    ///
+    /// Every key is checked by name and shape; --num-classes other than the file's gets a fresh head.
+    ImportWeights {
+        /// A torchvision-compatible registry model: tv-vgg16 or tv-resnet50.
+        #[arg(long)]
+        model: String,
+        /// The file from `safetensors.torch.save_file(model.state_dict(), path)`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The run directory to create.
+        #[arg(long)]
+        run: PathBuf,
+        /// Classes of the written network (default: the file's); another count means surgery.
+        #[arg(long)]
+        num_classes: Option<usize>,
+        /// Seed of a freshly initialised head.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Train from a TOML experiment config; resume with --start-epoch N, change the rate with --lr.
     ///
     /// As in the book, --epochs is the epoch to stop at: `--start-epoch 2 --epochs 4` trains epochs 3
@@ -170,6 +190,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init { model, num_classes, seed, run } => {
             let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
             println!("initialised {model} ({num_classes} classes, seed {seed}): {}", path.display());
+        }
+        Command::ImportWeights { model, weights, run, num_classes, seed } => {
+            println!("{}", trainer::import::import_weights(&trainer::import::ImportOptions { model, weights, run, num_classes, seed })?);
         }
         Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, sets, resume } => {
             trainer::progress::install_interrupt_handler();
