@@ -270,6 +270,7 @@ pub struct CheckpointInfo {
 pub struct EpochMetrics {
     pub epoch: usize,
     pub lr: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub train_loss: f64,
     pub train_rank1: f64,
     pub train_rank5: f64,
@@ -281,12 +282,19 @@ pub struct EpochMetrics {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EvalMetrics {
     pub samples: usize,
+    #[serde(deserialize_with = "nan_from_null")]
     pub loss: f64,
     pub rank1: f64,
     pub rank5: f64,
     /// For ordinal labels: predictions at most one class away from the truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_off: Option<f64>,
+}
+
+/// A diverged loss (NaN or infinite) is written to JSON as `null`; it reads back as NaN, so the
+/// checkpoint of an epoch that diverged still loads (to be resumed at a lower rate, say).
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 pub fn checkpoint_paths(run: &Path, epoch: usize) -> (PathBuf, PathBuf) {
@@ -523,6 +531,12 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             let Some(batch) = stream.next() else { break };
             let (x, y) = batch?;
             let len = y.size()[0];
+            if len < 2 && bs > 1 {
+                // a last batch of one sample: batch statistics of one value are undefined (PyTorch
+                // refuses them), and BatchNorm's running variance would turn NaN; it is left out
+                tracing::warn!("epoch {epoch}: the last batch holds 1 sample; skipped (BatchNorm needs 2 or more)");
+                continue;
+            }
             reps.zero_grad();
             let (l, logits) = reps.forward_backward(&x, &y);
             opt.step(&reps.main().trainable(), lr);
@@ -638,4 +652,29 @@ pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Resu
     let mut net = build_net(c, set.num_classes())?;
     restore(run, epoch, &mut net, None)?;
     Ok((epoch, evaluate(&net, &set, &spec, batch, c.data.ordinal)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diverged_losses_survive_the_side_file() {
+        // serde_json writes NaN and infinities as null; reading them back used to fail the checkpoint
+        let m = EpochMetrics {
+            epoch: 1,
+            lr: 0.1,
+            train_loss: f64::INFINITY,
+            train_rank1: 0.5,
+            train_rank5: 1.0,
+            val: Some(EvalMetrics { samples: 3, loss: f64::NAN, rank1: 0.0, rank5: 1.0, one_off: None }),
+            seconds: 1.0,
+            samples_per_sec: 2.0,
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"train_loss\":null"), "{text}");
+        let back: EpochMetrics = serde_json::from_str(&text).unwrap();
+        assert!(back.train_loss.is_nan() && back.val.unwrap().loss.is_nan());
+        assert_eq!(back.train_rank1, 0.5);
+    }
 }
