@@ -76,11 +76,14 @@ struct Faces {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Classify the whole frame: top label and probability drawn.
+    /// Classify the whole frame: the top label(s) and probabilities drawn.
     Classify {
         /// The ONNX classifier.
         #[arg(long, short = 'm')]
         model: PathBuf,
+        /// How many labels to draw, best first (5: the book's top-5 visualisation).
+        #[arg(long, default_value_t = 1)]
+        top: usize,
         #[command(flatten)]
         common: Common,
     },
@@ -151,6 +154,7 @@ struct Recipe<'a> {
     faces: Option<&'a Faces>,
     align: Option<&'a std::path::Path>,
     panel_width: i32,
+    top: usize,
 }
 
 fn go(r: Recipe, c: &Common, progress: bool) -> Result<()> {
@@ -162,7 +166,7 @@ fn go(r: Recipe, c: &Common, progress: bool) -> Result<()> {
     let make = || -> Result<Pipeline> {
         let faces = r.faces.map(|f| FaceDetector::new(&f.cascade, r.align, f.detect_width)).transpose()?;
         let second = r.second.map(|m| open(m, c, threads)).transpose()?;
-        Ok(Pipeline { kind: r.kind, model: open(r.model, c, threads)?, second, faces, ten_crop: c.ten_crop, panel_width: r.panel_width })
+        Ok(Pipeline { kind: r.kind, model: open(r.model, c, threads)?, second, faces, ten_crop: c.ten_crop, panel_width: r.panel_width, top: r.top })
     };
     let outputs = Outputs { output: c.output.clone(), json: c.json.clone(), show: c.show, max_frames: c.max_frames, progress };
     let summary = app::run(&make, workers, &source, &outputs)?;
@@ -174,19 +178,19 @@ fn run(cli: Cli) -> Result<()> {
     cli.verbosity.init_logging();
     let progress = !cli.verbosity.quiet;
     match cli.command {
-        Command::Classify { model, common } => {
-            go(Recipe { kind: Kind::Classify, model: &model, second: None, faces: None, align: None, panel_width: 0 }, &common, progress)
+        Command::Classify { model, top, common } => {
+            go(Recipe { kind: Kind::Classify, model: &model, second: None, faces: None, align: None, panel_width: 0, top }, &common, progress)
         }
         Command::Emotion { model, faces, panel_width, common } => {
-            go(Recipe { kind: Kind::Emotion, model: &model, second: None, faces: Some(&faces), align: None, panel_width }, &common, progress)
+            go(Recipe { kind: Kind::Emotion, model: &model, second: None, faces: Some(&faces), align: None, panel_width, top: 1 }, &common, progress)
         }
         Command::AgeGender { age_model, gender_model, align, faces, common } => go(
-            Recipe { kind: Kind::AgeGender, model: &age_model, second: gender_model.as_deref(), faces: Some(&faces), align: align.as_deref(), panel_width: 0 },
+            Recipe { kind: Kind::AgeGender, model: &age_model, second: gender_model.as_deref(), faces: Some(&faces), align: align.as_deref(), panel_width: 0, top: 1 },
             &common,
             progress,
         ),
         Command::Orientation { model, common } => {
-            go(Recipe { kind: Kind::Orientation, model: &model, second: None, faces: None, align: None, panel_width: 0 }, &common, progress)
+            go(Recipe { kind: Kind::Orientation, model: &model, second: None, faces: None, align: None, panel_width: 0, top: 1 }, &common, progress)
         }
         Command::Doctor { cascade, source, json } => {
             let report = edge_demo::doctor::run(&cascade, source.as_deref())?;

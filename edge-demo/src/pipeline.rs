@@ -59,6 +59,8 @@ pub struct Pipeline {
     pub faces: Option<FaceDetector>,
     pub ten_crop: bool,
     pub panel_width: i32,
+    /// Classify: how many labels to draw (the book's top-5 visualisation).
+    pub top: usize,
 }
 
 /// Class probabilities of one image region for `model` (10-crop averaged when asked).
@@ -122,7 +124,10 @@ impl Pipeline {
         let s = Instant::now();
         let best = argmax(&p);
         let mut annotated = frame.try_clone()?;
-        vision::draw_label(&mut annotated, Point::new(8, 24), &format!("{}: {:.1}%", self.model.label(best), 100.0 * p[best]))?;
+        for (rank, (i, prob)) in runtime::model::top_k(&p, self.top.max(1)).into_iter().enumerate() {
+            let y = 24 + 24 * rank as i32;
+            vision::draw_label(&mut annotated, Point::new(8, y), &format!("{}. {}: {:.1}%", rank + 1, self.model.label(i), 100.0 * prob))?;
+        }
         t.draw = s.elapsed().as_secs_f64() * 1e3;
         let json = json!({"label": self.model.label(best), "probability": p[best], "probabilities": probabilities(&self.model, &p)});
         Ok(Outcome { json, annotated, corrected: None })

@@ -55,11 +55,9 @@ pub fn bin(name: &str) -> PathBuf {
 /// The classes of [`pattern_dataset`], in label order.
 pub const PATTERNS: [&str; 3] = ["horizontal", "vertical", "diagonal"];
 
-/// Writes a small, learnable image-classification set in the `folder` layout (`dir/<class>/<n>.png`):
-/// `per_class` RGB images of `size`×`size` pixels per class, stripes of a random period and phase
-/// (horizontal, vertical or diagonal) in a random colour over noise. A network learns it in one or two
-/// epochs, so a wrong preprocessing step shows up as lost accuracy.
-pub fn pattern_dataset(dir: &Path, per_class: usize, size: u32, seed: u64) {
+/// One `size`×`size` RGB image of pattern class `class` (0 horizontal, 1 vertical, other diagonal
+/// stripes) with a period, phase and colour drawn from `seed`, over noise.
+pub fn pattern_image(class: usize, size: u32, seed: u64) -> models::records::image::RgbImage {
     use models::records::image::{Rgb, RgbImage};
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move |n: u32| {
@@ -68,23 +66,30 @@ pub fn pattern_dataset(dir: &Path, per_class: usize, size: u32, seed: u64) {
         state ^= state << 17;
         (state % u64::from(n)) as u32
     };
+    let (period, phase) = (4 + next(5), next(8));
+    let colour = [80 + next(176) as u8, 80 + next(176) as u8, 80 + next(176) as u8];
+    let noise: Vec<u32> = (0..size * size).map(|_| next(40)).collect();
+    RgbImage::from_fn(size, size, |x, y| {
+        let t = match class {
+            0 => y,
+            1 => x,
+            _ => x + y,
+        };
+        let on = (t + phase) % period < period / 2;
+        let n = noise[(y * size + x) as usize] as u8;
+        Rgb(colour.map(|c| if on { c.saturating_sub(n) } else { n }))
+    })
+}
+
+/// Writes a small, learnable image-classification set in the `folder` layout (`dir/<class>/<n>.png`):
+/// `per_class` images of [`pattern_image`] per class of [`PATTERNS`]. A network learns it in one or two
+/// epochs, so a wrong preprocessing step shows up as lost accuracy.
+pub fn pattern_dataset(dir: &Path, per_class: usize, size: u32, seed: u64) {
     for (class, name) in PATTERNS.iter().enumerate() {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).expect("create class folder");
         for i in 0..per_class {
-            let (period, phase) = (4 + next(5), next(8));
-            let colour = [80 + next(176) as u8, 80 + next(176) as u8, 80 + next(176) as u8];
-            let noise: Vec<u32> = (0..size * size).map(|_| next(40)).collect();
-            let img = RgbImage::from_fn(size, size, |x, y| {
-                let t = match class {
-                    0 => y,
-                    1 => x,
-                    _ => x + y,
-                };
-                let on = (t + phase) % period < period / 2;
-                let n = noise[(y * size + x) as usize] as u8;
-                Rgb(colour.map(|c| if on { c.saturating_sub(n) } else { n }))
-            });
+            let img = pattern_image(class, size, seed.wrapping_mul(1000).wrapping_add((class * per_class + i) as u64));
             img.save(d.join(format!("{i:03}.png"))).expect("write png");
         }
     }
