@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use models::describe::describe;
 use models::zoo::{self, REGISTRY};
@@ -223,4 +223,146 @@ pub fn loader_bench(rec: &std::path::Path, size: u32, batch: usize, workers: usi
         "images": images, "seconds": secs, "images_per_sec": images as f64 / secs, "workers": workers,
         "rss_before_mb": rss_before_mb, "peak_rss_mb": status_mb("VmHWM:"),
     }))
+}
+
+/// `trainer features`.
+#[derive(Args, Debug, Clone)]
+pub struct FeaturesArgs {
+    /// The run whose network is read (e.g. from `trainer init`, `trainer train` or imported weights).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The checkpoint (default: the latest).
+    #[arg(long)]
+    pub epoch: Option<usize>,
+    /// A record file from `trainer prepare`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The features file to write (safetensors; see docs/case-orientation.md).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The graph node to read (default: the last pooling layer; names in `trainer models describe`).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Records per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::device::DeviceSpec,
+}
+
+/// `trainer features --run DIR --data FILE.rec --out FEATURES`.
+pub fn features(a: &FeaturesArgs) -> Result<()> {
+    let ex = crate::features::Extractor::open(&a.run, a.epoch, a.layer.as_deref(), a.device)?;
+    let done = crate::features::extract_to_file(&ex, &a.data, &a.out, a.batch)?;
+    let i = &done.info;
+    println!(
+        "{}: {} rows x {} features ({} {} {:?}, {} epoch {}), {} classes, {} records skipped",
+        a.out.display(),
+        done.samples,
+        i.dim(),
+        i.model,
+        i.layer,
+        i.layer_shape,
+        i.run.display(),
+        i.epoch,
+        done.label_names.len(),
+        done.skipped.len()
+    );
+    Ok(())
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum LogregAction {
+    /// Grid search over C with stratified k-fold cross-validation, refit with the best C, report, save.
+    Fit {
+        /// Training features (`trainer features`).
+        #[arg(long)]
+        features: PathBuf,
+        /// Held-out features to report on (default: the out-of-fold predictions on the training rows).
+        #[arg(long, alias = "test")]
+        val: Option<PathBuf>,
+        /// The grid of C (inverse regularisation strength, as scikit-learn's), comma-separated.
+        #[arg(long = "c", value_delimiter = ',', default_values_t = crate::logreg::BOOK_GRID)]
+        cs: Vec<f64>,
+        #[arg(long, default_value_t = 3)]
+        folds: usize,
+        /// Fit on the raw features instead of standardised ones.
+        #[arg(long)]
+        no_standardize: bool,
+        /// L-BFGS iterations per fit.
+        #[arg(long, default_value_t = 100)]
+        max_iter: u64,
+        /// Seed of the fold assignment.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Folds fitted at once (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        /// The model file to write (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the grid, the choice and the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload a saved model and report it on labelled features.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        features: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `trainer logreg fit | eval`.
+pub fn logreg(action: LogregAction) -> Result<()> {
+    use crate::features::FeatureSet;
+    use crate::logreg::{fit, FitOptions, Model, Report};
+    match action {
+        LogregAction::Fit { features, val, cs, folds, no_standardize, max_iter, seed, jobs, out, json } => {
+            let train = FeatureSet::load(&features)?;
+            let o = FitOptions { cs, folds, standardize: !no_standardize, max_iter, seed, jobs, ..FitOptions::default() };
+            let fitted = fit(&train, &o).with_context(|| format!("fitting {}", features.display()))?;
+            fitted.model.save(&out)?;
+            // report on the model as saved (see crate::logreg), so `logreg eval` of it agrees exactly
+            let m = &Model::load(&out)?;
+            let (report, on) = match &val {
+                Some(v) => (Report::of(m, &FeatureSet::load(v)?).with_context(|| v.display().to_string())?, v.display().to_string()),
+                None => (Report::new(&fitted.truth, &fitted.out_of_fold, &m.labels), format!("{} (out-of-fold predictions)", features.display())),
+            };
+            if json {
+                println!("{}", serde_json::json!({"cv": m.cv, "c": m.c, "folds": folds, "model": out, "report_on": on, "report": report}));
+                return Ok(());
+            }
+            let scaled = if o.standardize { "standardised" } else { "raw" };
+            println!("{}: {} rows x {} features ({scaled}), {} classes; {folds}-fold CV over {} values of C", features.display(), train.n, train.dim, m.labels.len(), m.cv.len());
+            println!("{:>10}  {:>9}  {:>7}  folds", "C", "accuracy", "std");
+            for s in &m.cv {
+                let f: Vec<String> = s.folds.iter().map(|v| format!("{v:.4}")).collect();
+                println!("{:>10}  {:>9.4}  {:>7.4}  {}", s.c, s.mean, s.std, f.join(" "));
+            }
+            let best = m.cv.iter().find(|s| s.c == m.c).map_or(0.0, |s| s.mean);
+            println!("best C: {} (mean CV accuracy {best:.4}); refitted on all {} rows; saved {}", m.c, m.train_samples, out.display());
+            println!("report on {on}:\n{report}");
+        }
+        LogregAction::Eval { model, features, json } => {
+            let m = Model::load(&model)?;
+            let report = Report::of(&m, &FeatureSet::load(&features)?).with_context(|| format!("{} on {}", model.display(), features.display()))?;
+            if json {
+                println!("{}", serde_json::json!({"model": model, "c": m.c, "report_on": features, "report": report}));
+            } else {
+                println!("{} (C={}) on {}:\n{report}", model.display(), m.c, features.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `trainer orientation-correct`.
+pub fn orientation_correct(o: &crate::orientation::CorrectOptions) -> Result<()> {
+    println!("{}", crate::orientation::correct(o)?);
+    Ok(())
 }

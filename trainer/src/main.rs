@@ -135,6 +135,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Features of a frozen network for every record: its last pooling layer (or --layer), flattened.
+    Features(trainer::cli::FeaturesArgs),
+    /// Logistic regression on features: grid search over C with cross-validation, report, saved model.
+    Logreg {
+        #[command(subcommand)]
+        action: trainer::cli::LogregAction,
+    },
+    /// Predict every image's rotation with a logreg model on a network's features; write it upright.
+    OrientationCorrect(trainer::orientation::CorrectOptions),
     /// Draw a run's loss and accuracy curves across all its restarts (restart epochs marked).
     Plot {
         #[arg(long)]
@@ -212,6 +221,9 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{} epoch {epoch} on {}: {} samples, loss {:.4}, rank-1 {:.2}%, rank-5 {:.2}%{off}", run.display(), data.display(), m.samples, m.loss, 100.0 * m.rank1, 100.0 * m.rank5);
             }
         }
+        Command::Features(args) => trainer::cli::features(&args)?,
+        Command::Logreg { action } => trainer::cli::logreg(action)?,
+        Command::OrientationCorrect(args) => trainer::cli::orientation_correct(&args)?,
         Command::Plot { run, out } => {
             let out = out.unwrap_or_else(|| run.join("plot.png"));
             let h = trainer::plot::plot(&run, &out)?;

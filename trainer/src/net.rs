@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use models::graph::{Graph, GraphError, Init, Op, ParamKind, ParamSpec};
+use models::graph::{Graph, GraphError, Init, NodeId, Op, ParamKind, ParamSpec};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -181,17 +181,25 @@ impl Net {
     /// Runs the graph on a batch `[N, C, H, W]` and returns the output node's value (the logits).
     /// `train` switches dropout on and makes BatchNorm use and update batch statistics.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_to(x, train, self.graph.output)
+    }
+
+    /// Runs the graph up to node `target` (nodes are in topological order, so nothing after it is
+    /// computed) and returns that node's value: `trainer features` reads a frozen network's last
+    /// pooling layer this way.
+    pub fn forward_to(&self, x: &Tensor, train: bool, target: NodeId) -> Tensor {
         let g = &self.graph;
-        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(g.nodes.len());
+        let nodes = &g.nodes[..=target];
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(nodes.len());
         // free each value after its last reader, to keep activation memory to what autograd needs
-        let mut last_use = vec![0usize; g.nodes.len()];
-        for (i, n) in g.nodes.iter().enumerate() {
+        let mut last_use = vec![0usize; nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
             for &j in &n.inputs {
                 last_use[j] = i;
             }
         }
-        last_use[g.output] = usize::MAX;
-        for (i, node) in g.nodes.iter().enumerate() {
+        last_use[target] = usize::MAX;
+        for (i, node) in nodes.iter().enumerate() {
             let input = |k: usize| values[node.inputs[k]].as_ref().expect("value freed before its last use");
             let name = |suffix: &str| format!("{}.{suffix}", node.name);
             let out = match &node.op {
@@ -255,7 +263,7 @@ impl Net {
                 }
             }
         }
-        values[g.output].take().expect("output value")
+        values[target].take().expect("output value")
     }
 
     /// A network on the CPU, initialised from libtorch's generator seeded with `seed`.
