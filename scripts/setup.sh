@@ -3,7 +3,8 @@
 #
 # Installs:
 #   1. the Debian packages the crates and the demo need (OpenCV + clang for the `opencv` crate's binding
-#      generator, the Haar cascades, ffmpeg for test videos, Fashion-MNIST for the demo);
+#      generator, the Haar cascades, ffmpeg for test videos, Fashion-MNIST for the demo, libjpeg-turbo's
+#      TurboJPEG library for the data loader's JPEG decoding, found by pkg-config);
 #   2. a project-local Python environment `.venv` from requirements.txt (libtorch for `tch`, libonnxruntime
 #      for `ort`, and the Python oracles the tests compare against);
 #   3. `.cargo/config.toml`, generated, so that plain `cargo build|test|run` find libtorch and
@@ -20,7 +21,7 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 # ---------------------------------------------------------------------------------------------- Debian
 APT_PACKAGES=(
   pkg-config clang libclang-dev libopencv-dev opencv-data ffmpeg
-  dataset-fashion-mnist fonts-dejavu-core
+  dataset-fashion-mnist fonts-dejavu-core libturbojpeg0-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -36,6 +37,8 @@ if ((${#missing[@]})); then
 else
   log "Debian packages: all present"
 fi
+# models' `turbojpeg` feature (on by default) links libturbojpeg through pkg-config.
+pkg-config --exists libturbojpeg || { echo "setup: pkg-config cannot find libturbojpeg (Debian: libturbojpeg0-dev)" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------- Python
 PYTHON=${PYTHON:-python3}

@@ -78,6 +78,22 @@ impl Record {
     }
 
     pub fn decode(p: &[u8]) -> Result<Record, String> {
+        RecordRef::decode(p).map(RecordRef::into_owned)
+    }
+}
+
+/// One record borrowed from the buffer it was read into ([`RecordFile::read_into`]): the same fields as
+/// [`Record`] without copying the image out of the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRef<'a> {
+    pub label: i32,
+    pub boxes: Vec<BoundingBox>,
+    pub key: std::borrow::Cow<'a, str>,
+    pub image: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    pub fn decode(p: &'a [u8]) -> Result<RecordRef<'a>, String> {
         let take = |at: usize, n: usize| p.get(at..at + n).ok_or_else(|| format!("payload ends at byte {} (needs {})", p.len(), at + n));
         let u32_at = |at: usize| take(at, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         let label = u32_at(0)? as i32;
@@ -92,9 +108,12 @@ impl Record {
         }
         let kb = take(at, 2)?;
         let klen = u16::from_le_bytes([kb[0], kb[1]]) as usize;
-        let key = String::from_utf8_lossy(take(at + 2, klen)?).into_owned();
-        let image = p[at + 2 + klen..].to_vec();
-        Ok(Record { label, boxes, key, image })
+        let key = String::from_utf8_lossy(take(at + 2, klen)?);
+        Ok(RecordRef { label, boxes, key, image: &p[at + 2 + klen..] })
+    }
+
+    pub fn into_owned(self) -> Record {
+        Record { label: self.label, boxes: self.boxes, key: self.key.into_owned(), image: self.image.to_vec() }
     }
 }
 
@@ -192,10 +211,17 @@ impl RecordFile {
 
     /// Reads and checks record `i`.
     pub fn read(&self, i: usize) -> Result<Record, RecordError> {
+        self.read_into(i, &mut Vec::new()).map(RecordRef::into_owned)
+    }
+
+    /// Reads and checks record `i` into `buf` (reused from call to call, so a reader that goes through
+    /// many records allocates nothing per record); the record borrows its key and image from `buf`.
+    pub fn read_into<'b>(&self, i: usize, buf: &'b mut Vec<u8>) -> Result<RecordRef<'b>, RecordError> {
         let damaged = |reason: String| RecordError::Damaged { path: self.path.clone(), index: i, reason };
         let e = self.index.get(i).ok_or_else(|| damaged(format!("out of range (the file has {} records)", self.index.len())))?;
-        let mut buf = vec![0u8; e.length as usize];
-        self.file.read_exact_at(&mut buf, e.offset).map_err(|err| damaged(format!("cannot read {} bytes at offset {}: {err}", e.length, e.offset)))?;
+        buf.resize(e.length as usize, 0);
+        self.file.read_exact_at(buf, e.offset).map_err(|err| damaged(format!("cannot read {} bytes at offset {}: {err}", e.length, e.offset)))?;
+        let buf = &buf[..];
         let word = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
         if buf.len() < HEADER || word(0) != MAGIC {
             return Err(damaged(format!("no record header at offset {}", e.offset)));
@@ -209,7 +235,7 @@ impl RecordFile {
         if crc != word(8) {
             return Err(damaged(format!("checksum mismatch (stored {:08x}, computed {crc:08x})", word(8))));
         }
-        Record::decode(payload).map_err(damaged)
+        RecordRef::decode(payload).map_err(damaged)
     }
 
     /// The record indices of shard `rank` of `world` (every world-th record, starting at rank).
@@ -475,5 +501,12 @@ mod tests {
         assert!(f.read(0).is_ok() && f.read(2).is_ok());
         let err = f.read(1).unwrap_err().to_string();
         assert!(err.contains("val.rec, record 1: checksum mismatch"), "{err}");
+        // reading into one reused buffer: the same records, the same error
+        let mut buf = Vec::new();
+        for i in [2, 0] {
+            assert_eq!(f.read_into(i, &mut buf).unwrap().into_owned(), f.read(i).unwrap());
+        }
+        assert_eq!(f.read_into(1, &mut buf).unwrap_err().to_string(), err);
+        assert_eq!(f.read_into(0, &mut buf).unwrap().key, "k0");
     }
 }
