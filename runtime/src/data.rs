@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
+use models::loader::Decoder;
 use models::records::{image, RecordFile};
 
 use crate::preprocess::{open_image, Preprocess};
@@ -95,14 +96,15 @@ impl Source {
         self.len() == 0
     }
 
-    /// Name, label and decoded image of sample `i`, or why it cannot be used.
-    pub fn load(&self, i: usize) -> Result<(String, Option<usize>, image::DynamicImage), Skipped> {
+    /// Name, label and decoded image of sample `i` for a `channels`-channel input, or why it cannot be
+    /// used.
+    pub fn load(&self, i: usize, channels: u32) -> Result<(String, Option<usize>, image::DynamicImage), Skipped> {
         match self {
             Self::Records(r) => {
                 let name = format!("{}#{i}", r.path.display());
                 let rec = r.read(i).map_err(|e| (name.clone(), e.to_string()))?;
                 let name = if rec.key.is_empty() { name } else { rec.key.clone() };
-                let img = image::load_from_memory(&rec.image).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
+                let img = decode_record(&rec.image, channels).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
                 Ok((name, usize::try_from(rec.label).ok(), img))
             }
             Self::Files(f) => {
@@ -112,6 +114,29 @@ impl Source {
             }
         }
     }
+}
+
+thread_local! {
+    static DECODER: std::cell::RefCell<Decoder> = std::cell::RefCell::new(Decoder::new());
+}
+
+/// Decodes a stored record with the training loader's decoder (libjpeg-turbo for JPEGs), so that the
+/// runtime sees exactly the pixels `trainer eval` sees.
+fn decode_record(bytes: &[u8], channels: u32) -> Result<image::DynamicImage, String> {
+    DECODER.with(|d| {
+        let mut d = d.borrow_mut();
+        let px = d.decode(bytes, channels)?;
+        let (w, h) = (px.width as u32, px.height as u32);
+        let size = || format!("decoded {w}x{h} pixels do not fill the image");
+        Ok(match px.bytes_per_pixel {
+            1 => image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, px.pixels.to_vec()).ok_or_else(size)?),
+            3 => image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, px.pixels.to_vec()).ok_or_else(size)?),
+            _ => {
+                let rgb = px.pixels.chunks_exact(px.bytes_per_pixel).flat_map(|p| [p[0], p[1], p[2]]).collect();
+                image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, rgb).ok_or_else(size)?)
+            }
+        })
+    })
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -168,7 +193,7 @@ pub fn prepare(source: Arc<Source>, pre: Preprocess, batch: usize, ten_crop: boo
             let range = b * batch..((b + 1) * batch).min(source.len());
             let mut out = Prepared { index: b, data: vec![0f32; range.len() * per], items: vec![], crops, skipped: vec![] };
             for i in range {
-                match source.load(i) {
+                match source.load(i, pre.channels) {
                     Ok((name, label, img)) => {
                         let slot = &mut out.data[out.items.len() * per..(out.items.len() + 1) * per];
                         if ten_crop {
@@ -242,7 +267,7 @@ mod tests {
         let e = Source::open(&d, &["dog".to_string(), "bird".to_string()], true).err().unwrap();
         assert!(e.contains("[\"cat\"]"), "{e}");
         // broken images are skipped with the file named
-        let err = s.load(0).err().unwrap();
+        let err = s.load(0, 3).err().unwrap();
         assert!(err.0.ends_with("a.jpg"), "{err:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -13,14 +13,14 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// prepare → train (2 epochs of mini-vgg) → export; returns (run dir, records dir, onnx file).
+/// prepare (JPEG records) → train (4 epochs of mini-vgg) → export; returns (run dir, records dir, onnx file).
 fn trained_pattern_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let raw = dir.join("raw");
     pattern_dataset(&raw, 70, 40, 7);
     // one undecodable file in a class folder: skipped and counted by prepare and by eval
     std::fs::write(raw.join("vertical/broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
     let rec = dir.join("rec");
-    let o = run_bin("trainer", &["-q", "prepare", "folder", s(&raw), "--out", s(&rec), "--short-side", "32", "--quality", "0", "--val-fraction", "0.15", "--test-fraction", "0.3"]);
+    let o = run_bin("trainer", &["-q", "prepare", "folder", s(&raw), "--out", s(&rec), "--short-side", "32", "--quality", "90", "--val-fraction", "0.15", "--test-fraction", "0.3"]);
     assert!(o.status.success(), "{}", text(&o));
     let run = dir.join("run");
     let config = dir.join("config.toml");
