@@ -2,8 +2,9 @@
 //!
 //! Every other crate reads what is defined here: the trainer builds libtorch parameters from it, the
 //! exporter lowers it to ONNX, the runtime and the video CLI read the model metadata it describes.
-//! This crate is pure Rust (no libtorch, no ONNX Runtime, no OpenCV), so everything in it is testable on
-//! any machine.
+//! This crate has no libtorch, ONNX Runtime or OpenCV, so everything in it is testable on any machine;
+//! its one native library is libjpeg-turbo for the loader's JPEG decoding (the default `turbojpeg`
+//! feature; without it the `image` crate decodes everything).
 
 pub mod builder;
 pub mod cli;
