@@ -18,9 +18,12 @@ p.add_argument("--warmup", type=int, default=5)
 p.add_argument("--iters", type=int, default=20)
 p.add_argument("--seconds", type=float, default=2.0)
 p.add_argument("--images")
+p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's default)")
 a = p.parse_args()
 
-sess = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
+so = ort.SessionOptions()
+so.intra_op_num_threads = a.threads
+sess = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
 meta = sess.get_modelmeta().custom_metadata_map
 inp = sess.get_inputs()[0]
 w, h = (int(v) for v in meta["dlcv.input_size"].split("x"))

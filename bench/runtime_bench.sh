@@ -7,13 +7,14 @@
 #   - end to end: decode + preprocess + inference of N real JPEGs (crops of ../shared/data/faces,
 #     341x256), preprocessing from the file's metadata (target: ratio >= 1.3).
 # MODEL: an ONNX file with dlcv metadata (default: ResNet-18 at 224x224, 10 classes, exported here from
-# `trainer init`); BATCH (1,8,32), N (256 images), ROUNDS (2).
+# `trainer init`); BATCH (1,8,32), N (256 images), ROUNDS (2), THREADS (ONNX Runtime intra-op threads on
+# both sides; default: the cores).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh >/dev/null
 cargo build -q --workspace --bins
-N=${N:-256}; BATCH=${BATCH:-1,8,32}; ROUNDS=${ROUNDS:-2}
+N=${N:-256}; BATCH=${BATCH:-1,8,32}; ROUNDS=${ROUNDS:-2}; THREADS=${THREADS:-$(nproc)}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 MODEL=${MODEL:-}
@@ -37,15 +38,15 @@ for i in range(n):
     im.crop((x, y, x + cw, y + ch)).resize((341, 256)).save(os.path.join(out, f"{i:05d}.jpg"), quality=95)
 PY
 for r in $(seq "$ROUNDS"); do
-  ./target/debug/runtime -q bench --model "$MODEL" --batch "$BATCH" --images "$WORK/jpegs" --json >"$WORK/rust-$r.json"
-  .venv/bin/python bench/ort_bench.py "$MODEL" --batch "$BATCH" --images "$WORK/jpegs" >"$WORK/py-$r.json"
+  ./target/debug/runtime -q bench --model "$MODEL" --batch "$BATCH" --threads "$THREADS" --images "$WORK/jpegs" --json >"$WORK/rust-$r.json"
+  .venv/bin/python bench/ort_bench.py "$MODEL" --batch "$BATCH" --threads "$THREADS" --images "$WORK/jpegs" >"$WORK/py-$r.json"
 done
-python3 - "$WORK" "$ROUNDS" "$MODEL" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$MODEL" "$THREADS" <<'PY'
 import json, sys
 work, rounds, model = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 load = lambda who: [json.load(open(f"{work}/{who}-{r}.json")) for r in range(1, rounds + 1)]
 rust, py = load("rust"), load("py")
-print(f"model {model.split('/')[-1]}, CPU provider, best of {rounds} alternating rounds")
+print(f"model {model.split('/')[-1]}, CPU provider, {sys.argv[4]} intra-op threads each, best of {rounds} alternating rounds")
 for part in ("model_alone", "end_to_end"):
     for i, row in enumerate(rust[0][part]):
         b = row["batch"]
