@@ -143,7 +143,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn open(model: &std::path::Path, c: &Common, threads: Option<usize>) -> Result<Model> {
-    Ok(Model::open(model, &SessionOptions { provider: c.provider, threads }, &c.preprocess)?)
+    // The capture thread and the other pipelines work while a model runs: its threads sleep between runs.
+    Ok(Model::open(model, &SessionOptions { provider: c.provider, threads, share_cores: true }, &c.preprocess)?)
 }
 
 /// What each worker's pipeline is made of.

@@ -330,22 +330,39 @@ pub struct PackReport {
     pub channel_means: Vec<f64>,
 }
 
-/// Resizes so that the shorter side is `short` (boxes scaled with it), never upscaling.
-fn resize_short(img: DynamicImage, short: u32, boxes: &mut [BoundingBox]) -> DynamicImage {
-    let (w, h) = (img.width(), img.height());
+/// The size an image of `w`×`h` takes when its shorter side is brought down to `short` (0 or a shorter
+/// side already at most `short`: unchanged, never upscaled).
+pub fn short_side_size(w: u32, h: u32, short: u32) -> (u32, u32) {
     let s = w.min(h);
     if short == 0 || s <= short {
-        return img;
+        return (w, h);
     }
     let scale = short as f64 / s as f64;
-    let (nw, nh) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
+    (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1))
+}
+
+/// Brings the shorter side down to `short` (see [`short_side_size`]) with the filter records are stored
+/// with (Catmull-Rom): what `trainer prepare` does, and what the runtime repeats on raw images.
+pub fn shrink_short_side(img: DynamicImage, short: u32) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    let (nw, nh) = short_side_size(w, h, short);
+    if (nw, nh) == (w, h) {
+        return img;
+    }
+    img.resize_exact(nw, nh, image::imageops::FilterType::CatmullRom)
+}
+
+/// [`shrink_short_side`], with the boxes scaled along.
+fn resize_short(img: DynamicImage, short: u32, boxes: &mut [BoundingBox]) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    let (nw, nh) = short_side_size(w, h, short);
     for b in boxes.iter_mut() {
         b.x0 = (b.x0 as f64 * nw as f64 / w as f64) as f32;
         b.x1 = (b.x1 as f64 * nw as f64 / w as f64) as f32;
         b.y0 = (b.y0 as f64 * nh as f64 / h as f64) as f32;
         b.y1 = (b.y1 as f64 * nh as f64 / h as f64) as f32;
     }
-    img.resize_exact(nw, nh, image::imageops::FilterType::CatmullRom)
+    shrink_short_side(img, short)
 }
 
 /// A packed record with its per-channel pixel sums and its pixel count.

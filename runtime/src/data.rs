@@ -3,15 +3,16 @@
 //! into batches while the model computes the previous ones (a bounded channel: memory stays at a few
 //! batches whatever the dataset size).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use models::loader::Decoder;
-use models::records::{image, RecordFile};
+use models::records::RecordFile;
 
-use crate::preprocess::{open_image, Preprocess};
+use crate::preprocess::{to_image, Preprocess};
 
 /// File extensions read as images in folders.
 pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm"];
@@ -96,47 +97,39 @@ impl Source {
         self.len() == 0
     }
 
-    /// Name, label and decoded image of sample `i` for a `channels`-channel input, or why it cannot be
-    /// used.
-    pub fn load(&self, i: usize, channels: u32) -> Result<(String, Option<usize>, image::DynamicImage), Skipped> {
-        match self {
+    /// Decodes sample `i` (into `pre`'s channels, with the training loader's decoder: libjpeg-turbo for
+    /// JPEGs, so that the runtime sees exactly the pixels `trainer eval` sees) and writes its input
+    /// sample, or its ten with `ten_crop`, into `out`. Returns its name and label, or why it cannot be used.
+    pub fn load_into(&self, i: usize, pre: &Preprocess, ten_crop: bool, out: &mut [f32]) -> Result<(String, Option<usize>), Skipped> {
+        let (name, label, bytes) = match self {
             Self::Records(r) => {
                 let name = format!("{}#{i}", r.path.display());
                 let rec = r.read(i).map_err(|e| (name.clone(), e.to_string()))?;
-                let name = if rec.key.is_empty() { name } else { rec.key.clone() };
-                let img = decode_record(&rec.image, channels).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
-                Ok((name, usize::try_from(rec.label).ok(), img))
+                let name = if rec.key.is_empty() { name } else { rec.key };
+                (name, usize::try_from(rec.label).ok(), rec.image)
             }
             Self::Files(f) => {
                 let (p, label) = &f[i];
-                let img = open_image(p).map_err(|e| (p.display().to_string(), e))?;
-                Ok((p.display().to_string(), *label, img))
+                let name = p.display().to_string();
+                let bytes = std::fs::read(p).map_err(|e| (name.clone(), format!("cannot read: {e}")))?;
+                (name, *label, bytes)
             }
-        }
+        };
+        DECODER.with(|d| {
+            let mut d = d.borrow_mut();
+            let px = d.decode(&bytes, pre.channels).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
+            if ten_crop {
+                pre.apply_ten_crop(to_image(&px), out);
+            } else {
+                pre.apply_decoded(&px, out);
+            }
+            Ok((name, label))
+        })
     }
 }
 
 thread_local! {
     static DECODER: std::cell::RefCell<Decoder> = std::cell::RefCell::new(Decoder::new());
-}
-
-/// Decodes a stored record with the training loader's decoder (libjpeg-turbo for JPEGs), so that the
-/// runtime sees exactly the pixels `trainer eval` sees.
-fn decode_record(bytes: &[u8], channels: u32) -> Result<image::DynamicImage, String> {
-    DECODER.with(|d| {
-        let mut d = d.borrow_mut();
-        let px = d.decode(bytes, channels)?;
-        let (w, h) = (px.width as u32, px.height as u32);
-        let size = || format!("decoded {w}x{h} pixels do not fill the image");
-        Ok(match px.bytes_per_pixel {
-            1 => image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, px.pixels.to_vec()).ok_or_else(size)?),
-            3 => image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, px.pixels.to_vec()).ok_or_else(size)?),
-            _ => {
-                let rgb = px.pixels.chunks_exact(px.bytes_per_pixel).flat_map(|p| [p[0], p[1], p[2]]).collect();
-                image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, rgb).ok_or_else(size)?)
-            }
-        })
-    })
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -162,7 +155,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) -> Res
 
 /// A batch of preprocessed samples.
 pub struct Prepared {
-    /// Position of the batch in the source.
+    /// Position of the batch in the source (batches arrive in order).
     pub index: usize,
     /// `n * crops * sample_len` floats.
     pub data: Vec<f32>,
@@ -173,9 +166,9 @@ pub struct Prepared {
     pub skipped: Vec<Skipped>,
 }
 
-/// Decodes and preprocesses `source` in batches of `batch` images on `workers` threads; at most
-/// `2 * workers` finished batches wait. Batches arrive in any order (see `Prepared::index`).
-pub fn prepare(source: Arc<Source>, pre: Preprocess, batch: usize, ten_crop: bool, workers: usize) -> Receiver<Prepared> {
+/// Decodes and preprocesses `source` in batches of `batch` images on `workers` threads, in order; at
+/// most `2 * workers` finished batches wait, so memory stays at a few batches whatever the source's size.
+pub fn prepare(source: Arc<Source>, pre: Preprocess, batch: usize, ten_crop: bool, workers: usize) -> Batches {
     let batch = batch.max(1);
     let total = source.len().div_ceil(batch);
     let workers = workers.clamp(1, total.max(1));
@@ -193,16 +186,9 @@ pub fn prepare(source: Arc<Source>, pre: Preprocess, batch: usize, ten_crop: boo
             let range = b * batch..((b + 1) * batch).min(source.len());
             let mut out = Prepared { index: b, data: vec![0f32; range.len() * per], items: vec![], crops, skipped: vec![] };
             for i in range {
-                match source.load(i, pre.channels) {
-                    Ok((name, label, img)) => {
-                        let slot = &mut out.data[out.items.len() * per..(out.items.len() + 1) * per];
-                        if ten_crop {
-                            pre.apply_ten_crop(img, slot);
-                        } else {
-                            pre.apply(img, slot);
-                        }
-                        out.items.push((name, label));
-                    }
+                let slot = &mut out.data[out.items.len() * per..(out.items.len() + 1) * per];
+                match source.load_into(i, &pre, ten_crop, slot) {
+                    Ok(item) => out.items.push(item),
                     Err(s) => out.skipped.push(s),
                 }
             }
@@ -212,7 +198,30 @@ pub fn prepare(source: Arc<Source>, pre: Preprocess, batch: usize, ten_crop: boo
             }
         });
     }
-    rx
+    Batches { rx, pending: BTreeMap::new(), next: 0 }
+}
+
+/// The batches of [`prepare`], in the source's order (workers finish them in any order).
+pub struct Batches {
+    rx: Receiver<Prepared>,
+    pending: BTreeMap<usize, Prepared>,
+    next: usize,
+}
+
+impl Iterator for Batches {
+    type Item = Prepared;
+
+    fn next(&mut self) -> Option<Prepared> {
+        loop {
+            if let Some(b) = self.pending.remove(&self.next) {
+                self.next += 1;
+                return Some(b);
+            }
+            // Every batch is sent exactly once, so the channel closes only after the last one.
+            let b = self.rx.recv().ok()?;
+            self.pending.insert(b.index, b);
+        }
+    }
 }
 
 /// Worker threads to use by default: every core but one stays free for ONNX Runtime when there are
@@ -251,6 +260,28 @@ mod tests {
     }
 
     #[test]
+    fn batches_come_in_order_with_every_image_once() {
+        // 23 PNGs of distinct grey levels, one broken file; batches of 4 on 3 workers
+        let d = std::env::temp_dir().join(format!("rt-batches-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..23u8 {
+            models::records::image::GrayImage::from_pixel(3, 3, models::records::image::Luma([i * 10])).save(d.join(format!("{i:02}.png"))).unwrap();
+        }
+        std::fs::write(d.join("05b.png"), b"not a png").unwrap();
+        let (s, _) = Source::open(&d, &[], false).unwrap();
+        let a = crate::PreprocessArgs { size: Some("1x1".parse().unwrap()), gray: true, ..Default::default() };
+        let pre = crate::Preprocess::resolve(None, &a).unwrap();
+        let batches: Vec<Prepared> = prepare(Arc::new(s), pre, 4, false, 3).collect();
+        assert_eq!(batches.iter().map(|b| b.index).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+        let values: Vec<f32> = batches.iter().flat_map(|b| b.data.clone()).collect();
+        assert_eq!(values, (0..23).map(|i| (i * 10) as f32).collect::<Vec<_>>());
+        let skipped: Vec<&Skipped> = batches.iter().flat_map(|b| &b.skipped).collect();
+        assert!(skipped.len() == 1 && skipped[0].0.ends_with("05b.png") && skipped[0].1.contains("undecodable"), "{skipped:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn folders_map_to_labels_by_name_and_other_files_are_counted() {
         let d = std::env::temp_dir().join(format!("rt-data-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -267,7 +298,8 @@ mod tests {
         let e = Source::open(&d, &["dog".to_string(), "bird".to_string()], true).err().unwrap();
         assert!(e.contains("[\"cat\"]"), "{e}");
         // broken images are skipped with the file named
-        let err = s.load(0, 3).err().unwrap();
+        let pre = crate::Preprocess::resolve(None, &crate::PreprocessArgs { size: Some("4x4".parse().unwrap()), ..Default::default() }).unwrap();
+        let err = s.load_into(0, &pre, false, &mut [0f32; 48]).err().unwrap();
         assert!(err.0.ends_with("a.jpg"), "{err:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -32,7 +32,7 @@ pub fn run(provider: Provider, model: Option<&Path>) -> Result<Report, RuntimeEr
 
 /// One inference with every input zero-filled (dynamic dimensions set to 1); returns one line per output.
 fn probe(path: &Path, provider: Provider) -> anyhow::Result<Vec<String>> {
-    let mut session = engine::open_session(path, &SessionOptions { provider, threads: None })?;
+    let mut session = engine::open_session(path, &SessionOptions { provider, ..Default::default() })?;
     let mut inputs = Vec::new();
     for input in session.inputs() {
         let ValueType::Tensor { ty, shape, .. } = input.dtype() else {

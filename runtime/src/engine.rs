@@ -112,6 +112,11 @@ pub struct SessionOptions {
     pub provider: Provider,
     /// Intra-op threads; `None` lets ONNX Runtime use every core.
     pub threads: Option<usize>,
+    /// Threads of ours (decoding, capture) work while the model runs: ONNX Runtime's intra-op workers
+    /// then sleep between runs instead of spinning, leaving the cores to them
+    /// (`session.intra_op.allow_spinning = 0`). Off: ONNX Runtime's default, the lowest latency for
+    /// back-to-back runs of the model alone.
+    pub share_cores: bool,
 }
 
 /// Opens `path` on the requested provider, or says exactly why it cannot.
@@ -124,6 +129,9 @@ pub fn open_session(path: &Path, opts: &SessionOptions) -> Result<Session, Runti
     let mut builder = Session::builder(env).map_err(|e| model_err(e.to_string()))?;
     if let Some(n) = opts.threads {
         builder = builder.with_intra_threads(n).map_err(|e| model_err(e.to_string()))?;
+    }
+    if opts.share_cores {
+        builder = builder.with_intra_op_spinning(false).map_err(|e| model_err(e.to_string()))?;
     }
     if let Provider::Cuda(device) = opts.provider {
         let unavailable = |reason: String| RuntimeError::ProviderUnavailable { provider: opts.provider, reason };

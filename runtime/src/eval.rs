@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::data::{average_crops, prepare, Skipped, Source};
+use crate::data::{average_crops, prepare, Batches, Prepared, Skipped, Source};
 use crate::metrics::{Counts, Summary};
 use crate::model::{top_k, Model};
 
@@ -62,6 +62,21 @@ pub fn ordinal(model: &Model) -> bool {
     model.metadata.get("dlcv.ordinal").is_some_and(|v| v == "true")
 }
 
+/// Runs `model` over prepared batches in order and hands each batch to `each` with its probabilities
+/// (one row per usable image, the 10-crop averaged; empty when the batch had no usable image).
+fn infer_batches(model: &mut Model, batches: Batches, mut each: impl FnMut(&Model, Prepared, Vec<f32>) -> Result<()>) -> Result<()> {
+    for b in batches {
+        let probs = if b.items.is_empty() {
+            vec![]
+        } else {
+            let probs = model.run(&b.data, b.items.len() * b.crops)?;
+            average_crops(&probs, model.num_classes(), b.crops)
+        };
+        each(model, b, probs)?;
+    }
+    Ok(())
+}
+
 /// Evaluates `model` on the record file or class folder `data`.
 pub fn evaluate(model: &mut Model, data: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let (source, mut skipped) = Source::open(data, &model.labels, true).map_err(anyhow::Error::msg)?;
@@ -71,26 +86,25 @@ pub fn evaluate(model: &mut Model, data: &Path, o: &EvalOptions) -> Result<EvalR
     let total = source.len();
     let bar = models::progress::bar(total as u64, "eval", o.progress);
     let start = Instant::now();
-    let rx = prepare(Arc::new(source), model.preprocess.clone(), o.batch, o.ten_crop, o.workers);
+    let batches = prepare(Arc::new(source), model.preprocess.clone(), o.batch, o.ten_crop, o.workers);
     let mut counts: Option<Counts> = None;
-    for b in rx {
+    infer_batches(model, batches, |model, b, probs| {
         bar.inc((b.items.len() + b.skipped.len()) as u64);
         skipped.extend(b.skipped);
         if b.items.is_empty() {
-            continue;
+            return Ok(());
         }
-        let probs = model.run(&b.data, b.items.len() * b.crops)?;
         let k = model.num_classes();
-        let probs = average_crops(&probs, k, b.crops);
         let counts = counts.get_or_insert_with(|| Counts::new(k));
-        for ((name, label), row) in b.items.iter().zip(probs.chunks(k)) {
+        for ((name, label), row) in b.items.into_iter().zip(probs.chunks(k)) {
             match label {
-                Some(l) if *l < k => counts.add(row, *l),
+                Some(l) if l < k => counts.add(row, l),
                 Some(l) => bail!("{name}: label {l} is outside the model's {k} classes ({:?}…): is this the model's dataset?", &model.labels[..k.min(5)]),
-                None => skipped.push((name.clone(), "no label".into())),
+                None => skipped.push((name, "no label".into())),
             }
         }
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let counts = counts.with_context(|| format!("{}: none of the {total} images could be used ({} skipped)", data.display(), skipped.len()))?;
@@ -133,23 +147,16 @@ pub fn predict(model: &mut Model, images: &[PathBuf], k: usize, ten_crop: bool, 
             bail!("{}: predict takes images or folders of images (use `runtime eval` for record files)", p.display());
         }
     }
-    let batch = 8;
-    let mut batches: Vec<_> = prepare(Arc::new(Source::Files(files)), model.preprocess.clone(), batch, ten_crop, workers).into_iter().collect();
-    batches.sort_by_key(|b| b.index);
+    let batches = prepare(Arc::new(Source::Files(files)), model.preprocess.clone(), 8, ten_crop, workers);
     let mut out = vec![];
-    for b in batches {
+    infer_batches(model, batches, |model, b, probs| {
         skipped.extend(b.skipped);
-        if b.items.is_empty() {
-            continue;
-        }
-        let probs = model.run(&b.data, b.items.len() * b.crops)?;
-        let classes = model.num_classes();
-        let probs = average_crops(&probs, classes, b.crops);
-        for ((name, _), row) in b.items.iter().zip(probs.chunks(classes)) {
+        for ((name, _), row) in b.items.into_iter().zip(probs.chunks(model.num_classes())) {
             let top = top_k(row, k).into_iter().map(|(i, p)| (model.label(i).to_string(), p)).collect();
-            out.push(Prediction { image: name.clone(), top });
+            out.push(Prediction { image: name, top });
         }
-    }
+        Ok(())
+    })?;
     Ok((out, skipped))
 }
 
@@ -223,15 +230,16 @@ pub struct EndToEndRow {
 
 pub fn bench_end_to_end(model: &mut Model, images: &Path, batch: usize, workers: usize) -> Result<EndToEndRow> {
     let (source, mut skipped) = Source::open(images, &[], false).map_err(anyhow::Error::msg)?;
+    // One untimed run, as the model-alone measurement warms up: the first run of a session sets it up.
+    model.run(&vec![0f32; batch * model.preprocess.sample_len()], batch)?;
     let start = Instant::now();
     let mut used = 0;
-    for b in prepare(Arc::new(source), model.preprocess.clone(), batch, false, workers) {
+    let batches = prepare(Arc::new(source), model.preprocess.clone(), batch, false, workers);
+    infer_batches(model, batches, |_, b, _| {
         skipped.extend(b.skipped);
-        if !b.items.is_empty() {
-            model.run(&b.data, b.items.len())?;
-            used += b.items.len();
-        }
-    }
+        used += b.items.len();
+        Ok(())
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     if used == 0 {
         bail!("{}: no readable images", images.display());

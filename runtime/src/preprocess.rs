@@ -18,7 +18,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use models::loader::Transform;
+use models::loader::{Decoded, Transform};
+use models::records::{short_side_size, shrink_short_side};
 use models::records::image::{self, imageops::FilterType, DynamicImage, GenericImageView};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -276,7 +277,25 @@ impl Preprocess {
             Crop::Stretch => img.resize_exact(self.width, self.height, FilterType::Triangle),
             Crop::Center => shrink_short_side(img, self.resize_short_side),
         };
-        self.normalise(img, out);
+        self.normalise(&img, out);
+    }
+
+    /// [`Preprocess::apply`] on decoded pixels (as [`models::loader::Decoder`] writes them). When no
+    /// resize is due (a centre crop of an image whose shorter side needs no shrinking, in the channels
+    /// the model takes) the crop is sampled straight from `px` in one pass, as the training loader does;
+    /// otherwise the pixels go through the resize of `apply`. Either way the result is `apply`'s.
+    pub fn apply_decoded(&self, px: &Decoded<'_>, out: &mut [f32]) {
+        let (w, h) = (px.width as u32, px.height as u32);
+        let no_resize = self.crop == Crop::Center && short_side_size(w, h, self.resize_short_side) == (w, h);
+        let readable = matches!((self.channels, px.bytes_per_pixel), (1, 1) | (3, 3) | (3, 4));
+        if no_resize && readable {
+            self.write_sample(out, |chw| {
+                let mut rng = SmallRng::seed_from_u64(0); // the eval transform draws nothing
+                self.transform().apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng, chw)
+            });
+        } else {
+            self.apply(to_image(px), out);
+        }
     }
 
     /// Writes the ten crops (corners, centre, then the same five mirrored) as ten consecutive samples.
@@ -299,7 +318,7 @@ impl Preprocess {
             if i >= 5 {
                 window = window.fliph();
             }
-            self.normalise(window, chunk);
+            self.normalise(&self.to_channels(window), chunk);
         }
     }
 
@@ -311,21 +330,50 @@ impl Preprocess {
         }
     }
 
-    /// Centre-crops `img` to `W×H` (scaling it up if too small), normalises it and writes it in `layout`.
-    fn normalise(&self, img: DynamicImage, out: &mut [f32]) {
-        let mut rng = SmallRng::seed_from_u64(0); // the eval transform draws nothing
-        if self.layout == Layout::Nchw {
-            return self.transform().apply(img, &mut rng, out);
-        }
-        let chw = &mut vec![0f32; self.sample_len()];
-        self.transform().apply(img, &mut rng, chw);
-        let (c, plane) = (self.channels as usize, (self.width * self.height) as usize);
-        for (p, px) in out.chunks_exact_mut(c).enumerate() {
-            for (k, v) in px.iter_mut().enumerate() {
-                *v = chw[k * plane + p];
-            }
-        }
+    /// Centre-crops `img` (already in the model's channels) to `W×H` (scaling it up if too small),
+    /// normalises it and writes it in `layout`.
+    fn normalise(&self, img: &DynamicImage, out: &mut [f32]) {
+        let (w, h) = img.dimensions();
+        let px = Decoded { pixels: img.as_bytes(), width: w as usize, height: h as usize, bytes_per_pixel: self.channels as usize };
+        self.write_sample(out, |chw| {
+            let mut rng = SmallRng::seed_from_u64(0);
+            self.transform().apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng, chw)
+        });
     }
+
+    /// Runs `fill` on a channel-major sample and lays it into `out` in `layout` (NCHW: in place; NHWC:
+    /// through a per-thread scratch buffer, transposed).
+    fn write_sample(&self, out: &mut [f32], fill: impl FnOnce(&mut [f32])) {
+        if self.layout == Layout::Nchw {
+            return fill(out);
+        }
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|s| {
+            let mut chw = s.borrow_mut();
+            chw.resize(self.sample_len(), 0.0);
+            fill(&mut chw);
+            let (c, plane) = (self.channels as usize, (self.width * self.height) as usize);
+            for (p, px) in out.chunks_exact_mut(c).take(plane).enumerate() {
+                for (k, v) in px.iter_mut().enumerate() {
+                    *v = chw[k * plane + p];
+                }
+            }
+        })
+    }
+}
+
+/// Decoded pixels as an image (padding bytes dropped).
+pub fn to_image(px: &Decoded<'_>) -> DynamicImage {
+    let (w, h) = (px.width as u32, px.height as u32);
+    let bytes = &px.pixels[..px.width * px.height * px.bytes_per_pixel];
+    let img = match px.bytes_per_pixel {
+        1 => image::GrayImage::from_raw(w, h, bytes.to_vec()).map(DynamicImage::ImageLuma8),
+        3 => image::RgbImage::from_raw(w, h, bytes.to_vec()).map(DynamicImage::ImageRgb8),
+        _ => image::RgbImage::from_raw(w, h, bytes.chunks_exact(px.bytes_per_pixel).flat_map(|p| [p[0], p[1], p[2]]).collect()).map(DynamicImage::ImageRgb8),
+    };
+    img.expect("the slice holds exactly width * height pixels")
 }
 
 impl fmt::Display for Preprocess {
@@ -341,17 +389,6 @@ impl fmt::Display for Preprocess {
     }
 }
 
-/// Brings the shorter side down to `short` (never up), with the filter `trainer prepare` uses.
-fn shrink_short_side(img: DynamicImage, short: u32) -> DynamicImage {
-    let (w, h) = img.dimensions();
-    if short == 0 || w.min(h) <= short {
-        return img;
-    }
-    let f = short as f64 / w.min(h) as f64;
-    let (nw, nh) = (((w as f64 * f).round() as u32).max(1), ((h as f64 * f).round() as u32).max(1));
-    img.resize_exact(nw, nh, FilterType::CatmullRom)
-}
-
 /// Reads a labels file: one label per line, blank lines at the end ignored.
 pub fn read_labels(path: &Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("labels file {}: {e}", path.display()))?;
@@ -360,11 +397,6 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>, String> {
         return Err(format!("labels file {}: line {} is empty", path.display(), i + 1));
     }
     Ok(labels)
-}
-
-/// Decodes an image file, naming the file on failure.
-pub fn open_image(path: &Path) -> Result<DynamicImage, String> {
-    image::open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -443,6 +475,34 @@ mod tests {
         }
         // centre 4x3 crop of 6x5 starts at (1, 1): first red value is x=1 → 40
         assert_eq!(a[0], 40.0);
+    }
+
+    #[test]
+    fn decoded_pixels_give_what_the_image_path_gives() {
+        // 9x7 RGB; every combination of layout, channels, crop and short side, from 3- and 4-byte pixels
+        let img = RgbImage::from_fn(9, 7, |x, y| Rgb([(x * 25) as u8, (y * 30 + x) as u8, (200 - x * y * 3) as u8]));
+        let rgbx: Vec<u8> = img.pixels().flat_map(|p| [p[0], p[1], p[2], 99]).collect();
+        for (layout, gray, crop, short) in [
+            (Layout::Nchw, false, Crop::Center, 0),
+            (Layout::Nhwc, false, Crop::Center, 0),
+            (Layout::Nchw, false, Crop::Center, 6), // shrinks first: goes through the image path
+            (Layout::Nhwc, true, Crop::Center, 0),
+            (Layout::Nchw, false, Crop::Stretch, 0),
+        ] {
+            let a = PreprocessArgs { gray, layout: Some(layout), crop: Some(crop), resize_short: Some(short), mean: Some(Values(vec![10.0])), ..flags("5x4") };
+            let p = Preprocess::resolve(None, &a).unwrap();
+            let mut want = vec![0f32; p.sample_len()];
+            p.apply(DynamicImage::ImageRgb8(img.clone()), &mut want);
+            let decoded = if gray { DynamicImage::ImageRgb8(img.clone()).into_luma8().into_raw() } else { img.as_raw().clone() };
+            for (bytes, bpp) in [(&decoded, if gray { 1 } else { 3 }), (&rgbx, 4)] {
+                if gray && bpp == 4 {
+                    continue;
+                }
+                let mut got = vec![f32::NAN; p.sample_len()];
+                p.apply_decoded(&Decoded { pixels: bytes, width: 9, height: 7, bytes_per_pixel: bpp }, &mut got);
+                assert_eq!(got, want, "{layout:?} gray {gray} {crop:?} short {short}, {bpp}-byte pixels");
+            }
+        }
     }
 
     #[test]
