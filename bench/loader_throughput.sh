@@ -12,21 +12,7 @@ cargo build -q -p trainer --bin trainer
 N=${N:-1200}; WORKERS=${WORKERS:-2}; BATCH=${BATCH:-64}; ROUNDS=${ROUNDS:-2}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-.venv/bin/python - "$WORK/jpegs" "$N" "${SHARED:-$ROOT/../shared}/data/faces" <<'PY'
-import os, random, sys
-from PIL import Image
-out, n, faces = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-srcs = [Image.open(os.path.join(faces, f)).convert("RGB") for f in sorted(os.listdir(faces))]
-random.seed(0)
-for i in range(n):
-    im = srcs[i % len(srcs)]
-    w, h = im.size
-    cw, ch = random.randint(w // 2, w), random.randint(h // 2, h)
-    x, y = random.randint(0, w - cw), random.randint(0, h - ch)
-    d = os.path.join(out, f"class{i % 4}")
-    os.makedirs(d, exist_ok=True)
-    im.crop((x, y, x + cw, y + ch)).resize((341, 256)).save(os.path.join(d, f"{i:05d}.jpg"), quality=95)
-PY
+.venv/bin/python bench/make_jpegs.py "$WORK/jpegs" "$N" "${SHARED:-$ROOT/../shared}/data/faces" --classes 4
 ./target/debug/trainer -q prepare folder "$WORK/jpegs" --out "$WORK/rec" --val-fraction 0 --test-fraction 0 --short-side 256 --quality 95 >/dev/null
 best_rust=0; best_py=0
 for r in $(seq "$ROUNDS"); do

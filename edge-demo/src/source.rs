@@ -117,7 +117,7 @@ fn open_video(spec: &SourceSpec) -> Result<videoio::VideoCapture> {
         match spec {
             SourceSpec::Camera(i) => bail!("--source {i}: no camera with this index can be opened (is a camera connected, and /dev/video{i} readable?)"),
             SourceSpec::File(p) => bail!("--source {}: OpenCV cannot decode this file (not a video, or a codec its FFmpeg back end lacks)", p.display()),
-            _ => bail!("--source {name}: the stream cannot be opened"),
+            SourceSpec::Stream(_) | SourceSpec::Folder(_) => bail!("--source {name}: the stream cannot be opened"),
         }
     }
     Ok(cap)

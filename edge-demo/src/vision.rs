@@ -144,7 +144,7 @@ pub fn probability_panel(labels: &[String], probs: Option<&[f32]>, width: i32, h
     let mut panel = Mat::new_rows_cols_with_default(height, width, CV_8UC3, Scalar::all(30.0))?;
     let rows = labels.len().max(1) as i32;
     let bar_h = ((height - 10) / rows).clamp(12, 40);
-    let best = probs.map(|p| crate::pipeline::argmax(p));
+    let best = probs.map(crate::pipeline::argmax);
     for (i, l) in labels.iter().enumerate() {
         let y = 5 + i as i32 * bar_h;
         let p = probs.map_or(0.0, |p| p[i]);

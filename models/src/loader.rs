@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::records::{RecordError, RecordFile};
+use crate::records::{to_gray, RecordError, RecordFile};
 
 /// How a stored image becomes a network input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ impl Transform {
     /// crop). Points that fall outside the image read as 0.
     pub fn apply(&self, img: DynamicImage, rng: &mut SmallRng, out: &mut [f32]) {
         let c = self.channels as usize;
-        let img = if c == 1 { DynamicImage::ImageLuma8(img.into_luma8()) } else { DynamicImage::ImageRgb8(img.into_rgb8()) };
+        let img = if c == 1 { DynamicImage::ImageLuma8(to_gray(&img)) } else { DynamicImage::ImageRgb8(img.into_rgb8()) };
         let (w, h) = img.dimensions();
         let bytes_per_pixel = if c == 1 { 1 } else { 3 };
         self.apply_interleaved(img.as_bytes(), w as usize, h as usize, bytes_per_pixel, rng, out);
@@ -452,9 +452,9 @@ pub struct Decoded<'a> {
 /// JPEGs go to libjpeg-turbo (the `turbojpeg` feature, on by default; it links the system's
 /// libturbojpeg). Every other format, and any JPEG that libjpeg-turbo refuses (a CMYK file, a damaged or
 /// truncated one), goes to the `image` crate, which decides as it always has: what it cannot decode
-/// either is an error, and the loader skips and reports that record. Grey output from a colour JPEG is
-/// converted by the `image` crate too, so that training sees the same grey values as the runtime's
-/// preprocessing.
+/// either is an error, and the loader skips and reports that record. Grey output is BT.601 luma
+/// everywhere, as OpenCV and PIL make it ([`crate::records::to_gray`]): from a colour JPEG it is the
+/// file's own Y channel, which libjpeg-turbo hands over without decoding the colour at all.
 #[derive(Default)]
 pub struct Decoder {
     #[cfg(feature = "turbojpeg")]
@@ -487,13 +487,14 @@ impl Decoder {
         if width == 0 || height == 0 {
             return Err(format!("the image is {width}x{height} pixels"));
         }
-        self.pixels = if grey { img.into_luma8().into_raw() } else { img.into_rgb8().into_raw() };
+        self.pixels = if grey { to_gray(&img).into_raw() } else { img.into_rgb8().into_raw() };
         let bytes_per_pixel = if grey { 1 } else { 3 };
         Ok(Decoded { pixels: &self.pixels, width, height, bytes_per_pixel })
     }
 
     /// libjpeg-turbo into `self.pixels`: RGBX for colour (four-byte pixels sample faster than three),
-    /// grey only from a grey JPEG. `None` when libjpeg-turbo cannot or will not: the caller falls back.
+    /// grey from a grey JPEG or from a YCbCr one's Y channel. `None` when libjpeg-turbo cannot or will
+    /// not: the caller falls back.
     #[cfg(feature = "turbojpeg")]
     fn decode_jpeg(&mut self, encoded: &[u8], grey: bool) -> Option<(usize, usize, usize)> {
         use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
@@ -505,9 +506,8 @@ impl Decoder {
         let (width, height) = (head.width, head.height);
         let grey_jpeg = head.colorspace == Colorspace::Gray;
         let (format, bytes_per_pixel) = match (grey, grey_jpeg) {
-            (true, true) => (PixelFormat::GRAY, 1),
+            (true, _) => (PixelFormat::GRAY, 1),
             (false, _) => (PixelFormat::RGBX, 4),
-            (true, false) => (PixelFormat::RGB, 3), // converted to grey below, as the image crate does it
         };
         let len = width.checked_mul(height)?.checked_mul(bytes_per_pixel)?;
         if len > 512 << 20 {
@@ -517,13 +517,10 @@ impl Decoder {
             self.pixels.resize(len, 0);
         }
         let out = Image { pixels: &mut self.pixels[..len], width, pitch: width * bytes_per_pixel, height, format };
-        turbo.decompress(encoded, out).ok()?;
-        if grey && !grey_jpeg {
-            let rgb = image::RgbImage::from_raw(width as u32, height as u32, self.pixels[..len].to_vec())?;
-            let luma = DynamicImage::ImageRgb8(rgb).into_luma8();
-            self.pixels[..width * height].copy_from_slice(luma.as_raw());
-            return Some((width, height, 1));
+        if grey && !grey_jpeg && head.colorspace != Colorspace::YCbCr {
+            return None; // grey straight from the file only where it is the Y (BT.601 luma) channel
         }
+        turbo.decompress(encoded, out).ok()?;
         Some((width, height, bytes_per_pixel))
     }
 }
@@ -724,19 +721,19 @@ mod tests {
     #[test]
     fn the_decoder_agrees_with_the_image_crate() {
         let colour = DynamicImage::ImageRgb8(texture(41, 23));
-        let grey = DynamicImage::ImageLuma8(colour.to_luma8());
+        let grey = DynamicImage::ImageLuma8(to_gray(&colour));
         let mut d = Decoder::new();
         for (what, encoded) in [("colour JPEG", jpeg(colour.clone())), ("grey JPEG", jpeg(grey.clone()))] {
             let reference = image::load_from_memory(&encoded).unwrap();
             for channels in [1, 3] {
                 let px = d.decode(&encoded, channels).unwrap();
                 assert_eq!((px.width, px.height), (41, 23), "{what}");
-                let want = if channels == 1 { reference.to_luma8().into_raw() } else { reference.to_rgb8().into_raw() };
+                let want = if channels == 1 { to_gray(&reference).into_raw() } else { reference.to_rgb8().into_raw() };
                 let got: Vec<u8> = px.pixels.chunks_exact(px.bytes_per_pixel).flat_map(|p| p[..channels as usize].to_vec()).collect();
                 // two correct JPEG decoders may differ by a level or two (IDCT rounding)
                 assert!(largest_difference(&got, &want) <= 3, "{what}, {channels} channels");
                 if cfg!(feature = "turbojpeg") {
-                    // grey comes out as grey (from a colour JPEG by way of the image crate's conversion)
+                    // grey comes out as grey (from a colour JPEG: its Y channel, BT.601 luma)
                     assert_eq!(px.bytes_per_pixel, if channels == 1 { 1 } else { 4 }, "{what}, {channels} channels: libjpeg-turbo's layout");
                 }
             }

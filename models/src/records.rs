@@ -352,6 +352,27 @@ pub fn shrink_short_side(img: DynamicImage, short: u32) -> DynamicImage {
     img.resize_exact(nw, nh, image::imageops::FilterType::CatmullRom)
 }
 
+/// Grey from colour the way the book does it (`cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)`) and PIL's
+/// `convert("L")` do: ITU-R BT.601 luma, 0.299 R + 0.587 G + 0.114 B, in OpenCV's 14-bit fixed point.
+/// (The image crate's `to_luma8` weighs by BT.709 instead, which would feed a model different grey
+/// values than the OpenCV frames it meets in deployment.) Grey images are returned as they are.
+pub fn to_gray(img: &DynamicImage) -> image::GrayImage {
+    if !img.color().has_color() {
+        return img.to_luma8();
+    }
+    let rgb = img.to_rgb8();
+    let mut out = vec![0u8; rgb.width() as usize * rgb.height() as usize];
+    gray_from_interleaved(rgb.as_raw(), 3, &mut out);
+    image::GrayImage::from_raw(rgb.width(), rgb.height(), out).expect("one byte per pixel")
+}
+
+/// [`to_gray`] on interleaved pixels of `bytes_per_pixel` bytes (R, G, B first), one grey byte each.
+pub fn gray_from_interleaved(pixels: &[u8], bytes_per_pixel: usize, out: &mut [u8]) {
+    for (o, p) in out.iter_mut().zip(pixels.chunks_exact(bytes_per_pixel)) {
+        *o = ((4899 * p[0] as u32 + 9617 * p[1] as u32 + 1868 * p[2] as u32 + (1 << 13)) >> 14) as u8;
+    }
+}
+
 /// [`shrink_short_side`], with the boxes scaled along.
 fn resize_short(img: DynamicImage, short: u32, boxes: &mut [BoundingBox]) -> DynamicImage {
     let (w, h) = (img.width(), img.height());
@@ -384,7 +405,7 @@ fn prepare_item(item: &Item, o: &PackOptions) -> Result<Prepared, String> {
     };
     let mut boxes = item.boxes.clone();
     let img = resize_short(img, o.short_side, &mut boxes);
-    let img = if o.grayscale { DynamicImage::ImageLuma8(img.to_luma8()) } else { DynamicImage::ImageRgb8(img.to_rgb8()) };
+    let img = if o.grayscale { DynamicImage::ImageLuma8(to_gray(&img)) } else { DynamicImage::ImageRgb8(img.to_rgb8()) };
     let raw = img.as_bytes();
     let c = if o.grayscale { 1 } else { 3 };
     let mut sums = vec![0f64; c];
@@ -468,6 +489,18 @@ mod tests {
         };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
         assert!(Record::decode(&r.encode()[..9]).is_err());
+    }
+
+    #[test]
+    fn grey_is_bt601_luma_as_opencv_and_pil_make_it() {
+        // cv2.cvtColor(np.uint8([[[B, G, R]]]), cv2.COLOR_BGR2GRAY) and PIL's convert("L") for these
+        // RGB pixels give 76, 150, 29, 255, 0 and 124 (the image crate's BT.709 would give 54, 182, 18).
+        let px = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0], [200, 100, 50]];
+        let img = image::RgbImage::from_fn(6, 1, |x, _| image::Rgb(px[x as usize]));
+        assert_eq!(to_gray(&DynamicImage::ImageRgb8(img)).into_raw(), vec![76, 150, 29, 255, 0, 124]);
+        // already grey: unchanged
+        let g = image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(x * 50 + y * 7) as u8]));
+        assert_eq!(to_gray(&DynamicImage::ImageLuma8(g.clone())), g);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use models::loader::{Decoded, Transform};
-use models::records::{short_side_size, shrink_short_side};
+use models::records::{short_side_size, shrink_short_side, to_gray};
 use models::records::image::{self, imageops::FilterType, DynamicImage, GenericImageView};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -324,7 +324,7 @@ impl Preprocess {
 
     fn to_channels(&self, img: DynamicImage) -> DynamicImage {
         if self.channels == 1 {
-            DynamicImage::ImageLuma8(img.into_luma8())
+            DynamicImage::ImageLuma8(to_gray(&img))
         } else {
             DynamicImage::ImageRgb8(img.into_rgb8())
         }
@@ -493,7 +493,7 @@ mod tests {
             let p = Preprocess::resolve(None, &a).unwrap();
             let mut want = vec![0f32; p.sample_len()];
             p.apply(DynamicImage::ImageRgb8(img.clone()), &mut want);
-            let decoded = if gray { DynamicImage::ImageRgb8(img.clone()).into_luma8().into_raw() } else { img.as_raw().clone() };
+            let decoded = if gray { to_gray(&DynamicImage::ImageRgb8(img.clone())).into_raw() } else { img.as_raw().clone() };
             for (bytes, bpp) in [(&decoded, if gray { 1 } else { 3 }), (&rgbx, 4)] {
                 if gray && bpp == 4 {
                     continue;
