@@ -135,7 +135,7 @@ pub struct Prediction {
 
 /// Top-`k` predictions for each image (folders are searched for images); unreadable ones are returned
 /// as skipped.
-pub fn predict(model: &mut Model, images: &[PathBuf], k: usize, ten_crop: bool, workers: usize) -> Result<(Vec<Prediction>, Vec<Skipped>)> {
+pub fn predict(model: &mut Model, images: &[PathBuf], k: usize, ten_crop: bool, batch: usize, workers: usize) -> Result<(Vec<Prediction>, Vec<Skipped>)> {
     let mut files = vec![];
     let mut skipped = vec![];
     for p in images {
@@ -147,7 +147,7 @@ pub fn predict(model: &mut Model, images: &[PathBuf], k: usize, ten_crop: bool, 
             bail!("{}: predict takes images or folders of images (use `runtime eval` for record files)", p.display());
         }
     }
-    let batches = prepare(Arc::new(Source::Files(files)), model.preprocess.clone(), 8, ten_crop, workers);
+    let batches = prepare(Arc::new(Source::Files(files)), model.preprocess.clone(), batch, ten_crop, workers);
     let mut out = vec![];
     infer_batches(model, batches, |model, b, probs| {
         skipped.extend(b.skipped);

@@ -98,6 +98,12 @@ enum Command {
         /// The book's 10-crop oversampling.
         #[arg(long)]
         ten_crop: bool,
+        /// Images per inference batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Decode/preprocess threads [default: the cores].
+        #[arg(long)]
+        workers: Option<usize>,
         /// Print JSON lines (one object per image) instead of text.
         #[arg(long)]
         json: bool,
@@ -159,9 +165,10 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
-        Command::Predict { model, images, top, ten_crop, json } => {
+        Command::Predict { model, images, top, ten_crop, batch, workers, json } => {
             let mut m = model.open(true)?;
-            let (preds, skipped) = eval::predict(&mut m, &images, top.max(1), ten_crop, runtime::data::default_workers())?;
+            let workers = workers.unwrap_or_else(runtime::data::default_workers);
+            let (preds, skipped) = eval::predict(&mut m, &images, top.max(1), ten_crop, batch, workers)?;
             for p in &preds {
                 if json {
                     println!("{}", serde_json::to_string(p)?);

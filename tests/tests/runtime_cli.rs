@@ -133,6 +133,20 @@ fn runtime_runs_a_model_made_elsewhere_from_flags_and_names_what_is_wrong() {
     // the astronaut (whole image, not a face crop) is still labelled happy by this model
     assert!(lines[0]["image"].as_str().unwrap().ends_with("astronaut.png"));
     assert_eq!(lines[0]["top"][0][0], "happy", "{}", lines[0]);
+    // one image per batch on three workers: the same answers, in the same order
+    let mut one_by_one = args.clone();
+    one_by_one.splice(1..1, ["--batch", "1", "--workers", "3"]);
+    let o1 = run_bin("runtime", &one_by_one);
+    assert!(o1.status.success(), "{}", text(&o1));
+    let again: Vec<serde_json::Value> = String::from_utf8_lossy(&o1.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(again.len(), lines.len());
+    for (a, b) in again.iter().zip(&lines) {
+        assert_eq!(a["image"], b["image"]);
+        assert_eq!(a["top"][0][0], b["top"][0][0], "{a} vs {b}");
+        // (another batch size may pick other kernels: equal within float rounding)
+        let gap = a["top"].as_array().unwrap().iter().zip(b["top"].as_array().unwrap()).map(|(x, y)| (x[1].as_f64().unwrap() - y[1].as_f64().unwrap()).abs()).fold(0.0, f64::max);
+        assert!(gap < 1e-4, "{a} vs {b}");
+    }
 
     // no metadata and no --size: the message says which flags to give
     let o = run_bin("runtime", &["predict", "--model", s(&model), s(&faces)]);
