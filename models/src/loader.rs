@@ -503,12 +503,11 @@ impl Decoder {
             none => none.insert(Decompressor::new().ok()?),
         };
         let head = turbo.read_header(encoded).ok()?;
+        if grey && !matches!(head.colorspace, Colorspace::Gray | Colorspace::YCbCr) {
+            return None; // grey straight from the file only where it is the Y (BT.601 luma) channel
+        }
         let (width, height) = (head.width, head.height);
-        let grey_jpeg = head.colorspace == Colorspace::Gray;
-        let (format, bytes_per_pixel) = match (grey, grey_jpeg) {
-            (true, _) => (PixelFormat::GRAY, 1),
-            (false, _) => (PixelFormat::RGBX, 4),
-        };
+        let (format, bytes_per_pixel) = if grey { (PixelFormat::GRAY, 1) } else { (PixelFormat::RGBX, 4) };
         let len = width.checked_mul(height)?.checked_mul(bytes_per_pixel)?;
         if len > 512 << 20 {
             return None; // past the image crate's default limit: let it refuse the image
@@ -517,9 +516,6 @@ impl Decoder {
             self.pixels.resize(len, 0);
         }
         let out = Image { pixels: &mut self.pixels[..len], width, pitch: width * bytes_per_pixel, height, format };
-        if grey && !grey_jpeg && head.colorspace != Colorspace::YCbCr {
-            return None; // grey straight from the file only where it is the Y (BT.601 luma) channel
-        }
         turbo.decompress(encoded, out).ok()?;
         Some((width, height, bytes_per_pixel))
     }

@@ -361,16 +361,8 @@ pub fn to_gray(img: &DynamicImage) -> image::GrayImage {
         return img.to_luma8();
     }
     let rgb = img.to_rgb8();
-    let mut out = vec![0u8; rgb.width() as usize * rgb.height() as usize];
-    gray_from_interleaved(rgb.as_raw(), 3, &mut out);
-    image::GrayImage::from_raw(rgb.width(), rgb.height(), out).expect("one byte per pixel")
-}
-
-/// [`to_gray`] on interleaved pixels of `bytes_per_pixel` bytes (R, G, B first), one grey byte each.
-pub fn gray_from_interleaved(pixels: &[u8], bytes_per_pixel: usize, out: &mut [u8]) {
-    for (o, p) in out.iter_mut().zip(pixels.chunks_exact(bytes_per_pixel)) {
-        *o = ((4899 * p[0] as u32 + 9617 * p[1] as u32 + 1868 * p[2] as u32 + (1 << 13)) >> 14) as u8;
-    }
+    let luma = rgb.pixels().map(|p| ((4899 * p[0] as u32 + 9617 * p[1] as u32 + 1868 * p[2] as u32 + (1 << 13)) >> 14) as u8).collect();
+    image::GrayImage::from_raw(rgb.width(), rgb.height(), luma).expect("one byte per pixel")
 }
 
 /// [`shrink_short_side`], with the boxes scaled along.

@@ -4,6 +4,7 @@
 //! batches whatever the dataset size).
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -101,23 +102,25 @@ impl Source {
     /// JPEGs, so that the runtime sees exactly the pixels `trainer eval` sees) and writes its input
     /// sample, or its ten with `ten_crop`, into `out`. Returns its name and label, or why it cannot be used.
     pub fn load_into(&self, i: usize, pre: &Preprocess, ten_crop: bool, out: &mut [f32]) -> Result<(String, Option<usize>), Skipped> {
-        let (name, label, bytes) = match self {
-            Self::Records(r) => {
-                let name = format!("{}#{i}", r.path.display());
-                let rec = r.read(i).map_err(|e| (name.clone(), e.to_string()))?;
-                let name = if rec.key.is_empty() { name } else { rec.key };
-                (name, usize::try_from(rec.label).ok(), rec.image)
-            }
-            Self::Files(f) => {
-                let (p, label) = &f[i];
-                let name = p.display().to_string();
-                let bytes = std::fs::read(p).map_err(|e| (name.clone(), format!("cannot read: {e}")))?;
-                (name, *label, bytes)
-            }
-        };
-        DECODER.with(|d| {
-            let mut d = d.borrow_mut();
-            let px = d.decode(&bytes, pre.channels).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
+        BUFFERS.with(|b| {
+            let (bytes, decoder) = &mut *b.borrow_mut();
+            // the encoded image goes into this thread's reused buffer: nothing is allocated per sample
+            let (name, label, encoded) = match self {
+                Self::Records(r) => {
+                    let name = format!("{}#{i}", r.path.display());
+                    let rec = r.read_into(i, bytes).map_err(|e| (name.clone(), e.to_string()))?;
+                    let name = if rec.key.is_empty() { name } else { rec.key.into_owned() };
+                    (name, usize::try_from(rec.label).ok(), rec.image)
+                }
+                Self::Files(f) => {
+                    let (p, label) = &f[i];
+                    let name = p.display().to_string();
+                    bytes.clear();
+                    std::fs::File::open(p).and_then(|mut f| f.read_to_end(bytes)).map_err(|e| (name.clone(), format!("cannot read: {e}")))?;
+                    (name, *label, &bytes[..])
+                }
+            };
+            let px = decoder.decode(encoded, pre.channels).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
             if ten_crop {
                 pre.apply_ten_crop(to_image(&px), out);
             } else {
@@ -129,7 +132,8 @@ impl Source {
 }
 
 thread_local! {
-    static DECODER: std::cell::RefCell<Decoder> = std::cell::RefCell::new(Decoder::new());
+    /// Per worker thread: the encoded bytes of the sample being read, and the decoder with its pixels.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Decoder)> = std::cell::RefCell::new((Vec::new(), Decoder::new()));
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, String> {

@@ -289,10 +289,7 @@ impl Preprocess {
         let no_resize = self.crop == Crop::Center && short_side_size(w, h, self.resize_short_side) == (w, h);
         let readable = matches!((self.channels, px.bytes_per_pixel), (1, 1) | (3, 3) | (3, 4));
         if no_resize && readable {
-            self.write_sample(out, |chw| {
-                let mut rng = SmallRng::seed_from_u64(0); // the eval transform draws nothing
-                self.transform().apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng, chw)
-            });
+            self.sample(px, out);
         } else {
             self.apply(to_image(px), out);
         }
@@ -334,16 +331,16 @@ impl Preprocess {
     /// normalises it and writes it in `layout`.
     fn normalise(&self, img: &DynamicImage, out: &mut [f32]) {
         let (w, h) = img.dimensions();
-        let px = Decoded { pixels: img.as_bytes(), width: w as usize, height: h as usize, bytes_per_pixel: self.channels as usize };
-        self.write_sample(out, |chw| {
-            let mut rng = SmallRng::seed_from_u64(0);
-            self.transform().apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng, chw)
-        });
+        self.sample(&Decoded { pixels: img.as_bytes(), width: w as usize, height: h as usize, bytes_per_pixel: self.channels as usize }, out);
     }
 
-    /// Runs `fill` on a channel-major sample and lays it into `out` in `layout` (NCHW: in place; NHWC:
-    /// through a per-thread scratch buffer, transposed).
-    fn write_sample(&self, out: &mut [f32], fill: impl FnOnce(&mut [f32])) {
+    /// The centre crop of `px` (scaled up if too small), normalised, written in `layout` (NCHW: in
+    /// place; NHWC: through a per-thread scratch buffer, transposed).
+    fn sample(&self, px: &Decoded<'_>, out: &mut [f32]) {
+        let fill = |chw: &mut [f32]| {
+            let mut rng = SmallRng::seed_from_u64(0); // the eval transform draws nothing
+            self.transform().apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng, chw)
+        };
         if self.layout == Layout::Nchw {
             return fill(out);
         }

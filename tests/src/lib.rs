@@ -24,6 +24,19 @@ pub fn text(o: &Output) -> String {
     format!("status {}\n--- stdout\n{}\n--- stderr\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// A path as a command-line argument (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// An empty scratch folder `dlcv-NAME-PID` in the temp dir (emptied first if an earlier run left it).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dlcv-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+    d
+}
+
 /// True where an NVIDIA GPU is visible; GPU tests are `#[ignore]`d and run by `make test-gpu`.
 pub fn has_nvidia_gpu() -> bool {
     Path::new("/dev/nvidia0").exists()

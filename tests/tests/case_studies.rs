@@ -6,22 +6,11 @@
 //! The orientation case study has its own file. Sizes are tiny: these check that every step runs and
 //! hands the next one what it needs, not accuracy.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use models::records::image::{self, ImageFormat};
-use tests::{pattern_image, repo_root, run_bin, shared_dir, text};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn work(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dlcv-case-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use tests::{fresh_dir, pattern_image, repo_root, run_bin, s, shared_dir, text};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -93,7 +82,7 @@ fn imagenet_tree(root: &Path) {
 
 #[test]
 fn imagenet_five_networks_resume_with_a_new_rate_then_cars_surgery_and_top5() {
-    let dir = work("imagenet");
+    let dir = fresh_dir("case-imagenet");
     imagenet_tree(&dir.join("ILSVRC2015"));
     let data = dir.join("imagenet");
     ok(&["trainer", "-q", "prepare", "imagenet", s(&dir.join("ILSVRC2015")), "--out", s(&data), "--test-per-class", "2", "--short-side", "64"]);
@@ -154,7 +143,7 @@ fn imagenet_five_networks_resume_with_a_new_rate_then_cars_surgery_and_top5() {
 
 #[test]
 fn emotion_recipe_trains_emotion_vgg_and_runs_the_real_time_detector_with_it() {
-    let dir = work("emotion");
+    let dir = fresh_dir("case-emotion");
     // the Kaggle CSV: emotion, pixels (48x48 grey, space-separated), Usage
     let mut csv = String::from("emotion,pixels,Usage\n");
     for i in 0..49 {
@@ -188,7 +177,7 @@ fn emotion_recipe_trains_emotion_vgg_and_runs_the_real_time_detector_with_it() {
 
 #[test]
 fn age_and_gender_recipes_report_one_off_and_predict_with_ten_crops() {
-    let dir = work("adience");
+    let dir = fresh_dir("case-adience");
     let root = dir.join("adience");
     let bins = ["(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)"];
     let header = "user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\tfiducial_score\n";

@@ -4,18 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{repo_root, run_bin, shared_dir, text};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn work(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dlcv-edge-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use tests::{fresh_dir, repo_root, run_bin, s, shared_dir, text};
 
 /// The face video of ../shared/DATA.md: astronaut, obama, grace_hopper, 75 frames each.
 fn faces_video(dir: &Path) -> PathBuf {
@@ -53,7 +42,7 @@ fn majority(lines: &[serde_json::Value], range: std::ops::Range<u64>) -> (String
 
 #[test]
 fn emotion_labels_the_astronaut_and_obama_happy_on_a_real_video() {
-    let dir = work("emotion");
+    let dir = fresh_dir("edge-emotion");
     let video = faces_video(&dir);
     let labels = fer_labels(&dir);
     let (out, jsonl) = (dir.join("annotated.mp4"), dir.join("frames.jsonl"));
@@ -94,7 +83,7 @@ fn emotion_labels_the_astronaut_and_obama_happy_on_a_real_video() {
 
 #[test]
 fn age_gender_classify_and_folders_run_and_skip_broken_images() {
-    let dir = work("pipelines");
+    let dir = fresh_dir("edge-pipelines");
     let labels = fer_labels(&dir);
     // an image folder: the three faces and one broken file
     let folder = dir.join("images");
@@ -142,7 +131,7 @@ fn age_gender_classify_and_folders_run_and_skip_broken_images() {
 
 #[test]
 fn edge_demo_errors_name_what_is_wrong() {
-    let dir = work("errors");
+    let dir = fresh_dir("edge-errors");
     let labels = fer_labels(&dir);
     let model = shared_dir().join("models/fer_emotion.onnx");
     let faces = shared_dir().join("data/faces");

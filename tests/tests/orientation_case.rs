@@ -8,22 +8,11 @@
 //! random convolution filters keep where things are in the 7x7 pooled map, which is what the book's
 //! lesson says: CNN features are not rotation invariant, so the angle can be read from them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use models::records::image::{self, DynamicImage, Rgb, RgbImage};
-use tests::{run_bin, text};
-
-fn work() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dlcv-orientation-case-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use tests::{fresh_dir, run_bin, s, text};
 
 fn ok(args: &[&str]) -> String {
     let o = run_bin("trainer", args);
@@ -79,7 +68,7 @@ fn python() -> PathBuf {
 
 #[test]
 fn rotated_set_features_logreg_grid_search_and_corrected_images() {
-    let d = work();
+    let d = fresh_dir("orientation-case");
     let (scenes, data, run) = (d.join("scenes"), d.join("data"), d.join("run"));
     for i in 0..48u64 {
         let w = 32 + (i as u32 % 3) * 6; // some landscape images, some square

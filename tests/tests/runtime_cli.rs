@@ -3,14 +3,10 @@
 
 use std::path::Path;
 
-use tests::{pattern_dataset, run_bin, shared_dir, text, PATTERNS};
+use tests::{pattern_dataset, run_bin, s, shared_dir, text, PATTERNS};
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// prepare (JPEG records) → train (4 epochs of mini-vgg) → export; returns (run dir, records dir, onnx file).
