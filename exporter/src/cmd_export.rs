@@ -15,7 +15,7 @@ use exporter::meta::{ModelMeta, Preprocessing, PREFIX};
 use exporter::parity::{fixed_inputs, Comparison, FoldCounts, Report, Variant};
 use models::loader::{Loader, LoaderOptions, Transform};
 use models::records::RecordFile;
-use trainer::dataset::BatchSpec;
+use trainer::dataset::{labels_beside, short_side_beside, BatchSpec};
 use trainer::train::Config;
 
 pub struct ExportArgs {
@@ -37,22 +37,6 @@ const FIXED_INPUTS: usize = 4;
 
 /// The seed of the fixed inputs (every export since the first has used these images).
 const FIXED_SEED: u64 = 0x2545_F491_4F6C_DD1D;
-
-fn labels_near(data: &Path, classes: usize) -> Vec<String> {
-    let file = data.with_file_name("labels.txt");
-    match std::fs::read_to_string(&file) {
-        Ok(t) => t.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect(),
-        Err(_) => (0..classes).map(|c| c.to_string()).collect(),
-    }
-}
-
-fn short_side_near(data: &Path) -> u32 {
-    std::fs::read_to_string(data.with_file_name("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["short_side"].as_u64())
-        .unwrap_or(0) as u32
-}
 
 /// Normalised images `[n, C, H, W]` with their labels, and where they came from.
 struct Samples {
@@ -129,7 +113,7 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     let input = [c.model.in_channels.unwrap_or(zoo.input[0]), zoo.input[1], zoo.input[2]];
     let graph = models::zoo::build(&c.model.name, Some(classes), Some(input[0]))?;
     let spec = trainer::train::batch_spec(c, input, false)?;
-    let labels = labels_near(&c.data.train, classes);
+    let labels = labels_beside(&c.data.train).unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
     if labels.len() != classes {
         bail!("{}: {} labels for a {classes}-class network", c.data.train.with_file_name("labels.txt").display(), labels.len());
     }
@@ -137,7 +121,7 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         architecture: c.model.name.clone(),
         task: zoo.task.to_string(),
         labels,
-        preprocessing: Preprocessing { input, mean: spec.mean.clone(), std: spec.std.clone(), resize_short_side: short_side_near(&c.data.train) },
+        preprocessing: Preprocessing { input, mean: spec.mean.clone(), std: spec.std.clone(), resize_short_side: short_side_beside(&c.data.train).unwrap_or(0) },
         run: a.run.display().to_string(),
         epoch,
         ordinal: c.data.ordinal,

@@ -305,6 +305,8 @@ pub struct Batch {
     /// `n * C * H * W` floats, channel-major per image.
     pub data: Vec<f32>,
     pub labels: Vec<i64>,
+    /// The records' keys, one per image in the batch.
+    pub keys: Vec<String>,
     pub n: usize,
     /// `[C, H, W]`.
     pub shape: [usize; 3],
@@ -419,6 +421,7 @@ fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: &mut SmallR
     let per = shape.iter().product::<usize>();
     let mut data = vec![0f32; idx.len() * per];
     let mut labels = Vec::with_capacity(idx.len());
+    let mut keys = Vec::with_capacity(idx.len());
     let mut skipped = vec![];
     let mut n = 0;
     for &i in idx {
@@ -427,13 +430,14 @@ fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: &mut SmallR
             Ok(px) => {
                 t.apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, rng, &mut data[n * per..(n + 1) * per]);
                 labels.push(rec.label as i64);
+                keys.push(rec.key.into_owned());
                 n += 1;
             }
             Err(e) => skipped.push((rec.key.into_owned(), e)),
         }
     }
     data.truncate(n * per);
-    Ok(Batch { data, labels, n, shape, skipped })
+    Ok(Batch { data, labels, keys, n, shape, skipped })
 }
 
 /// Decoded pixels, borrowed from the [`Decoder`] that wrote them: `height` rows of `width` pixels of

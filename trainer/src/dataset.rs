@@ -60,6 +60,20 @@ pub enum Dataset {
     Records { loader: Loader, num_classes: usize, path: PathBuf },
 }
 
+/// The class names in the `labels.txt` that `trainer prepare` wrote beside the record file `rec` (one per
+/// non-blank line, trimmed), or `None` when there is none.
+pub fn labels_beside(rec: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(rec.with_file_name("labels.txt")).ok()?;
+    Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+}
+
+/// `short_side` of the `report.json` that `trainer prepare` wrote beside the record file `rec`.
+pub fn short_side_beside(rec: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(rec.with_file_name("report.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("short_side")?.as_u64().map(|s| s as u32)
+}
+
 /// The libtorch seed of one step (step 0: the epoch's shuffle).
 pub fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
     (seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64).wrapping_mul(1_000_033).wrapping_add(step as i64)
@@ -70,10 +84,9 @@ impl Dataset {
     pub fn open(path: &Path, limit: usize, spec: &BatchSpec, batch_size: usize, seed: u64, shuffle: bool) -> Result<Self> {
         if path.extension().is_some_and(|e| e == "rec") {
             let file = RecordFile::open(path)?;
-            let labels = path.with_file_name("labels.txt");
-            let num_classes = match std::fs::read_to_string(&labels) {
-                Ok(t) => t.lines().filter(|l| !l.trim().is_empty()).count(),
-                Err(_) => file.index.iter().map(|e| e.label).max().map_or(0, |m| m as usize + 1),
+            let num_classes = match labels_beside(path) {
+                Some(names) => names.len(),
+                None => file.index.iter().map(|e| e.label).max().map_or(0, |m| m as usize + 1),
             };
             let [c, h, w] = spec.input;
             let transform = Transform {

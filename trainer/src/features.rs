@@ -32,6 +32,7 @@ use models::records::RecordFile;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::dataset::{labels_beside, short_side_beside};
 use crate::device::DeviceSpec;
 use crate::net::{Net, Precision};
 use crate::train::{batch_spec, checkpoint_paths, load_checkpoint_info, saved_epochs};
@@ -351,42 +352,30 @@ impl Extractor {
     /// batch's rows, labels and keys to `sink`.
     pub fn extract(&self, rec: &Path, batch: usize, progress: bool, mut sink: impl FnMut(&[f32], &[i64], &[String]) -> Result<()>) -> Result<Extracted> {
         let file = RecordFile::open(rec)?;
-        // the loader's batches carry no keys: a second handle reads them in the same order
-        let keys_file = RecordFile::open(rec)?;
         let total = file.len();
         let [c, h, w] = self.info.input;
         let mut info = self.info.clone();
         info.source = rec.to_path_buf();
-        info.short_side = prepared_short_side(rec);
+        info.short_side = short_side_beside(rec);
         if total > 0 {
-            let first = keys_file.read(0)?;
+            let first = file.read(0)?;
             info.stored_as = Some(if first.image.starts_with(b"\x89PNG") { "png" } else { "jpeg" }.into());
         }
-        let label_names = label_names(rec, &keys_file)?;
+        let label_names = label_names(rec, &file);
         let transform = Transform::eval([h as u32, w as u32], c as u32, info.mean.clone(), info.std.clone());
         let bs = batch.max(1);
         let loader = Loader::new(file, transform, LoaderOptions { batch_size: bs, shuffle: false, ..LoaderOptions::default() });
         let bar = models::progress::bar(loader.batches_per_epoch() as u64, "features", progress);
         let (mut samples, mut skipped) = (0, vec![]);
-        for (b, batch) in loader.epoch(0).enumerate() {
+        for batch in loader.epoch(0) {
             let batch = batch.with_context(|| format!("reading {}", rec.display()))?;
-            let mut left_out = batch.skipped.iter().peekable();
-            let mut keys = Vec::with_capacity(batch.n);
-            for i in b * bs..((b + 1) * bs).min(total) {
-                let key = keys_file.read(i)?.key;
-                if left_out.peek().is_some_and(|(k, _)| *k == key) {
-                    left_out.next();
-                } else {
-                    keys.push(key);
-                }
-            }
             for (key, why) in &batch.skipped {
                 tracing::warn!("{}: skipped {key}: {why}", rec.display());
             }
             skipped.extend(batch.skipped.iter().cloned());
             if batch.n > 0 {
                 let x = Tensor::from_slice(&batch.data).view([batch.n as i64, c as i64, h as i64, w as i64]);
-                sink(&self.features(&x)?, &batch.labels, &keys)?;
+                sink(&self.features(&x)?, &batch.labels, &batch.keys)?;
                 samples += batch.n;
             }
             bar.inc(1);
@@ -396,22 +385,12 @@ impl Extractor {
     }
 }
 
-/// `short_side` of the `report.json` that `trainer prepare` wrote beside `rec`.
-fn prepared_short_side(rec: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(rec.with_file_name("report.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("short_side")?.as_u64().map(|s| s as u32)
-}
-
 /// The class names: `labels.txt` beside the record file, or the label numbers.
-fn label_names(rec: &Path, file: &RecordFile) -> Result<Vec<String>> {
-    match std::fs::read_to_string(rec.with_file_name("labels.txt")) {
-        Ok(t) => Ok(t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()),
-        Err(_) => {
-            let k = file.index.iter().map(|e| e.label).max().map_or(0, |m| m.max(-1) + 1);
-            Ok((0..k).map(|i| i.to_string()).collect())
-        }
-    }
+fn label_names(rec: &Path, file: &RecordFile) -> Vec<String> {
+    labels_beside(rec).unwrap_or_else(|| {
+        let k = file.index.iter().map(|e| e.label).max().map_or(0, |m| m.max(-1) + 1);
+        (0..k).map(|i| i.to_string()).collect()
+    })
 }
 
 /// `trainer features`: extracts `rec` with the network of `run` and writes a features file at `out`.

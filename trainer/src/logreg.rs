@@ -47,6 +47,16 @@ pub struct Standardize {
     pub scale: Vec<f64>,
 }
 
+/// One feature row as the model reads it: standardised when `s` is given, else as it is.
+fn scaled_row<'a>(s: Option<&Standardize>, row: &[f32], out: impl IntoIterator<Item = &'a mut f64>) {
+    for (j, (o, &v)) in out.into_iter().zip(row).enumerate() {
+        *o = match s {
+            Some(s) => (v as f64 - s.mean[j]) / s.scale[j],
+            None => v as f64,
+        };
+    }
+}
+
 impl Standardize {
     /// Mean and population standard deviation of `rows` of `x` (scale 1 where a feature is constant,
     /// as scikit-learn's StandardScaler does).
@@ -114,12 +124,7 @@ impl Model {
         let mut z = vec![0f64; x.dim];
         Ok((0..x.n)
             .map(|i| {
-                for (j, (zj, &v)) in z.iter_mut().zip(x.row(i)).enumerate() {
-                    *zj = match &self.standardize {
-                        Some(s) => (v as f64 - s.mean[j]) / s.scale[j],
-                        None => v as f64,
-                    };
-                }
+                scaled_row(self.standardize.as_ref(), x.row(i), z.iter_mut());
                 let logits: Vec<f64> = self.weights.iter().zip(&self.bias).map(|(w, b)| b + w.iter().zip(&z).map(|(a, b)| a * b).sum::<f64>()).collect();
                 softmax(&logits)
             })
@@ -266,12 +271,7 @@ impl<'a> Design<'a> {
         let standardize = standardize.then(|| Standardize::fit(x, rows));
         let mut a = Array2::<f64>::zeros((rows.len(), x.dim));
         for (mut out, &r) in a.rows_mut().into_iter().zip(rows) {
-            for (j, (o, &v)) in out.iter_mut().zip(x.row(r)).enumerate() {
-                *o = match &standardize {
-                    Some(s) => (v as f64 - s.mean[j]) / s.scale[j],
-                    None => v as f64,
-                };
-            }
+            scaled_row(standardize.as_ref(), x.row(r), out.iter_mut());
         }
         let targets = Array1::from_iter(rows.iter().map(|&r| y[r]));
         Self { x, a, targets, standardize, k }
