@@ -25,10 +25,7 @@ fn main() {
     // The exact libtorch version, for `trainer doctor` and run directories.
     let version = std::fs::read_to_string(PathBuf::from(&libtorch).join("version.py"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()))
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string())))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=DLCV_LIBTORCH_VERSION={version}");
     println!("cargo:rustc-env=DLCV_LIBTORCH_DIR={libtorch}");

@@ -49,19 +49,14 @@ fn source_check(source: &str, cascade: &Path) -> Result<String, String> {
     imgproc::cvt_color_def(&frame, &mut gray, imgproc::COLOR_BGR2GRAY).map_err(|e| e.to_string())?;
     let mut faces = Vector::<Rect>::new();
     let mut detector = CascadeClassifier::new(cascade).map_err(|e| e.to_string())?;
-    detector
-        .detect_multi_scale(&gray, &mut faces, 1.1, 5, 0, Size::new(30, 30), Size::default())
-        .map_err(|e| e.to_string())?;
+    detector.detect_multi_scale(&gray, &mut faces, 1.1, 5, 0, Size::new(30, 30), Size::default()).map_err(|e| e.to_string())?;
     // Streams and still images report no frame count (OpenCV gives a negative or zero value).
     let count = if frames > 0.0 { format!("{frames:.0} frames") } else { "frame count unknown".to_string() };
     Ok(format!("{}x{} frames, {count} at {fps:.1} fps; {} face(s) in the first frame", frame.cols(), frame.rows(), faces.len()))
 }
 
 pub fn run(cascade: &Path, source: Option<&str>) -> opencv::Result<Report> {
-    let video_backends = videoio::get_backends()?
-        .iter()
-        .map(|b| videoio::get_backend_name(b).unwrap_or_else(|_| format!("{b:?}")))
-        .collect();
+    let video_backends = videoio::get_backends()?.iter().map(|b| videoio::get_backend_name(b).unwrap_or_else(|_| format!("{b:?}"))).collect();
     let face_cascade = cascade_check(cascade);
     let source = source.map(|s| face_cascade.clone().and_then(|_| source_check(s, cascade)));
     Ok(Report { opencv: opencv::core::get_version_string()?, video_backends, face_cascade, source })

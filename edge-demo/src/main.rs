@@ -186,7 +186,15 @@ fn run(cli: Cli) -> Result<()> {
             go(Recipe { kind: Kind::Emotion, model: &model, second: None, faces: Some(&faces), align: None, panel_width, top: 1 }, &common, progress)
         }
         Command::AgeGender { age_model, gender_model, align, faces, common } => go(
-            Recipe { kind: Kind::AgeGender, model: &age_model, second: gender_model.as_deref(), faces: Some(&faces), align: align.as_deref(), panel_width: 0, top: 1 },
+            Recipe {
+                kind: Kind::AgeGender,
+                model: &age_model,
+                second: gender_model.as_deref(),
+                faces: Some(&faces),
+                align: align.as_deref(),
+                panel_width: 0,
+                top: 1,
+            },
             &common,
             progress,
         ),
@@ -206,10 +214,8 @@ fn run(cli: Cli) -> Result<()> {
                     Err(e) => println!("onnxruntime     FAILED: {e}"),
                 }
             }
-            let failures: Vec<String> = [report.face_cascade.err(), report.source.and_then(|s| s.err()), ort.err().map(|e| e.to_string())]
-                .into_iter()
-                .flatten()
-                .collect();
+            let failures: Vec<String> =
+                [report.face_cascade.err(), report.source.and_then(|s| s.err()), ort.err().map(|e| e.to_string())].into_iter().flatten().collect();
             if !failures.is_empty() {
                 anyhow::bail!("{}", failures.join("; "));
             }

@@ -6,9 +6,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use models::records::image::{DynamicImage, GrayImage, RgbImage};
 use opencv::core::{Mat, Point, Point2f, Rect, Scalar, Size, Vector, CV_8UC3};
+use opencv::imgproc;
 use opencv::objdetect::{CascadeClassifier, CascadeClassifierTrait};
 use opencv::prelude::*;
-use opencv::imgproc;
 
 /// BGR (or grey) `Mat` → the image type the runtime preprocesses: grey frames stay one channel (OpenCV's
 /// BGR→grey weights, as the book's detectors and FER2013 models use), colour becomes RGB.
@@ -23,7 +23,11 @@ pub fn to_image(m: &Mat, gray: bool) -> Result<DynamicImage> {
     imgproc::cvt_color_def(m, &mut conv, code)?;
     let (w, h) = (conv.cols() as u32, conv.rows() as u32);
     let bytes = mat_bytes(&conv)?;
-    Ok(if gray { DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, bytes).expect("size")) } else { DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, bytes).expect("size")) })
+    Ok(if gray {
+        DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, bytes).expect("size"))
+    } else {
+        DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, bytes).expect("size"))
+    })
 }
 
 fn mat_bytes(m: &Mat) -> Result<Vec<u8>> {
@@ -133,8 +137,25 @@ pub fn draw_box(frame: &mut Mat, r: Rect, label: &str) -> Result<()> {
 pub fn draw_label(frame: &mut Mat, at: Point, text: &str) -> Result<()> {
     let mut base = 0;
     let size = imgproc::get_text_size(text, imgproc::FONT_HERSHEY_SIMPLEX, 0.55, 1, &mut base)?;
-    imgproc::rectangle(frame, Rect::new(at.x, at.y - size.height - 4, size.width + 6, size.height + base + 6), Scalar::new(0.0, 0.0, 0.0, 0.0), -1, imgproc::LINE_8, 0)?;
-    imgproc::put_text(frame, text, Point::new(at.x + 3, at.y), imgproc::FONT_HERSHEY_SIMPLEX, 0.55, Scalar::new(255.0, 255.0, 255.0, 0.0), 1, imgproc::LINE_AA, false)?;
+    imgproc::rectangle(
+        frame,
+        Rect::new(at.x, at.y - size.height - 4, size.width + 6, size.height + base + 6),
+        Scalar::new(0.0, 0.0, 0.0, 0.0),
+        -1,
+        imgproc::LINE_8,
+        0,
+    )?;
+    imgproc::put_text(
+        frame,
+        text,
+        Point::new(at.x + 3, at.y),
+        imgproc::FONT_HERSHEY_SIMPLEX,
+        0.55,
+        Scalar::new(255.0, 255.0, 255.0, 0.0),
+        1,
+        imgproc::LINE_AA,
+        false,
+    )?;
     Ok(())
 }
 
@@ -152,7 +173,17 @@ pub fn probability_panel(labels: &[String], probs: Option<&[f32]>, width: i32, h
         let colour = if best == Some(i) { bgr(GREEN) } else { Scalar::new(160.0, 100.0, 40.0, 0.0) };
         imgproc::rectangle(&mut panel, Rect::new(5, y + 2, w.max(1), bar_h - 4), colour, -1, imgproc::LINE_8, 0)?;
         let text = format!("{l}: {:.1}%", 100.0 * p);
-        imgproc::put_text(&mut panel, &text, Point::new(10, y + bar_h - 8), imgproc::FONT_HERSHEY_SIMPLEX, 0.45, Scalar::all(255.0), 1, imgproc::LINE_AA, false)?;
+        imgproc::put_text(
+            &mut panel,
+            &text,
+            Point::new(10, y + bar_h - 8),
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            0.45,
+            Scalar::all(255.0),
+            1,
+            imgproc::LINE_AA,
+            false,
+        )?;
     }
     Ok(panel)
 }

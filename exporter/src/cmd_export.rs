@@ -108,7 +108,11 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     let c = &info.config;
     let ckpt = trainer::train::checkpoint_paths(&a.run, epoch).0;
     let weights = lower::read_safetensors(&ckpt)?;
-    let classes = weights.get("classifier.bias").or_else(|| weights.get("classifier.weight")).map(|(d, _)| d[0]).with_context(|| format!("{}: no classifier parameters", ckpt.display()))?;
+    let classes = weights
+        .get("classifier.bias")
+        .or_else(|| weights.get("classifier.weight"))
+        .map(|(d, _)| d[0])
+        .with_context(|| format!("{}: no classifier parameters", ckpt.display()))?;
     let zoo = models::zoo::info(&c.model.name)?;
     let input = [c.model.in_channels.unwrap_or(zoo.input[0]), zoo.input[1], zoo.input[2]];
     let graph = models::zoo::build(&c.model.name, Some(classes), Some(input[0]))?;
@@ -121,7 +125,12 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         architecture: c.model.name.clone(),
         task: zoo.task.to_string(),
         labels,
-        preprocessing: Preprocessing { input, mean: spec.mean.clone(), std: spec.std.clone(), resize_short_side: short_side_beside(&c.data.train).unwrap_or(0) },
+        preprocessing: Preprocessing {
+            input,
+            mean: spec.mean.clone(),
+            std: spec.std.clone(),
+            resize_short_side: short_side_beside(&c.data.train).unwrap_or(0),
+        },
         run: a.run.display().to_string(),
         epoch,
         ordinal: c.data.ordinal,

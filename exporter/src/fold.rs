@@ -143,7 +143,8 @@ mod tests {
             .enumerate()
             .map(|(k, p)| {
                 let n = p.numel();
-                let v = (0..n).map(|i| if p.name.ends_with("running_var") { 0.5 + (i % 3) as f32 } else { ((i * 7 + k * 3) % 11) as f32 / 10.0 - 0.5 }).collect();
+                let v =
+                    (0..n).map(|i| if p.name.ends_with("running_var") { 0.5 + (i % 3) as f32 } else { ((i * 7 + k * 3) % 11) as f32 / 10.0 - 0.5 }).collect();
                 (p.name.clone(), (p.shape.clone(), v))
             })
             .collect()

@@ -74,11 +74,11 @@ mod tests {
             (-0.0, 0x8000),
             (1.0, 0x3c00),
             (-2.0, 0xc000),
-            (0.1, 0x2e66),         // 0.0999755859375 is nearest
-            (1.0 / 3.0, 0x3555),   // 0.333251953125
+            (0.1, 0x2e66),       // 0.0999755859375 is nearest
+            (1.0 / 3.0, 0x3555), // 0.333251953125
             (MAX, 0x7bff),
-            (65519.0, 0x7bff),     // below the midpoint to 65536
-            (65520.0, 0x7c00),     // the midpoint rounds to even: infinity
+            (65519.0, 0x7bff), // below the midpoint to 65536
+            (65520.0, 0x7c00), // the midpoint rounds to even: infinity
             (f32::INFINITY, 0x7c00),
             (2f32.powi(-14), 0x0400), // smallest normal
             (2f32.powi(-24), 0x0001), // smallest subnormal

@@ -83,11 +83,7 @@ pub fn summarize(m: &ModelProto) -> Option<Summary> {
     Some(Summary {
         ir_version: m.ir_version,
         producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string(),
-        opsets: m
-            .opset_import
-            .iter()
-            .map(|o| (if o.domain.is_empty() { "ai.onnx".into() } else { o.domain.clone() }, o.version))
-            .collect(),
+        opsets: m.opset_import.iter().map(|o| (if o.domain.is_empty() { "ai.onnx".into() } else { o.domain.clone() }, o.version)).collect(),
         graph_name: g.name.clone(),
         // Older exporters list initializers among the inputs too; those are not inputs a user feeds.
         inputs: g.input.iter().filter(|i| !initializer_names.contains(i.name.as_str())).map(port).collect(),

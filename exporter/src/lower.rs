@@ -19,8 +19,7 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::Dimension;
 use onnx_protobuf::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TypeProto,
-    ValueInfoProto,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TypeProto, ValueInfoProto,
 };
 use protobuf::Message;
 
@@ -251,7 +250,8 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
             ),
             Op::MaxPool { kernel, stride, padding, ceil_mode } | Op::AvgPool { kernel, stride, padding, ceil_mode } => {
                 let pads = [padding[0], padding[1], padding[0], padding[1]];
-                let mut attrs = vec![attr_ints("kernel_shape", kernel), attr_ints("strides", stride), attr_ints("pads", &pads), attr_int("ceil_mode", *ceil_mode as i64)];
+                let mut attrs =
+                    vec![attr_ints("kernel_shape", kernel), attr_ints("strides", stride), attr_ints("pads", &pads), attr_int("ceil_mode", *ceil_mode as i64)];
                 let op = if matches!(node.op, Op::MaxPool { .. }) {
                     "MaxPool"
                 } else {
@@ -282,7 +282,10 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
     }
     let logits = value[graph.output].clone();
     if shapes[graph.output].len() != 1 {
-        return Err(ExportError::Node { node: graph.nodes[graph.output].name.clone(), reason: format!("the output must be [classes], it is {:?}", shapes[graph.output]) });
+        return Err(ExportError::Node {
+            node: graph.nodes[graph.output].name.clone(),
+            reason: format!("the output must be [classes], it is {:?}", shapes[graph.output]),
+        });
     }
     let classes = shapes[graph.output][0];
     let logits = if o.fp16 {

@@ -31,11 +31,7 @@ impl Verbosity {
     pub fn init_logging(&self) {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(self.filter()));
         // A second call (tests calling a CLI entry point twice) keeps the first subscriber.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
     }
 }
 

@@ -23,7 +23,11 @@ pub type Shape = Vec<usize>;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// The graph input, `[channels, height, width]`. Exactly one, at node 0.
-    Input { channels: usize, height: usize, width: usize },
+    Input {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
     Conv2d {
         out_channels: usize,
         kernel: [usize; 2],
@@ -36,22 +40,52 @@ pub enum Op {
     /// Batch normalisation over channels (or features after `Flatten`). `momentum` is in torch's
     /// convention (weight of the new batch statistic: mxnet/Keras momentum 0.9 is 0.1 here).
     /// `fix_gamma` keeps the scale at 1 and untrained, as mxnet's `BatchNorm` does by default.
-    BatchNorm { eps: f64, momentum: f64, fix_gamma: bool },
+    BatchNorm {
+        eps: f64,
+        momentum: f64,
+        fix_gamma: bool,
+    },
     Relu,
-    Elu { alpha: f64 },
+    Elu {
+        alpha: f64,
+    },
     /// Parametric ReLU with one learned slope per channel, initialised to `init`.
-    Prelu { init: f64 },
-    LeakyRelu { slope: f64 },
+    Prelu {
+        init: f64,
+    },
+    LeakyRelu {
+        slope: f64,
+    },
     /// Local response normalisation across channels (AlexNet 2012 style).
-    Lrn { size: usize, alpha: f64, beta: f64, k: f64 },
-    MaxPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool },
+    Lrn {
+        size: usize,
+        alpha: f64,
+        beta: f64,
+        k: f64,
+    },
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+    },
     /// Average pooling; padded positions are excluded from the average (`count_include_pad = false`).
-    AvgPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool },
+    AvgPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+    },
     /// Mean over the whole spatial extent: `[C, H, W]` -> `[C, 1, 1]`.
     GlobalAvgPool,
-    Linear { out_features: usize, bias: bool },
+    Linear {
+        out_features: usize,
+        bias: bool,
+    },
     /// Dropout with drop probability `p` (training only; removed at export).
-    Dropout { p: f64 },
+    Dropout {
+        p: f64,
+    },
     /// `[C, H, W]` -> `[C*H*W]` in C-major order.
     Flatten,
     /// Concatenation along the channel axis.
@@ -440,11 +474,7 @@ impl Graph {
     /// Every parameter of the graph in node order, with its full name.
     pub fn params(&self) -> Result<Vec<ParamSpec>, GraphError> {
         let shapes = self.shapes()?;
-        Ok(self
-            .nodes
-            .iter()
-            .flat_map(|n| n.op.params(&n.name, n.inputs.first().map(|&i| &shapes[i])))
-            .collect())
+        Ok(self.nodes.iter().flat_map(|n| n.op.params(&n.name, n.inputs.first().map(|&i| &shapes[i]))).collect())
     }
 
     pub fn param_count(&self) -> Result<ParamCount, GraphError> {

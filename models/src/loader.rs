@@ -73,7 +73,12 @@ impl Transform {
         let c = self.channels as usize;
         // (the sampling's integer conversion is exact up to 2^22, far beyond any image's size)
         assert!((1..1 << 21).contains(&width) && (1..1 << 21).contains(&height), "cannot sample a {width}x{height} image");
-        assert!(pixels.len() >= width * height * bytes_per_pixel, "{width}x{height} pixels need {} bytes, got {}", width * height * bytes_per_pixel, pixels.len());
+        assert!(
+            pixels.len() >= width * height * bytes_per_pixel,
+            "{width}x{height} pixels need {} bytes, got {}",
+            width * height * bytes_per_pixel,
+            pixels.len()
+        );
         assert!(out.len() >= c * th * tw, "{c}x{th}x{tw} floats do not fit in {}", out.len());
         let g = self.draw(width, height, rng);
         let img = Img { px: pixels, w: width, h: height };
@@ -233,7 +238,15 @@ impl Taps {
     #[inline(always)]
     fn place(&mut self, x_row: f32, y_row: f32, dx: f32, dy: f32, x_first: usize, img: &Img) -> bool {
         let limit = 4_194_304.0; // 2^22: far outside any image, still exact for ROUNDER
-        let clamp = |v: f32| if v < -limit { -limit } else if v > limit { limit } else { v };
+        let clamp = |v: f32| {
+            if v < -limit {
+                -limit
+            } else if v > limit {
+                limit
+            } else {
+                v
+            }
+        };
         // neighbours (x, y) .. (x + 1, y + 1) inside: 0 <= x < w - 1 and 0 <= y < h - 1 (as u32, a
         // negative x is huge)
         let (x_end, y_end) = (img.w.saturating_sub(1) as u32, img.h.saturating_sub(1) as u32);
@@ -367,7 +380,11 @@ impl Loader {
 
     pub fn batches_per_epoch(&self) -> usize {
         let (n, b) = (self.len(), self.opts.batch_size.max(1));
-        if self.opts.drop_last { n / b } else { n.div_ceil(b) }
+        if self.opts.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
     }
 
     /// The batches of one epoch, in order, built ahead by worker threads.
@@ -565,7 +582,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         // image i is a flat grey square of value 10*i, 40x30 pixels; label i
         let items: Vec<Item> = (0..n)
-            .map(|i| Item { source: Source::Image(DynamicImage::ImageLuma8(image::GrayImage::from_pixel(40, 30, image::Luma([(10 * i) as u8])))), key: format!("{i}"), label: i as i32, boxes: vec![] })
+            .map(|i| Item {
+                source: Source::Image(DynamicImage::ImageLuma8(image::GrayImage::from_pixel(40, 30, image::Luma([(10 * i) as u8])))),
+                key: format!("{i}"),
+                label: i as i32,
+                boxes: vec![],
+            })
             .collect();
         let rec = d.join("s.rec");
         pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true }, false).unwrap();
@@ -680,7 +702,13 @@ mod tests {
         // 64x48 cropped whole and turned by up to 45 degrees: points past every edge of the image (they
         // read 0) and points whose neighbours straddle an edge; 30x20 under a 36x36 crop: the scale-up
         // path; 100 wide: rows longer than one block of lanes; no turn: the plain crop
-        let cases = [(64, 48, [48, 64], 45.0, 0.3), (70, 50, [40, 48], 40.0, 0.3), (30, 20, [36, 36], 10.0, 0.1), (130, 90, [80, 100], 15.0, 0.1), (70, 50, [40, 48], 0.0, 0.0)];
+        let cases = [
+            (64, 48, [48, 64], 45.0, 0.3),
+            (70, 50, [40, 48], 40.0, 0.3),
+            (30, 20, [36, 36], 10.0, 0.1),
+            (130, 90, [80, 100], 15.0, 0.1),
+            (70, 50, [40, 48], 0.0, 0.0),
+        ];
         for (case, (w, h, size, rotate, shear)) in cases.into_iter().enumerate() {
             let img = texture(w, h);
             let rgbx: Vec<u8> = img.pixels().flat_map(|p| [p[0], p[1], p[2], 77]).collect();

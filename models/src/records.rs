@@ -503,7 +503,12 @@ mod tests {
         let bad = d.join("bad.jpg");
         std::fs::write(&bad, b"\xff\xd8\xff\xe0 truncated").unwrap();
         let items = vec![
-            Item { source: Source::File(good.clone()), key: "good".into(), label: 1, boxes: vec![BoundingBox { class: 0, x0: 0.0, y0: 0.0, x1: 400.0, y1: 300.0 }] },
+            Item {
+                source: Source::File(good.clone()),
+                key: "good".into(),
+                label: 1,
+                boxes: vec![BoundingBox { class: 0, x0: 0.0, y0: 0.0, x1: 400.0, y1: 300.0 }],
+            },
             Item { source: Source::File(bad), key: "bad".into(), label: 2, boxes: vec![] },
             Item { source: Source::Image(gradient(100, 50)), key: "small".into(), label: 3, boxes: vec![] },
         ];
@@ -520,7 +525,7 @@ mod tests {
         let second = f.read(1).unwrap();
         let img2 = image::load_from_memory(&second.image).unwrap();
         assert_eq!((img2.width(), img2.height(), second.label), (100, 50, 3)); // never upscaled
-        // PNG is lossless: the blue channel's mean is exactly 100
+                                                                               // PNG is lossless: the blue channel's mean is exactly 100
         assert!((rep.channel_means[2] - 100.0).abs() < 1e-9, "{:?}", rep.channel_means);
         // the index can be rebuilt by scanning
         std::fs::remove_file(index_path(&rec)).unwrap();

@@ -62,7 +62,10 @@ fn tv_resnet50_has_torchvisions_parameters_and_v1_5_strides() {
     assert_eq!(ins, ["layer1.1.bn3", "layer1.0.relu3"]);
     assert_eq!(g.nodes[g.consumers(add)[0]].op.kind(), "ReLU");
     assert_eq!(shape(&g, "classifier.weight"), [1000, 2048]);
-    assert!(g.nodes.iter().all(|n| !matches!(n.op, models::graph::Op::BatchNorm { eps, momentum, fix_gamma } if (eps, momentum, fix_gamma) != (1e-5, 0.1, false))));
+    assert!(g
+        .nodes
+        .iter()
+        .all(|n| !matches!(n.op, models::graph::Op::BatchNorm { eps, momentum, fix_gamma } if (eps, momentum, fix_gamma) != (1e-5, 0.1, false))));
 }
 
 #[test]

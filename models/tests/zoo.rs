@@ -76,9 +76,7 @@ fn alexnet_variants_have_the_books_parameter_counts() {
 
 #[test]
 fn alexnet_experiments_differ_only_in_unit_order_and_activation() {
-    let kinds = |name: &str| -> Vec<&'static str> {
-        zoo::build(name, None, None).unwrap().nodes.iter().map(|n| n.op.kind()).take(4).collect()
-    };
+    let kinds = |name: &str| -> Vec<&'static str> { zoo::build(name, None, None).unwrap().nodes.iter().map(|n| n.op.kind()).take(4).collect() };
     assert_eq!(kinds("alexnet"), ["Input", "Conv2d", "ELU", "BatchNorm"]);
     assert_eq!(kinds("alexnet-relu-bn"), ["Input", "Conv2d", "ReLU", "BatchNorm"]);
     assert_eq!(kinds("alexnet-bn-relu"), ["Input", "Conv2d", "BatchNorm", "ReLU"]);
@@ -102,8 +100,7 @@ fn vgg_counts_match_the_book_and_the_paper_table() {
 fn googlenet_concat_widths_match_the_book() {
     let g = zoo::build("googlenet", None, None).unwrap();
     let shapes = g.shapes().unwrap();
-    let widths: Vec<usize> =
-        g.nodes.iter().enumerate().filter(|(_, n)| n.name.ends_with(".concat")).map(|(i, _)| shapes[i][0]).collect();
+    let widths: Vec<usize> = g.nodes.iter().enumerate().filter(|(_, n)| n.name.ends_with(".concat")).map(|(i, _)| shapes[i][0]).collect();
     assert_eq!(widths, [256, 480, 512, 512, 512, 528, 832, 832, 1024]);
     assert_eq!(shape_of(&g, "stem.pool2"), vec![192, 28, 28]);
     assert_eq!(shape_of(&g, "inception5b.concat"), vec![1024, 7, 7]);
@@ -143,9 +140,7 @@ fn resnet_expected(stages: [usize; 4], filters: [usize; 5], bottleneck: bool, cl
 fn resnets_have_the_books_stage_outputs_and_hand_counted_parameters() {
     let g = zoo::build("resnet50", None, None).unwrap();
     assert_eq!(shape_of(&g, "stem.pool"), vec![64, 56, 56]);
-    for (unit, shape) in
-        [("stage1.unit3", [256, 56, 56]), ("stage2.unit4", [512, 28, 28]), ("stage3.unit6", [1024, 14, 14]), ("stage4.unit3", [2048, 7, 7])]
-    {
+    for (unit, shape) in [("stage1.unit3", [256, 56, 56]), ("stage2.unit4", [512, 28, 28]), ("stage3.unit6", [1024, 14, 14]), ("stage4.unit3", [2048, 7, 7])] {
         assert_eq!(shape_of(&g, &format!("{unit}.add")), shape.to_vec(), "{unit}");
     }
     // the projection reads the unit's first activation, not its raw input

@@ -244,10 +244,7 @@ pub fn average_crops(probs: &[f32], classes: usize, crops: usize) -> Vec<f32> {
     if crops == 1 {
         return probs.to_vec();
     }
-    probs
-        .chunks(classes * crops)
-        .flat_map(|img| (0..classes).map(move |k| (0..crops).map(|c| img[c * classes + k]).sum::<f32>() / crops as f32))
-        .collect()
+    probs.chunks(classes * crops).flat_map(|img| (0..classes).map(move |k| (0..crops).map(|c| img[c * classes + k]).sum::<f32>() / crops as f32)).collect()
 }
 
 #[cfg(test)]

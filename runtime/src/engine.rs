@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use ort::ep::{self, ExecutionProvider};
 use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 
 /// The environment variable that overrides which libonnxruntime.so is loaded.
@@ -85,10 +85,7 @@ pub fn environment() -> Result<&'static Environment, RuntimeError> {
     });
     match loaded {
         Ok((_, env)) => Ok(env),
-        Err(reason) => Err(RuntimeError::Library {
-            path: library_path().unwrap_or_default(),
-            reason: reason.clone(),
-        }),
+        Err(reason) => Err(RuntimeError::Library { path: library_path().unwrap_or_default(), reason: reason.clone() }),
     }
 }
 

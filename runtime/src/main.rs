@@ -208,7 +208,10 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{:>5}  {:>5}  {:>7.3}  {:>7.3}  {:>7.3}  {:>9.1}", r.batch, r.iterations, r.p50_ms, r.p90_ms, r.p99_ms, r.images_per_sec);
                 }
                 for r in &e2e {
-                    println!("end to end, batch {}: {} images in {:.2} s, {:.1} images/s ({} skipped)", r.batch, r.images, r.seconds, r.images_per_sec, r.skipped);
+                    println!(
+                        "end to end, batch {}: {} images in {:.2} s, {:.1} images/s ({} skipped)",
+                        r.batch, r.images, r.seconds, r.images_per_sec, r.skipped
+                    );
                 }
             }
         }

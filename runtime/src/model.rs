@@ -115,9 +115,8 @@ impl Model {
         }
         let tensor = TensorRef::from_array_view((shape, data)).map_err(|e| err(e.to_string()))?;
         let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| err(format!("inference failed: {e}")))?;
-        let (oshape, values) = outputs[self.output_name.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| err(format!("output '{}': {e}", self.output_name)))?;
+        let (oshape, values) =
+            outputs[self.output_name.as_str()].try_extract_tensor::<f32>().map_err(|e| err(format!("output '{}': {e}", self.output_name)))?;
         if oshape.len() != 2 || oshape[0] as usize != n {
             return Err(err(format!("output '{}' has shape {oshape:?}; expected [{n}, classes]", self.output_name)));
         }
@@ -130,7 +129,9 @@ impl Model {
         if k != self.labels.len() {
             return Err(err(format!("output '{}' has {k} classes but there are {} labels", self.output_name, self.labels.len())));
         }
-        let softmax = *self.softmax.get_or_insert_with(|| !probs.chunks(k).all(|r| r.iter().all(|&p| (0.0..=1.0).contains(&p)) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3));
+        let softmax = *self
+            .softmax
+            .get_or_insert_with(|| !probs.chunks(k).all(|r| r.iter().all(|&p| (0.0..=1.0).contains(&p)) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3));
         if softmax {
             probs.chunks_mut(k).for_each(softmax_in_place);
         }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use models::loader::{Decoded, Transform};
-use models::records::{short_side_size, shrink_short_side, to_gray};
 use models::records::image::{self, imageops::FilterType, DynamicImage, GenericImageView};
+use models::records::{short_side_size, shrink_short_side, to_gray};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -194,7 +194,8 @@ impl Preprocess {
 
     /// Metadata (when there is some) with the flags laid over it.
     pub fn resolve(meta: Option<Self>, a: &PreprocessArgs) -> Result<Self, String> {
-        let overridden = a.size.is_some() || a.layout.is_some() || a.gray || a.mean.is_some() || a.std.is_some() || a.crop.is_some() || a.resize_short.is_some();
+        let overridden =
+            a.size.is_some() || a.layout.is_some() || a.gray || a.mean.is_some() || a.std.is_some() || a.crop.is_some() || a.resize_short.is_some();
         let mut p = match meta {
             Some(mut m) => {
                 if overridden {
@@ -203,7 +204,9 @@ impl Preprocess {
                 m
             }
             None => {
-                let size = a.size.ok_or("the model has no dlcv metadata: give its preprocessing with --size WxH (and --layout, --gray, --mean, --std as it was trained)")?;
+                let size = a
+                    .size
+                    .ok_or("the model has no dlcv metadata: give its preprocessing with --size WxH (and --layout, --gray, --mean, --std as it was trained)")?;
                 Self {
                     width: size.width,
                     height: size.height,

@@ -215,7 +215,19 @@ fn age_and_gender_recipes_report_one_off_and_predict_with_ten_crops() {
     }
     // both networks in the video pipeline, on the user's own photos
     let jsonl = dir.join("ag.jsonl");
-    ok(&["edge-demo", "-q", "age-gender", "--age-model", s(&dir.join("age.onnx")), "--gender-model", s(&dir.join("gender.onnx")), "--source", s(&shared_dir().join("data/faces")), "--json", s(&jsonl)]);
+    ok(&[
+        "edge-demo",
+        "-q",
+        "age-gender",
+        "--age-model",
+        s(&dir.join("age.onnx")),
+        "--gender-model",
+        s(&dir.join("gender.onnx")),
+        "--source",
+        s(&shared_dir().join("data/faces")),
+        "--json",
+        s(&jsonl),
+    ]);
     let first: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&jsonl).unwrap().lines().next().unwrap()).unwrap();
     // `trainer prepare adience` names the bins 0-2 … 60-100, in age order
     let names = ["0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"];

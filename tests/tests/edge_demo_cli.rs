@@ -16,7 +16,9 @@ fn faces_video(dir: &Path) -> PathBuf {
 
 fn fer_flags(labels: &Path) -> Vec<String> {
     let model = shared_dir().join("models/fer_emotion.onnx");
-    ["--model", s(&model), "--size", "64x64", "--layout", "nhwc", "--gray", "--mean", "127.5", "--std", "127.5", "--labels", s(labels)].map(String::from).to_vec()
+    ["--model", s(&model), "--size", "64x64", "--layout", "nhwc", "--gray", "--mean", "127.5", "--std", "127.5", "--labels", s(labels)]
+        .map(String::from)
+        .to_vec()
 }
 
 fn fer_labels(dir: &Path) -> PathBuf {
@@ -97,7 +99,23 @@ fn age_gender_classify_and_folders_run_and_skip_broken_images() {
 
     // age-gender mechanics with the FER model in both roles, eye alignment on
     let jsonl = dir.join("ag.jsonl");
-    let mut args: Vec<String> = ["-q", "age-gender", "--age-model", s(&model), "--gender-model", s(&model), "--align", "--source", s(&folder), "--json", s(&jsonl), "--output", s(&dir.join("ag-out"))].map(String::from).to_vec();
+    let mut args: Vec<String> = [
+        "-q",
+        "age-gender",
+        "--age-model",
+        s(&model),
+        "--gender-model",
+        s(&model),
+        "--align",
+        "--source",
+        s(&folder),
+        "--json",
+        s(&jsonl),
+        "--output",
+        s(&dir.join("ag-out")),
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend(flags.clone());
     let o = run_bin("edge-demo", &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", text(&o));
@@ -113,7 +131,10 @@ fn age_gender_classify_and_folders_run_and_skip_broken_images() {
 
     // classify the whole frame, one line per image, written to an .avi
     let jsonl = dir.join("cls.jsonl");
-    let mut args: Vec<String> = ["-q", "classify", "--model", s(&model), "--source", s(&folder), "--json", s(&jsonl), "--output", s(&dir.join("cls.avi")), "--workers", "1"].map(String::from).to_vec();
+    let mut args: Vec<String> =
+        ["-q", "classify", "--model", s(&model), "--source", s(&folder), "--json", s(&jsonl), "--output", s(&dir.join("cls.avi")), "--workers", "1"]
+            .map(String::from)
+            .to_vec();
     args.extend(flags.clone());
     let o = run_bin("edge-demo", &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", text(&o));

@@ -78,7 +78,22 @@ fn rotated_set_features_logreg_grid_search_and_corrected_images() {
     }
 
     // 1. the rotated dataset: every scene at 0, 90, 180 and 270 degrees, stored lossless at 28 pixels
-    let out = ok(&["prepare", "orientation", s(&scenes), "--all-angles", "--val-fraction", "0", "--test-fraction", "0.25", "--short-side", "28", "--quality", "0", "--out", s(&data)]);
+    let out = ok(&[
+        "prepare",
+        "orientation",
+        s(&scenes),
+        "--all-angles",
+        "--val-fraction",
+        "0",
+        "--test-fraction",
+        "0.25",
+        "--short-side",
+        "28",
+        "--quality",
+        "0",
+        "--out",
+        s(&data),
+    ]);
     assert!(out.contains("report.json"), "{out}");
     assert_eq!(std::fs::read_to_string(data.join("labels.txt")).unwrap(), "0\n90\n180\n270\n");
 
@@ -103,7 +118,10 @@ fn rotated_set_features_logreg_grid_search_and_corrected_images() {
         let o = Command::new(&py).args(["-c", script, s(&test_f)]).output().unwrap();
         assert!(o.status.success(), "{}", text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v, serde_json::json!({"features": [48, 3136], "labels": [0, 1, 2, 3], "label_names": ["0", "90", "180", "270"], "keys": 48, "layer": "block2.pool", "finite": true}));
+        assert_eq!(
+            v,
+            serde_json::json!({"features": [48, 3136], "labels": [0, 1, 2, 3], "label_names": ["0", "90", "180", "270"], "keys": 48, "layer": "block2.pool", "finite": true})
+        );
     } else {
         eprintln!("{} missing: the Python check of the features file is skipped", py.display());
     }
@@ -112,7 +130,19 @@ fn rotated_set_features_logreg_grid_search_and_corrected_images() {
     let model = d.join("orientation.json");
     let grid = [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0];
     let fit: serde_json::Value = serde_json::from_str(&ok(&[
-        "logreg", "fit", "--features", s(&train_f), "--val", s(&test_f), "--c", "0.0001,0.001,0.01,0.1,1,10", "--folds", "3", "--out", s(&model), "--json",
+        "logreg",
+        "fit",
+        "--features",
+        s(&train_f),
+        "--val",
+        s(&test_f),
+        "--c",
+        "0.0001,0.001,0.01,0.1,1,10",
+        "--folds",
+        "3",
+        "--out",
+        s(&model),
+        "--json",
     ]))
     .unwrap();
     eprintln!("logreg fit: C={} cv={} report={}", fit["c"], fit["cv"], fit["report"]);

@@ -16,7 +16,10 @@ fn trained_pattern_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf,
     // one undecodable file in a class folder: skipped and counted by prepare and by eval
     std::fs::write(raw.join("vertical/broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
     let rec = dir.join("rec");
-    let o = run_bin("trainer", &["-q", "prepare", "folder", s(&raw), "--out", s(&rec), "--short-side", "32", "--quality", "90", "--val-fraction", "0.15", "--test-fraction", "0.3"]);
+    let o = run_bin(
+        "trainer",
+        &["-q", "prepare", "folder", s(&raw), "--out", s(&rec), "--short-side", "32", "--quality", "90", "--val-fraction", "0.15", "--test-fraction", "0.3"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let run = dir.join("run");
     let config = dir.join("config.toml");
@@ -95,7 +98,10 @@ fn runtime_eval_matches_trainer_eval_and_predicts_and_benches() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("broken.jpg"), "{}", text(&o));
 
     // bench: one row per batch size, ordered percentiles, an end-to-end rate over the folder
-    let o = run_bin("runtime", &["bench", "--model", s(&onnx), "--batch", "1,4", "--seconds", "0.2", "--iters", "5", "--images", s(&dir.join("raw/diagonal")), "--json"]);
+    let o = run_bin(
+        "runtime",
+        &["bench", "--model", s(&onnx), "--batch", "1,4", "--seconds", "0.2", "--iters", "5", "--images", s(&dir.join("raw/diagonal")), "--json"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let b = json(&o);
     let rows = b["model_alone"].as_array().unwrap();
@@ -140,7 +146,13 @@ fn runtime_runs_a_model_made_elsewhere_from_flags_and_names_what_is_wrong() {
         assert_eq!(a["image"], b["image"]);
         assert_eq!(a["top"][0][0], b["top"][0][0], "{a} vs {b}");
         // (another batch size may pick other kernels: equal within float rounding)
-        let gap = a["top"].as_array().unwrap().iter().zip(b["top"].as_array().unwrap()).map(|(x, y)| (x[1].as_f64().unwrap() - y[1].as_f64().unwrap()).abs()).fold(0.0, f64::max);
+        let gap = a["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["top"].as_array().unwrap())
+            .map(|(x, y)| (x[1].as_f64().unwrap() - y[1].as_f64().unwrap()).abs())
+            .fold(0.0, f64::max);
         assert!(gap < 1e-4, "{a} vs {b}");
     }
 

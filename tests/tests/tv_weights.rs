@@ -139,7 +139,8 @@ fn parity(model: &str, tv: &str, state_dict_keys: usize, nbt: usize) -> (PathBuf
     assert!(d_onnx <= 1e-4 * scale, "{model}: ONNX Runtime vs torchvision logits differ by {d_onnx} (max logit {scale})");
     assert!(dp_trainer <= 1e-4 && dp_onnx <= 1e-4, "{model}: probabilities differ: trainer {dp_trainer}, ONNX Runtime {dp_onnx}");
     // the same top-1 class everywhere (the two images' classes differ only by chance)
-    let top1 = |v: &[f32]| v.chunks(1000).map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b }).0).collect::<Vec<_>>();
+    let top1 =
+        |v: &[f32]| v.chunks(1000).map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b }).0).collect::<Vec<_>>();
     assert_eq!(top1(&ours), top1(&expected), "{model}");
     assert_eq!(top1(&file_logits), top1(&expected), "{model}");
     (dir, run)
@@ -161,7 +162,10 @@ fn tv_vgg16_from_torchvision_gives_torchvisions_outputs_and_fine_tunes_with_the_
     let data_root = dir.join("images");
     tests::pattern_dataset(&data_root, 4, 64, 3);
     let data = dir.join("data");
-    let o = run_bin("trainer", &["-q", "prepare", "folder", s(&data_root), "--out", s(&data), "--short-side", "64", "--val-fraction", "0.25", "--test-fraction", "0"]);
+    let o = run_bin(
+        "trainer",
+        &["-q", "prepare", "folder", s(&data_root), "--out", s(&data), "--short-side", "64", "--val-fraction", "0.25", "--test-fraction", "0"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let imported = imported_run.join("checkpoints/epoch-0000.safetensors");
     let run = dir.join("cars");

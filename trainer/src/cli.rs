@@ -150,13 +150,9 @@ pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
     use crate::prepare::{adience, cars, detection, idx, imagenet, simple};
     let out = c.out.clone().ok_or_else(|| anyhow::anyhow!("--out DIR is required"))?;
     let prepared = match kind {
-        PrepareKind::Idx { train, test, labels, val_fraction } => idx::build(&idx::IdxOptions {
-            train,
-            test,
-            labels: labels.as_deref().map(lines).transpose()?,
-            val_fraction,
-            seed: c.seed,
-        })?,
+        PrepareKind::Idx { train, test, labels, val_fraction } => {
+            idx::build(&idx::IdxOptions { train, test, labels: labels.as_deref().map(lines).transpose()?, val_fraction, seed: c.seed })?
+        }
         PrepareKind::Folder { root, val_fraction, test_fraction } => {
             simple::build_folder(&simple::FolderOptions { root, val_fraction, test_fraction, seed: c.seed })?
         }
@@ -338,7 +334,14 @@ pub fn logreg(action: LogregAction) -> Result<()> {
                 return Ok(());
             }
             let scaled = if o.standardize { "standardised" } else { "raw" };
-            println!("{}: {} rows x {} features ({scaled}), {} classes; {folds}-fold CV over {} values of C", features.display(), train.n, train.dim, m.labels.len(), m.cv.len());
+            println!(
+                "{}: {} rows x {} features ({scaled}), {} classes; {folds}-fold CV over {} values of C",
+                features.display(),
+                train.n,
+                train.dim,
+                m.labels.len(),
+                m.cv.len()
+            );
             println!("{:>10}  {:>9}  {:>7}  folds", "C", "accuracy", "std");
             for s in &m.cv {
                 let f: Vec<String> = s.folds.iter().map(|v| format!("{v:.4}")).collect();

@@ -79,15 +79,10 @@ impl DeviceSpec {
             Self::Cuda(i) => {
                 let unavailable = |reason: String| DeviceError::Unavailable { requested: self.to_string(), reason };
                 if !cfg!(libtorch_cuda) {
-                    return Err(unavailable(format!(
-                        "this binary was built against a libtorch without CUDA ({})",
-                        crate::LIBTORCH_VERSION
-                    )));
+                    return Err(unavailable(format!("this binary was built against a libtorch without CUDA ({})", crate::LIBTORCH_VERSION)));
                 }
                 if !tch::Cuda::is_available() {
-                    return Err(unavailable(
-                        "libtorch finds no usable CUDA device (no NVIDIA driver or GPU on this machine)".into(),
-                    ));
+                    return Err(unavailable("libtorch finds no usable CUDA device (no NVIDIA driver or GPU on this machine)".into()));
                 }
                 let count = tch::Cuda::device_count() as usize;
                 if i >= count {

@@ -116,7 +116,13 @@ impl FeatureSet {
         let f = st.tensor("features").map_err(|e| bad(format!("{e:?}")))?;
         let l = st.tensor("labels").map_err(|e| bad(format!("{e:?}")))?;
         if f.dtype() != safetensors::Dtype::F32 || l.dtype() != safetensors::Dtype::I64 || f.shape().len() != 2 || l.shape().len() != 1 {
-            return Err(bad(format!("expected features F32 [N, D] and labels I64 [N], found {:?} {:?} and {:?} {:?}", f.dtype(), f.shape(), l.dtype(), l.shape())));
+            return Err(bad(format!(
+                "expected features F32 [N, D] and labels I64 [N], found {:?} {:?} and {:?} {:?}",
+                f.dtype(),
+                f.shape(),
+                l.dtype(),
+                l.shape()
+            )));
         }
         let (n, dim) = (f.shape()[0], f.shape()[1]);
         let data: Vec<f32> = f.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();

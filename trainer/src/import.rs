@@ -218,7 +218,16 @@ pub fn import_weights(o: &ImportOptions) -> Result<ImportReport> {
     });
     std::fs::create_dir_all(&o.run).with_context(|| format!("creating {}", o.run.display()))?;
     std::fs::write(o.run.join("config.toml"), toml::to_string_pretty(&c)?)?;
-    let info = CheckpointInfo { epoch: 0, lr: c.train.lr, seed: o.seed, producer: format!("trainer {}", models::VERSION), config: c, metrics: None, step: 0, partial: None };
+    let info = CheckpointInfo {
+        epoch: 0,
+        lr: c.train.lr,
+        seed: o.seed,
+        producer: format!("trainer {}", models::VERSION),
+        config: c,
+        metrics: None,
+        step: 0,
+        partial: None,
+    };
     train::save_checkpoint(&o.run, &net, &Optimizer::new(OptimizerConfig::default()), &info)?;
     let report = ImportReport {
         model: tv.model.into(),

@@ -476,7 +476,9 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w = self.classes.iter().map(|c| c.label.len()).max().unwrap_or(0).max("weighted avg".len());
         writeln!(f, "{:>w$}  {:>9}  {:>9}  {:>9}  {:>9}", "", "precision", "recall", "f1-score", "support")?;
-        let line = |f: &mut fmt::Formatter<'_>, c: &ClassScores| writeln!(f, "{:>w$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
+        let line = |f: &mut fmt::Formatter<'_>, c: &ClassScores| {
+            writeln!(f, "{:>w$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}", c.label, c.precision, c.recall, c.f1, c.support)
+        };
         for c in &self.classes {
             line(f, c)?;
         }

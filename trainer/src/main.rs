@@ -218,7 +218,15 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::json!({"epoch": epoch, "metrics": m}));
             } else {
                 let off = m.one_off.map_or(String::new(), |o| format!(", one-off {:.2}%", 100.0 * o));
-                println!("{} epoch {epoch} on {}: {} samples, loss {:.4}, rank-1 {:.2}%, rank-5 {:.2}%{off}", run.display(), data.display(), m.samples, m.loss, 100.0 * m.rank1, 100.0 * m.rank5);
+                println!(
+                    "{} epoch {epoch} on {}: {} samples, loss {:.4}, rank-1 {:.2}%, rank-5 {:.2}%{off}",
+                    run.display(),
+                    data.display(),
+                    m.samples,
+                    m.loss,
+                    100.0 * m.rank1,
+                    100.0 * m.rank5
+                );
             }
         }
         Command::Features(args) => trainer::cli::features(&args)?,

@@ -237,16 +237,12 @@ impl Net {
                     x.clamp_min(0.0) + x.clamp_max(0.0) * *slope
                 }
                 Op::Lrn { size, alpha, beta, k } => lrn(input(0), *size, *alpha, *beta, *k),
-                Op::MaxPool { kernel, stride, padding, ceil_mode } => {
-                    input(0).max_pool2d(dims(kernel), dims(stride), dims(padding), [1, 1], *ceil_mode)
-                }
-                Op::AvgPool { kernel, stride, padding, ceil_mode } => {
-                    input(0).avg_pool2d(dims(kernel), dims(stride), dims(padding), *ceil_mode, false, None)
-                }
+                Op::MaxPool { kernel, stride, padding, ceil_mode } => input(0).max_pool2d(dims(kernel), dims(stride), dims(padding), [1, 1], *ceil_mode),
+                Op::AvgPool { kernel, stride, padding, ceil_mode } => input(0).avg_pool2d(dims(kernel), dims(stride), dims(padding), *ceil_mode, false, None),
                 Op::GlobalAvgPool => input(0).adaptive_avg_pool2d([1, 1]),
-                Op::Linear { bias, .. } => self.high(
-                    self.low(input(0)).linear(&self.low(self.p(&name("weight"))), if *bias { Some(self.low(self.p(&name("bias")))) } else { None }),
-                ),
+                Op::Linear { bias, .. } => {
+                    self.high(self.low(input(0)).linear(&self.low(self.p(&name("weight"))), if *bias { Some(self.low(self.p(&name("bias")))) } else { None }))
+                }
                 Op::Dropout { p } => input(0).dropout(*p, train),
                 Op::Flatten => input(0).flatten(1, -1),
                 Op::Concat => {

@@ -154,8 +154,7 @@ impl Optimizer {
                     }
                     let _ = p.addcmul_(&d, &scalar(-lr));
                 }
-                OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, decay }
-                | OptimizerConfig::Adamw { beta1, beta2, eps, weight_decay, decay } => {
+                OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, decay } | OptimizerConfig::Adamw { beta1, beta2, eps, weight_decay, decay } => {
                     let decoupled = matches!(self.config, OptimizerConfig::Adamw { .. });
                     let wd = if decay.applies(spec.kind) { weight_decay } else { 0.0 };
                     let g = if !decoupled && wd != 0.0 { &g + &p * wd } else { g };

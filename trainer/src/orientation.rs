@@ -99,7 +99,13 @@ impl fmt::Display for CorrectReport {
 fn class_angles(m: &Model) -> Result<Vec<u32>> {
     m.labels
         .iter()
-        .map(|l| l.trim().parse::<u32>().ok().filter(|a| a % 90 == 0 && *a < 360).with_context(|| format!("class '{l}' of the model is not an angle of 0, 90, 180 or 270")))
+        .map(|l| {
+            l.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|a| a % 90 == 0 && *a < 360)
+                .with_context(|| format!("class '{l}' of the model is not an angle of 0, 90, 180 or 270"))
+        })
         .collect()
 }
 
@@ -160,7 +166,8 @@ pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
             skipped.push((key, "not an image file extension".to_string()));
         }
     }
-    let sources: BTreeMap<String, PathBuf> = items.iter().filter_map(|i| if let Source::File(p) = &i.source { Some((i.key.clone(), p.clone())) } else { None }).collect();
+    let sources: BTreeMap<String, PathBuf> =
+        items.iter().filter_map(|i| if let Source::File(p) = &i.source { Some((i.key.clone(), p.clone())) } else { None }).collect();
 
     // the same packing as `trainer prepare`, into a scratch record file
     let scratch = o.out.join(".orientation-input");
@@ -176,7 +183,8 @@ pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
     })?;
     std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
     skipped.extend(done.skipped);
-    let set = FeatureSet { n: keys.len(), dim: model.dim(), labels: vec![-1; keys.len()], data, keys, label_names: model.labels.clone(), info: Some(done.info) };
+    let set =
+        FeatureSet { n: keys.len(), dim: model.dim(), labels: vec![-1; keys.len()], data, keys, label_names: model.labels.clone(), info: Some(done.info) };
 
     let mut images = vec![];
     for (key, p) in set.keys.iter().zip(model.predict_proba(&set)?) {

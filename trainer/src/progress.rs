@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Makes the first Ctrl-C (SIGINT) set a flag that training checks after each step; a second one

@@ -575,7 +575,13 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             if c.train.log_every > 0 && (b + 1) % c.train.log_every as i64 == 0 {
                 let sps = window.1 as f64 / window.0.elapsed().as_secs_f64();
                 window = (Instant::now(), 0);
-                let msg = format!("loss {:.4} rank-1 {:.4} rank-5 {:.4} {:.0} samples/s", loss_sum / seen as f64, r1 as f64 / seen as f64, r5 as f64 / seen as f64, sps);
+                let msg = format!(
+                    "loss {:.4} rank-1 {:.4} rank-5 {:.4} {:.0} samples/s",
+                    loss_sum / seen as f64,
+                    r1 as f64 / seen as f64,
+                    r5 as f64 / seen as f64,
+                    sps
+                );
                 bar.set_message(msg.clone());
                 log.json(&serde_json::json!({"epoch": epoch, "batch": b + 1, "loss": loss_sum / seen as f64, "rank1": r1 as f64 / seen as f64, "rank5": r5 as f64 / seen as f64, "samples_per_sec": sps, "lr": lr}))?;
                 if bar.is_hidden() {
@@ -607,7 +613,16 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             c.train.epochs, m.train_loss, m.train_rank1, m.seconds, m.samples_per_sec
         ))?;
         if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
-            let info = CheckpointInfo { epoch, lr, seed: c.train.seed, producer: format!("trainer {}", models::VERSION), config: c.clone(), metrics: Some(m.clone()), step: 0, partial: None };
+            let info = CheckpointInfo {
+                epoch,
+                lr,
+                seed: c.train.seed,
+                producer: format!("trainer {}", models::VERSION),
+                config: c.clone(),
+                metrics: Some(m.clone()),
+                step: 0,
+                partial: None,
+            };
             save_checkpoint(&run, reps.main(), &opt, &info)?;
         }
         for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {
@@ -624,7 +639,16 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
 pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: Option<PathBuf>) -> Result<PathBuf> {
     let config = Config {
         model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None, init_from: None, init_skip: vec![] },
-        data: DataConfig { train: data_train.unwrap_or_default(), val: None, limit_train: 0, limit_val: 0, mean: d_mean(), std: d_std(), mean_file: None, ordinal: false },
+        data: DataConfig {
+            train: data_train.unwrap_or_default(),
+            val: None,
+            limit_train: 0,
+            limit_val: 0,
+            mean: d_mean(),
+            std: d_std(),
+            mean_file: None,
+            ordinal: false,
+        },
         train: TrainConfig { seed, run: run.to_path_buf(), ..TrainConfig::default() },
         optimizer: OptimizerConfig::default(),
         schedule: Schedule::default(),
@@ -633,7 +657,8 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
     let net = build_net(&config, num_classes)?;
     std::fs::create_dir_all(run)?;
     std::fs::write(run.join("config.toml"), toml::to_string_pretty(&config)?)?;
-    let info = CheckpointInfo { epoch: 0, lr: config.train.lr, seed, producer: format!("trainer {}", models::VERSION), config, metrics: None, step: 0, partial: None };
+    let info =
+        CheckpointInfo { epoch: 0, lr: config.train.lr, seed, producer: format!("trainer {}", models::VERSION), config, metrics: None, step: 0, partial: None };
     save_checkpoint(run, &net, &Optimizer::new(OptimizerConfig::default()), &info)?;
     Ok(checkpoint_paths(run, 0).0)
 }

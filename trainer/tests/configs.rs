@@ -23,8 +23,16 @@ fn every_book_experiment_has_a_config_that_parses() {
     let all = configs();
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     for expected in [
-        "imagenet-alexnet", "imagenet-vgg16", "imagenet-googlenet", "imagenet-resnet50", "imagenet-squeezenet",
-        "fer2013-emotion-vgg", "cars-vgg16-finetune", "adience-age", "adience-gender", "fashion-mnist-mini-vgg",
+        "imagenet-alexnet",
+        "imagenet-vgg16",
+        "imagenet-googlenet",
+        "imagenet-resnet50",
+        "imagenet-squeezenet",
+        "fer2013-emotion-vgg",
+        "cars-vgg16-finetune",
+        "adience-age",
+        "adience-gender",
+        "fashion-mnist-mini-vgg",
     ] {
         assert!(names.contains(&expected), "configs/{expected}.toml is missing");
     }

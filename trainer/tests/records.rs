@@ -17,7 +17,11 @@ fn make_folder(root: &Path, per_class: usize) {
             let tint = (i * 37 % 200) as u8 + 40;
             let img = RgbImage::from_fn(40, 36, |x, y| {
                 let t = if class == 0 { y } else { x } as usize;
-                if (t + phase) % 6 < 3 { Rgb([tint, 255 - tint, 128]) } else { Rgb([10, 20, 30]) }
+                if (t + phase) % 6 < 3 {
+                    Rgb([tint, 255 - tint, 128])
+                } else {
+                    Rgb([10, 20, 30])
+                }
             });
             img.save(dir.join(format!("{i}.png"))).unwrap();
         }

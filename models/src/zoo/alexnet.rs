@@ -29,8 +29,8 @@ pub(crate) fn build(o: &ModelOptions, v: Variant) -> Result<Graph, GraphError> {
     // (block, [(filters, kernel, stride, pad)]) — every block ends with MaxPool 3x3/2 and Dropout 0.25.
     type Block<'a> = (&'a str, &'a [(usize, usize, usize, usize)]);
     let blocks: [Block; 3] = [
-        ("block1", &[(96, 11, 4, 0)]),                              // [96, 55, 55] -> [96, 27, 27]
-        ("block2", &[(256, 5, 1, 2)]),                              // [256, 27, 27] -> [256, 13, 13]
+        ("block1", &[(96, 11, 4, 0)]),                                 // [96, 55, 55] -> [96, 27, 27]
+        ("block2", &[(256, 5, 1, 2)]),                                 // [256, 27, 27] -> [256, 13, 13]
         ("block3", &[(384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1)]), // [256, 13, 13] -> [256, 6, 6]
     ];
     for (scope, convs) in blocks {

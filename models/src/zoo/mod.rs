@@ -79,21 +79,67 @@ pub static REGISTRY: &[ModelInfo] = &[
     entry!("alexnet-relu-bn", "alexnet", [3, 227, 227], 1000, "AlexNet, book Exp. 2: conv -> ReLU -> BN", |o| alexnet::build(o, alexnet::Variant::ReluBn)),
     entry!("vgg11", "vgg", [3, 224, 224], 1000, "VGG configuration A with the book's PReLU -> BN units", |o| vgg::build(o, "vgg11", vgg::VGG11)),
     entry!("vgg13", "vgg", [3, 224, 224], 1000, "VGG configuration B with the book's PReLU -> BN units", |o| vgg::build(o, "vgg13", vgg::VGG13)),
-    entry!("vgg16", "vgg", [3, 224, 224], 1000, "The book's VGG16 (configuration D): PReLU -> BN, dropout 0.25 per block", |o| vgg::build(o, "vgg16", vgg::VGG16)),
+    entry!("vgg16", "vgg", [3, 224, 224], 1000, "The book's VGG16 (configuration D): PReLU -> BN, dropout 0.25 per block", |o| vgg::build(
+        o,
+        "vgg16",
+        vgg::VGG16
+    )),
     entry!("vgg19", "vgg", [3, 224, 224], 1000, "VGG configuration E with the book's PReLU -> BN units", |o| vgg::build(o, "vgg19", vgg::VGG19)),
     entry!("googlenet", "googlenet", [3, 224, 224], 1000, "The book's Inception v1: conv -> BN -> ReLU modules, no auxiliary heads", googlenet::build),
-    entry!("resnet18", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-18 (basic blocks, stages 2,2,2,2)", |o| resnet::build(o, "resnet18", resnet::RESNET18)),
-    entry!("resnet34", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-34 (basic blocks, stages 3,4,6,3)", |o| resnet::build(o, "resnet34", resnet::RESNET34)),
-    entry!("resnet50", "resnet", [3, 224, 224], 1000, "The book's ResNet-50: pre-activation bottlenecks, stages 3,4,6,3", |o| resnet::build(o, "resnet50", resnet::RESNET50)),
-    entry!("resnet101", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-101 (bottlenecks, stages 3,4,23,3)", |o| resnet::build(o, "resnet101", resnet::RESNET101)),
-    entry!("resnet152", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-152 (bottlenecks, stages 3,8,36,3)", |o| resnet::build(o, "resnet152", resnet::RESNET152)),
-    entry!("squeezenet", "squeezenet", [3, 227, 227], 1000, "The book's SqueezeNet, Exp. 4: fire modules with ELU", |o| squeezenet::build(o, "squeezenet", ELU_BOOK)),
-    entry!("squeezenet-relu", "squeezenet", [3, 227, 227], 1000, "The book's SqueezeNet, Exp. 1/2: fire modules with ReLU", |o| squeezenet::build(o, "squeezenet-relu", Op::Relu)),
+    entry!("resnet18", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-18 (basic blocks, stages 2,2,2,2)", |o| resnet::build(
+        o,
+        "resnet18",
+        resnet::RESNET18
+    )),
+    entry!("resnet34", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-34 (basic blocks, stages 3,4,6,3)", |o| resnet::build(
+        o,
+        "resnet34",
+        resnet::RESNET34
+    )),
+    entry!("resnet50", "resnet", [3, 224, 224], 1000, "The book's ResNet-50: pre-activation bottlenecks, stages 3,4,6,3", |o| resnet::build(
+        o,
+        "resnet50",
+        resnet::RESNET50
+    )),
+    entry!("resnet101", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-101 (bottlenecks, stages 3,4,23,3)", |o| resnet::build(
+        o,
+        "resnet101",
+        resnet::RESNET101
+    )),
+    entry!("resnet152", "resnet", [3, 224, 224], 1000, "Pre-activation ResNet-152 (bottlenecks, stages 3,8,36,3)", |o| resnet::build(
+        o,
+        "resnet152",
+        resnet::RESNET152
+    )),
+    entry!("squeezenet", "squeezenet", [3, 227, 227], 1000, "The book's SqueezeNet, Exp. 4: fire modules with ELU", |o| squeezenet::build(
+        o,
+        "squeezenet",
+        ELU_BOOK
+    )),
+    entry!("squeezenet-relu", "squeezenet", [3, 227, 227], 1000, "The book's SqueezeNet, Exp. 1/2: fire modules with ReLU", |o| squeezenet::build(
+        o,
+        "squeezenet-relu",
+        Op::Relu
+    )),
     entry!("emotion-vgg", "emotion", [1, 48, 48], 6, "The book's EmotionVGGNet for FER2013 (48x48 grey faces)", emotion::build),
     entry!("age-gender", "age-gender", [3, 227, 227], 8, "The book's MxAgeGenderNet (Levi & Hassner): 8 age bins or 2 genders", age_gender::build),
     entry!("mini-vgg", "mini-vgg", [1, 28, 28], 10, "A small VGG-style net for 28x28 grey images (Fashion-MNIST)", mini_vgg::build),
-    entry!("tv-vgg16", "vgg", [3, 224, 224], 1000, "torchvision's vgg16 (no BN, ReLU, dropout 0.5): loads its state_dict (trainer import-weights)", torchvision::vgg16),
-    entry!("tv-resnet50", "resnet", [3, 224, 224], 1000, "torchvision's resnet50 (v1.5, post-activation): loads its state_dict (trainer import-weights)", torchvision::resnet50),
+    entry!(
+        "tv-vgg16",
+        "vgg",
+        [3, 224, 224],
+        1000,
+        "torchvision's vgg16 (no BN, ReLU, dropout 0.5): loads its state_dict (trainer import-weights)",
+        torchvision::vgg16
+    ),
+    entry!(
+        "tv-resnet50",
+        "resnet",
+        [3, 224, 224],
+        1000,
+        "torchvision's resnet50 (v1.5, post-activation): loads its state_dict (trainer import-weights)",
+        torchvision::resnet50
+    ),
 ];
 
 const ELU_BOOK: Op = crate::builder::ELU_MXNET;

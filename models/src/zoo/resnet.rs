@@ -43,13 +43,22 @@ fn residual(b: &mut GraphBuilder, x: NodeId, k: usize, stride: usize, project: b
     let act1 = b.then("act1", Op::Relu, bn1);
     let body = if bottleneck {
         let c1 = b.then("conv1", conv(k / 4, 1).no_bias().build(), act1);
-        let a2 = { let t = b.then("bn2", BN, c1); b.then("act2", Op::Relu, t) };
+        let a2 = {
+            let t = b.then("bn2", BN, c1);
+            b.then("act2", Op::Relu, t)
+        };
         let c2 = b.then("conv2", conv(k / 4, 3).stride(stride).pad(1).no_bias().build(), a2);
-        let a3 = { let t = b.then("bn3", BN, c2); b.then("act3", Op::Relu, t) };
+        let a3 = {
+            let t = b.then("bn3", BN, c2);
+            b.then("act3", Op::Relu, t)
+        };
         b.then("conv3", conv(k, 1).no_bias().build(), a3)
     } else {
         let c1 = b.then("conv1", conv(k, 3).stride(stride).pad(1).no_bias().build(), act1);
-        let a2 = { let t = b.then("bn2", BN, c1); b.then("act2", Op::Relu, t) };
+        let a2 = {
+            let t = b.then("bn2", BN, c1);
+            b.then("act2", Op::Relu, t)
+        };
         b.then("conv2", conv(k, 3).pad(1).no_bias().build(), a2)
     };
     let shortcut = if project { b.then("shortcut", conv(k, 1).stride(stride).no_bias().build(), act1) } else { x };

@@ -55,11 +55,7 @@ pub struct Torchvision {
 
 /// The torchvision-compatible registry models.
 pub static TORCHVISION: &[Torchvision] = &[
-    Torchvision {
-        model: "tv-vgg16",
-        constructor: "vgg16",
-        renames: &[("fc1.", "classifier.0."), ("fc2.", "classifier.3."), ("classifier.", "classifier.6.")],
-    },
+    Torchvision { model: "tv-vgg16", constructor: "vgg16", renames: &[("fc1.", "classifier.0."), ("fc2.", "classifier.3."), ("classifier.", "classifier.6.")] },
     Torchvision { model: "tv-resnet50", constructor: "resnet50", renames: &[("classifier.", "fc.")] },
 ];
 

@@ -156,9 +156,7 @@ impl Columns {
     fn from_header(header: &str, file: &Path) -> Result<Self> {
         let names: Vec<&str> = header.split('\t').map(str::trim).collect();
         let find = |col: &str| -> Result<usize> {
-            names.iter().position(|n| *n == col).with_context(|| {
-                format!("{}: the header has no '{col}' column (found: {})", file.display(), names.join(", "))
-            })
+            names.iter().position(|n| *n == col).with_context(|| format!("{}: the header has no '{col}' column (found: {})", file.display(), names.join(", ")))
         };
         Ok(Self { user_id: find("user_id")?, original_image: find("original_image")?, face_id: find("face_id")?, age: find("age")?, gender: find("gender")? })
     }

@@ -85,10 +85,8 @@ pub fn build(o: &CarsOptions) -> Result<Prepared> {
     let names: BTreeSet<&str> = rows.iter().map(|r| r.label.as_str()).collect();
     let labels: Vec<String> = names.into_iter().map(String::from).collect();
     let index: BTreeMap<&str, i32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as i32)).collect();
-    let items: Vec<Item> = rows
-        .iter()
-        .map(|r| Item { source: Source::File(r.path.clone()), key: r.key.clone(), label: index[r.label.as_str()], boxes: vec![] })
-        .collect();
+    let items: Vec<Item> =
+        rows.iter().map(|r| Item { source: Source::File(r.path.clone()), key: r.key.clone(), label: index[r.label.as_str()], boxes: vec![] }).collect();
     let splits = stratified_split(items, VAL_FRACTION, TEST_FRACTION, o.seed);
     Ok(Prepared { kind: "cars".into(), labels, splits, read, dropped, grayscale: false })
 }

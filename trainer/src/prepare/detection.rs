@@ -156,12 +156,8 @@ pub fn build_lisa(o: &LisaOptions) -> Result<Prepared> {
         }
     }
     let file = o.root.join(LISA_CSV);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(b';')
-        .has_headers(true)
-        .flexible(true)
-        .from_path(&file)
-        .with_context(|| format!("reading {}", file.display()))?;
+    let mut reader =
+        csv::ReaderBuilder::new().delimiter(b';').has_headers(true).flexible(true).from_path(&file).with_context(|| format!("reading {}", file.display()))?;
 
     let mut read = 0;
     let mut dropped = vec![];
@@ -186,11 +182,8 @@ pub fn build_lisa(o: &LisaOptions) -> Result<Prepared> {
         }
     }
 
-    let labels: Vec<String> = if o.classes.is_empty() {
-        rows.iter().map(|r| r.class.clone()).collect::<BTreeSet<_>>().into_iter().collect()
-    } else {
-        o.classes.clone()
-    };
+    let labels: Vec<String> =
+        if o.classes.is_empty() { rows.iter().map(|r| r.class.clone()).collect::<BTreeSet<_>>().into_iter().collect() } else { o.classes.clone() };
     for r in rows {
         let img = images.get(&r.image, o.root.join(&r.image));
         match labels.iter().position(|l| *l == r.class) {
@@ -211,14 +204,7 @@ pub fn build_lisa(o: &LisaOptions) -> Result<Prepared> {
     items.shuffle(&mut StdRng::seed_from_u64(o.seed));
     let n_test = ((items.len() as f64 * o.test_fraction).round() as usize).min(items.len());
     let train = items.split_off(n_test);
-    Ok(Prepared {
-        kind: "lisa".into(),
-        labels,
-        splits: splits_of(vec![("train", train), ("test", items)]),
-        read,
-        dropped,
-        grayscale: false,
-    })
+    Ok(Prepared { kind: "lisa".into(), labels, splits: splits_of(vec![("train", train), ("test", items)]), read, dropped, grayscale: false })
 }
 
 // ------------------------------------------------------------------------------------------------- dlib XML
@@ -337,14 +323,12 @@ fn dlib_split(
         img.had_boxes = true;
         for b in boxes {
             let class = match box_label(b) {
-                Some(l) => labels.iter().position(|x| *x == l).map(|c| c as u32).ok_or_else(|| format!("label '{l}' is not one of the training labels {labels:?}")),
+                Some(l) => {
+                    labels.iter().position(|x| *x == l).map(|c| c as u32).ok_or_else(|| format!("label '{l}' is not one of the training labels {labels:?}"))
+                }
                 None => unlabeled.ok_or_else(|| "box has no <label>".to_string()),
             };
-            let kept = if is_ignored(b) {
-                Err("ignore flag".to_string())
-            } else {
-                size.clone().and_then(|s| class.and_then(|c| dlib_box(b, c, s)))
-            };
+            let kept = if is_ignored(b) { Err("ignore flag".to_string()) } else { size.clone().and_then(|s| class.and_then(|c| dlib_box(b, c, s))) };
             match kept {
                 Ok(bb) => img.boxes.push(bb),
                 Err(why) => drop_box(dropped, Some(&mut *img), at(b), why),
@@ -373,8 +357,7 @@ pub fn build_dlib_xml(o: &DlibXmlOptions) -> Result<Prepared> {
     };
 
     let train_boxes = || image_nodes(&train_doc).flat_map(|i| element(i, "box"));
-    let mut labels: Vec<String> =
-        train_boxes().filter(|b| !is_ignored(*b)).filter_map(box_label).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut labels: Vec<String> = train_boxes().filter(|b| !is_ignored(*b)).filter_map(box_label).collect::<BTreeSet<_>>().into_iter().collect();
     let unlabeled = if train_boxes().all(|b| box_label(b).is_none()) {
         labels = vec!["object".into()];
         Some(0)
@@ -389,14 +372,7 @@ pub fn build_dlib_xml(o: &DlibXmlOptions) -> Result<Prepared> {
         (Some(p), Some(d)) => dlib_split(p, d, &labels, unlabeled, &mut read, &mut dropped),
         (Some(_), None) | (None, Some(_)) | (None, None) => vec![],
     };
-    Ok(Prepared {
-        kind: "dlib_xml".into(),
-        labels,
-        splits: splits_of(vec![("train", train), ("test", test)]),
-        read,
-        dropped,
-        grayscale: false,
-    })
+    Ok(Prepared { kind: "dlib_xml".into(), labels, splits: splits_of(vec![("train", train), ("test", test)]), read, dropped, grayscale: false })
 }
 
 // ------------------------------------------------------------------------------------------- image headers
@@ -702,7 +678,8 @@ mod tests {
     fn dlib_unlabelled_dataset_is_one_class_and_train_only() {
         let d = tmp("dlib_single");
         std::fs::write(d.join("f.png"), png(20, 20)).unwrap();
-        std::fs::write(d.join("faces.xml"), "<dataset><images><image file='f.png'><box top='1' left='2' width='3' height='4'/></image></images></dataset>").unwrap();
+        std::fs::write(d.join("faces.xml"), "<dataset><images><image file='f.png'><box top='1' left='2' width='3' height='4'/></image></images></dataset>")
+            .unwrap();
         let p = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("faces.xml"), test_xml: None }).unwrap();
         assert_eq!(p.labels, ["object"]);
         assert_eq!(p.splits.len(), 1);

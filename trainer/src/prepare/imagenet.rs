@@ -141,13 +141,7 @@ pub fn build(o: &ImagenetOptions) -> Result<Prepared> {
             } else {
                 format!("its line {} has no row in {}", truth[rows.len()].0, val_path.display())
             };
-            bail!(
-                "{}: {} class numbers, but {} has {} rows ({where_})",
-                gt_path.display(),
-                truth.len(),
-                val_path.display(),
-                rows.len()
-            );
+            bail!("{}: {} class numbers, but {} has {} rows ({where_})", gt_path.display(), truth.len(), val_path.display(), rows.len());
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (&(n, line), &(gt_n, gt_line)) in rows.iter().zip(&truth) {
@@ -232,14 +226,7 @@ pub fn build(o: &ImagenetOptions) -> Result<Prepared> {
         .filter(|(_, items)| !items.is_empty())
         .map(|(name, items)| Split { name: name.into(), items })
         .collect();
-    Ok(Prepared {
-        kind: "imagenet".into(),
-        labels: classes.into_iter().map(|c| c.name).collect(),
-        splits,
-        read,
-        dropped,
-        grayscale: false,
-    })
+    Ok(Prepared { kind: "imagenet".into(), labels: classes.into_iter().map(|c| c.name).collect(), splits, read, dropped, grayscale: false })
 }
 
 fn item(root: &Path, key: String, class: usize) -> Item {
@@ -301,19 +288,13 @@ fn read_map(path: &Path) -> Result<Vec<Class>> {
     if rows == 0 {
         bail!("{}: no classes", path.display());
     }
-    slots
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| c.ok_or_else(|| anyhow!("{}: class number {} is missing", path.display(), i + 1)))
-        .collect()
+    slots.into_iter().enumerate().map(|(i, c)| c.ok_or_else(|| anyhow!("{}: class number {} is missing", path.display(), i + 1))).collect()
 }
 
 /// The blacklist: 1-based val image numbers.
 fn read_blacklist(path: &Path) -> Result<HashSet<usize>> {
     let text = read_text(path)?;
-    numbered_rows(&text)
-        .map(|(n, l)| l.parse::<usize>().map_err(|_| anyhow!("{}:{n}: '{l}' is not a validation image number", path.display())))
-        .collect()
+    numbered_rows(&text).map(|(n, l)| l.parse::<usize>().map_err(|_| anyhow!("{}:{n}: '{l}' is not a validation image number", path.display()))).collect()
 }
 
 /// Which files exist, one `read_dir` per folder.
@@ -345,9 +326,7 @@ impl<'a> Listing<'a> {
 fn list_files(dir: &Path) -> Result<HashSet<OsString>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Ok(HashSet::new())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => return Ok(HashSet::new()),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
     };
     let mut names = HashSet::new();
@@ -496,10 +475,7 @@ mod tests {
                 ("Data/CLS-LOC/train/n02110185/n02110185_999.JPEG", "missing file"),
                 ("Data/CLS-LOC/train/n99999999/n99999999_1.JPEG", "unknown WordNet id n99999999"),
                 ("Data/CLS-LOC/val/ILSVRC2012_val_00000003.JPEG", "blacklisted in the devkit"),
-                (
-                    "Data/CLS-LOC/val/ILSVRC2012_val_00000005.JPEG",
-                    "ground truth line 5: class 4 is not in devkit/data/map_clsloc.txt (1–3)"
-                ),
+                ("Data/CLS-LOC/val/ILSVRC2012_val_00000005.JPEG", "ground truth line 5: class 4 is not in devkit/data/map_clsloc.txt (1–3)"),
                 ("ImageSets/CLS-LOC/train_cls.txt:18", "line 18: expected '<partial path> <number>', got 'garbage'"),
             ]
         );

@@ -128,7 +128,16 @@ pub fn write(p: Prepared, out: &Path, opts: &PackOptions, progress: bool) -> Res
         _ => serde_json::json!({}),
     };
     std::fs::write(out.join("mean.json"), serde_json::to_string_pretty(&mean_json)?)?;
-    let report = Report { kind: p.kind, out: out.to_path_buf(), classes: p.labels.len(), read: p.read, dropped: p.dropped, splits, train_means, short_side: opts.short_side };
+    let report = Report {
+        kind: p.kind,
+        out: out.to_path_buf(),
+        classes: p.labels.len(),
+        read: p.read,
+        dropped: p.dropped,
+        splits,
+        train_means,
+        short_side: opts.short_side,
+    };
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
 }
@@ -155,9 +164,5 @@ pub fn stratified_split(items: Vec<Item>, val: f64, test: f64, seed: u64) -> Vec
     }
     // keep the packed order independent of class order
     tr.shuffle(&mut rng);
-    [("train", tr), ("val", va), ("test", te)]
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(name, items)| Split { name: name.into(), items })
-        .collect()
+    [("train", tr), ("val", va), ("test", te)].into_iter().filter(|(_, v)| !v.is_empty()).map(|(name, items)| Split { name: name.into(), items }).collect()
 }

@@ -130,13 +130,9 @@ pub fn build_fer2013(o: &Fer2013Options) -> Result<Prepared> {
         let img = GrayImage::from_raw(48, 48, px).expect("2304 pixels");
         split.push(Item { source: Source::Image(DynamicImage::ImageLuma8(img)), key: at, label, boxes: vec![] });
     }
-    let labels: Vec<String> =
-        FER_LABELS.iter().filter(|l| !(o.merge_disgust && **l == "disgust")).map(|s| s.to_string()).collect();
-    let splits = [("train", train), ("val", val), ("test", test)]
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, items)| Split { name: n.into(), items })
-        .collect();
+    let labels: Vec<String> = FER_LABELS.iter().filter(|l| !(o.merge_disgust && **l == "disgust")).map(|s| s.to_string()).collect();
+    let splits =
+        [("train", train), ("val", val), ("test", test)].into_iter().filter(|(_, v)| !v.is_empty()).map(|(n, items)| Split { name: n.into(), items }).collect();
     Ok(Prepared { kind: "fer2013".into(), labels, splits, read, dropped, grayscale: true })
 }
 
@@ -258,7 +254,12 @@ mod tests {
         let px = |v: u8| vec![v.to_string(); 2304].join(" ");
         let csv = format!(
             "emotion,pixels,Usage\n0,{},Training\n1,{},Training\n3,{},PrivateTest\n6,{},PublicTest\n9,{},Training\n2,1 2 3,Training\n4,{},Elsewhere\n",
-            px(10), px(20), px(30), px(40), px(50), px(60)
+            px(10),
+            px(20),
+            px(30),
+            px(40),
+            px(50),
+            px(60)
         );
         let f = d.join("fer2013.csv");
         std::fs::write(&f, csv).unwrap();
@@ -293,7 +294,8 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             img.save(&p).unwrap();
         }
-        let p = build_orientation(&OrientationOptions { root: d.join("imgs"), limit: 0, all_angles: true, val_fraction: 0.0, test_fraction: 0.25, seed: 3 }).unwrap();
+        let p = build_orientation(&OrientationOptions { root: d.join("imgs"), limit: 0, all_angles: true, val_fraction: 0.0, test_fraction: 0.25, seed: 3 })
+            .unwrap();
         assert_eq!(p.labels, ["0", "90", "180", "270"]);
         let out = d.join("out");
         let r = write(p, &out, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: false }, false).unwrap();
@@ -306,14 +308,16 @@ mod tests {
             let bright = |x: u32, y: u32| img.get_pixel(x, y).0[0] == 255;
             let expected = match rec.label {
                 0 => (w, h) == (30, 20) && bright(0, 0),
-                1 => (w, h) == (20, 30) && bright(19, 0),   // 90 clockwise: top-left goes to top-right
+                1 => (w, h) == (20, 30) && bright(19, 0), // 90 clockwise: top-left goes to top-right
                 2 => (w, h) == (30, 20) && bright(29, 19),
                 3 => (w, h) == (20, 30) && bright(0, 29),
                 other => panic!("label {other}"),
             };
             assert!(expected, "record {i} label {} is not rotated as labelled", rec.label);
         }
-        let sampled = build_orientation(&OrientationOptions { root: d.join("imgs"), limit: 5, all_angles: false, val_fraction: 0.0, test_fraction: 0.0, seed: 3 }).unwrap();
+        let sampled =
+            build_orientation(&OrientationOptions { root: d.join("imgs"), limit: 5, all_angles: false, val_fraction: 0.0, test_fraction: 0.0, seed: 3 })
+                .unwrap();
         assert_eq!(sampled.splits.iter().map(|s| s.items.len()).sum::<usize>(), 5);
         assert_eq!(sampled.dropped.len(), 3);
     }
