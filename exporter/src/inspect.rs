@@ -46,6 +46,13 @@ pub struct Summary {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl Summary {
+    /// What the file says about itself ([`ModelMeta`]); `Ok(None)` for a model made elsewhere.
+    pub fn meta(&self) -> Result<Option<models::meta::ModelMeta>, models::meta::MetaError> {
+        models::meta::ModelMeta::from_props(&self.metadata)
+    }
+}
+
 fn port(v: &ValueInfoProto) -> Port {
     let (elem_type, dims) = match &v.type_.value {
         Some(type_proto::Value::TensorType(t)) => {

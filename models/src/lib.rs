@@ -11,6 +11,7 @@ pub mod cli;
 pub mod describe;
 pub mod graph;
 pub mod loader;
+pub mod meta;
 pub mod progress;
 pub mod records;
 pub mod zoo;

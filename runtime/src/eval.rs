@@ -59,7 +59,7 @@ impl std::fmt::Display for EvalReport {
 
 /// Whether the model's labels are ordinal (its metadata says so).
 pub fn ordinal(model: &Model) -> bool {
-    model.metadata.get("dlcv.ordinal").is_some_and(|v| v == "true")
+    model.meta.as_ref().is_some_and(|m| m.ordinal)
 }
 
 /// Runs `model` over prepared batches in order and hands each batch to `each` with its probabilities

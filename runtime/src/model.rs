@@ -1,9 +1,10 @@
 //! A model handle: an ONNX Runtime session plus everything needed to feed it images and read its
-//! answer (preprocessing, labels), from the file's `dlcv.*` metadata or from flags.
+//! answer (preprocessing, labels), from the file's metadata ([`ModelMeta`]) or from flags.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use models::meta::ModelMeta;
 use ort::session::Session;
 
 use ort::value::{TensorElementType, TensorRef, ValueType};
@@ -26,6 +27,8 @@ pub struct Model {
     pub labels: Vec<String>,
     /// Every `metadata_props` entry of the file.
     pub metadata: HashMap<String, String>,
+    /// What the file says about itself, when it is one of our exports.
+    pub meta: Option<ModelMeta>,
     /// Whether the output needs a softmax to be probabilities (decided on the first batch when unknown).
     softmax: Option<bool>,
 }
@@ -48,8 +51,8 @@ impl Model {
             }
         }
         drop(md);
-        let meta = Preprocess::from_metadata(&metadata).map_err(&err)?;
-        let preprocess = Preprocess::resolve(meta, args).map_err(&err)?;
+        let meta = ModelMeta::from_props(&metadata).map_err(|e| err(e.to_string()))?;
+        let preprocess = Preprocess::resolve(meta.as_ref().map(Preprocess::from_meta), args).map_err(&err)?;
 
         let [input] = session.inputs() else {
             return Err(err(format!("has {} inputs; an image model has exactly one", session.inputs().len())));
@@ -79,13 +82,14 @@ impl Model {
             .ok_or_else(|| err("the model has no output".into()))?;
         let output_name = output.name().to_string();
         let classes = output.dtype().tensor_shape().and_then(|s| s.last().copied()).filter(|&k| k > 0);
-        let softmax = match (output_name.as_str(), metadata.contains_key("dlcv.labels")) {
-            ("probabilities", _) | (_, true) => Some(false),
+        // our exports write probabilities; anyone else's output is checked on the first batch
+        let softmax = match (output_name.as_str(), &meta) {
+            ("probabilities", _) | (_, Some(_)) => Some(false),
             _ => None,
         };
-        let labels = match (&args.labels, metadata.get("dlcv.labels")) {
+        let labels = match (&args.labels, meta.as_ref().map(|m| &m.labels).filter(|l| !l.is_empty())) {
             (Some(file), _) => read_labels(file).map_err(&err)?,
-            (None, Some(json)) => serde_json::from_str(json).map_err(|_| err(format!("metadata 'dlcv.labels' is not a JSON list of strings: {json}")))?,
+            (None, Some(labels)) => labels.clone(),
             (None, None) => (0..classes.unwrap_or(0)).map(|i| i.to_string()).collect(),
         };
         if let Some(k) = classes {
@@ -93,7 +97,7 @@ impl Model {
                 return Err(err(format!("output '{output_name}' has {k} classes but there are {} labels", labels.len())));
             }
         }
-        Ok(Self { path: path.to_path_buf(), provider: opts.provider, session, input_name, input_dims, output_name, preprocess, labels, metadata, softmax })
+        Ok(Self { path: path.to_path_buf(), provider: opts.provider, session, input_name, input_dims, output_name, preprocess, labels, metadata, meta, softmax })
     }
 
     /// Number of classes (known from the labels, or after the first batch).

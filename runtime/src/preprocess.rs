@@ -1,4 +1,4 @@
-//! How an image becomes a model's input: read from the exporter's metadata (`dlcv.*` keys) for our own
+//! How an image becomes a model's input: read from the exporter's metadata ([`ModelMeta`]) for our own
 //! models, or given by flags for models made elsewhere. The flags are a contract shared with edge-demo:
 //! `--size WxH --layout nchw|nhwc --gray --mean M[,M,M] --std S[,S,S] --labels FILE`.
 //!
@@ -13,46 +13,18 @@
 //! the image brought to `resize_short_side` (or, without one, to a short side of 8/7 of the crop's
 //! larger side, e.g. 256 for 224), and the model's probabilities over the ten are averaged.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use models::meta::{Crop, Layout};
 use models::loader::{Decoded, Transform};
+use models::meta::ModelMeta;
 use models::records::image::{self, imageops::FilterType, DynamicImage, GenericImageView};
 use models::records::{short_side_size, shrink_short_side, to_gray};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
-
-/// Memory order of one input sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Layout {
-    /// `[N, C, H, W]` (PyTorch, our exports).
-    Nchw,
-    /// `[N, H, W, C]` (Keras / TensorFlow exports).
-    Nhwc,
-}
-
-impl fmt::Display for Layout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Nchw => "nchw",
-            Self::Nhwc => "nhwc",
-        })
-    }
-}
-
-/// How the image is brought to the input size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Crop {
-    /// Shorter side to `resize_short_side` (when set), then the centre crop.
-    Center,
-    /// The whole image resized to exactly the input size.
-    Stretch,
-}
 
 /// Input size as `WxH` (or one number for a square).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,54 +114,21 @@ pub struct Preprocess {
     pub source: String,
 }
 
-/// A metadata value that does not parse.
-fn bad_meta(key: &str, value: &str) -> String {
-    format!("metadata '{key}' = '{value}' does not parse")
-}
-
-fn meta_list(key: &str, value: &str) -> Result<Vec<f32>, String> {
-    serde_json::from_str::<Vec<f32>>(value).map_err(|_| bad_meta(key, value))
-}
-
 impl Preprocess {
-    /// The values in the `dlcv.*` metadata of one of our exports, if it has them.
-    pub fn from_metadata(meta: &HashMap<String, String>) -> Result<Option<Self>, String> {
-        let Some(size) = meta.get("dlcv.input_size") else { return Ok(None) };
-        let get = |k: &str| meta.get(k).map(String::as_str);
-        let size: Size = size.parse().map_err(|_| bad_meta("dlcv.input_size", size))?;
-        let channels = match get("dlcv.input_channels") {
-            Some(c) => c.parse().map_err(|_| bad_meta("dlcv.input_channels", c))?,
-            None => 3,
-        };
-        let layout = match get("dlcv.layout") {
-            Some("nhwc") => Layout::Nhwc,
-            Some("nchw") | None => Layout::Nchw,
-            Some(v) => return Err(bad_meta("dlcv.layout", v)),
-        };
-        let list = |k: &str, default: f32| match get(k) {
-            Some(v) => meta_list(k, v),
-            None => Ok(vec![default]),
-        };
-        let resize_short_side = match get("dlcv.resize_short_side") {
-            Some(v) => v.parse().map_err(|_| bad_meta("dlcv.resize_short_side", v))?,
-            None => 0,
-        };
-        let crop = match get("dlcv.crop") {
-            Some("stretch") => Crop::Stretch,
-            Some("center") | None => Crop::Center,
-            Some(v) => return Err(bad_meta("dlcv.crop", v)),
-        };
-        Ok(Some(Self {
-            width: size.width,
-            height: size.height,
-            channels,
-            layout,
-            mean: list("dlcv.mean", 0.0)?,
-            std: list("dlcv.std", 1.0)?,
-            crop,
-            resize_short_side,
+    /// The preprocessing that one of our exports records.
+    pub fn from_meta(meta: &ModelMeta) -> Self {
+        let p = &meta.preprocessing;
+        Self {
+            width: p.input[2] as u32,
+            height: p.input[1] as u32,
+            channels: p.input[0] as u32,
+            layout: p.layout,
+            mean: p.mean.clone(),
+            std: p.std.clone(),
+            crop: p.crop,
+            resize_short_side: p.resize_short_side,
             source: "metadata".into(),
-        }))
+        }
     }
 
     /// Metadata (when there is some) with the flags laid over it.
@@ -424,18 +363,8 @@ mod tests {
     fn flags_need_a_size_without_metadata_and_override_it_with() {
         let e = Preprocess::resolve(None, &PreprocessArgs::default()).unwrap_err();
         assert!(e.contains("--size"), "{e}");
-        let meta: HashMap<String, String> = [
-            ("dlcv.input_size", "32x32"),
-            ("dlcv.input_channels", "3"),
-            ("dlcv.layout", "nchw"),
-            ("dlcv.mean", "[1, 2, 3]"),
-            ("dlcv.std", "[4, 5, 6]"),
-            ("dlcv.resize_short_side", "36"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let m = Preprocess::from_metadata(&meta).unwrap().unwrap();
+        let pre = models::meta::Preprocessing { input: [3, 32, 32], layout: Layout::Nchw, mean: vec![1.0, 2.0, 3.0], std: vec![4.0, 5.0, 6.0], resize_short_side: 36, crop: Crop::Center };
+        let m = Preprocess::from_meta(&ModelMeta::new("mini-vgg", models::meta::Task::Classification, vec![], pre));
         assert_eq!((m.width, m.channels, m.resize_short_side, m.crop), (32, 3, 36, Crop::Center));
         let p = Preprocess::resolve(Some(m.clone()), &PreprocessArgs::default()).unwrap();
         assert_eq!((p.mean.clone(), p.source.as_str()), (vec![1.0, 2.0, 3.0], "metadata"));

@@ -18,14 +18,12 @@ fn export_writes_a_verified_self_describing_file_or_refuses() {
 
     let o = run_bin("exporter", &["inspect", onnx.to_str().unwrap(), "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let meta = &s["metadata"];
-    assert_eq!(meta["dlcv.architecture"], "emotion-vgg");
-    assert_eq!(meta["dlcv.input_size"], "48x48");
-    assert_eq!(meta["dlcv.channel_order"], "gray");
-    assert_eq!(meta["dlcv.epoch"], "0");
-    let labels: Vec<String> = serde_json::from_str(meta["dlcv.labels"].as_str().unwrap()).unwrap();
-    assert_eq!(labels.len(), 6);
-    let parity: serde_json::Value = serde_json::from_str(meta["dlcv.parity"].as_str().unwrap()).unwrap();
+    // the metadata, read back by the one reader the runtime uses
+    let meta = exporter::inspect::inspect(&onnx).unwrap().meta().unwrap().expect("our export has metadata");
+    assert_eq!((meta.architecture.as_str(), meta.task, meta.epoch), ("emotion-vgg", models::meta::Task::Classification, 0));
+    assert_eq!(meta.preprocessing.input, [1, 48, 48]);
+    assert_eq!(meta.labels.len(), 6);
+    let parity: serde_json::Value = serde_json::from_str(meta.parity.as_deref().unwrap()).unwrap();
     assert!(parity["max_abs_diff"].as_f64().unwrap() <= 1e-4, "{parity}");
     assert_eq!((parity["precision"].as_str(), parity["fixed_inputs"]["top1_agree"].as_u64()), (Some("fp32"), Some(4)), "{parity}");
     // `trainer init` names no data: there are no real samples to compare on, and the metadata says so

@@ -238,10 +238,8 @@ fn trainer_accuracy(run: &Path, data: &Path) -> f64 {
 }
 
 fn parity_of(onnx: &Path) -> serde_json::Value {
-    let o = run_bin("exporter", &["inspect", onnx.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    serde_json::from_str(s["metadata"]["dlcv.parity"].as_str().unwrap()).unwrap()
+    let meta = exporter::inspect::inspect(onnx).unwrap().meta().unwrap().expect("our export has metadata");
+    serde_json::from_str(meta.parity.as_deref().expect("a verified export records its parity")).unwrap()
 }
 
 #[test]

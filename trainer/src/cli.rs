@@ -16,7 +16,7 @@ pub fn list_models(json: bool) -> Result<()> {
     println!("{:<16}  {:<14}  {:<12}  {:>7}  description", "name", "task", "input", "classes");
     for m in REGISTRY {
         let [c, h, w] = m.input;
-        println!("{:<16}  {:<14}  {:<12}  {:>7}  {}", m.name, m.task, format!("{c}x{h}x{w}"), m.default_classes, m.summary);
+        println!("{:<16}  {:<14}  {:<12}  {:>7}  {}", m.name, m.task.as_str(), format!("{c}x{h}x{w}"), m.default_classes, m.summary);
     }
     Ok(())
 }

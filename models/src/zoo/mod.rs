@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::builder::GraphBuilder;
 use crate::graph::{Graph, GraphError, NodeId, Op};
+use crate::meta::Task;
 
 /// What a user may change about a registry model without changing the architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,7 +32,7 @@ pub struct ModelOptions {
 pub struct ModelInfo {
     pub name: &'static str,
     pub family: &'static str,
-    pub task: &'static str,
+    pub task: Task,
     /// `[channels, height, width]` as the book trains it.
     pub input: [usize; 3],
     pub default_classes: usize,
@@ -64,7 +65,7 @@ pub enum ZooError {
     Graph { model: &'static str, source: GraphError },
 }
 
-const CLS: &str = "classification";
+const CLS: Task = Task::Classification;
 
 macro_rules! entry {
     ($name:literal, $family:literal, $input:expr, $classes:expr, $summary:literal, $build:expr) => {
