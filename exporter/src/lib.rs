@@ -1,11 +1,16 @@
 //! `exporter`: lowers our model graphs and trained weights to ONNX, and reads ONNX files back.
-//! Pure Rust: ONNX messages come from the `onnx-protobuf` crate (generated for `protobuf` 3).
+//!
+//! The lowering library is pure Rust (ONNX messages come from the `onnx-protobuf` crate, generated for
+//! `protobuf` 3): `cargo tree -p exporter --no-default-features` shows neither libtorch nor ONNX
+//! Runtime. The default `verify` feature adds [`pipeline`], the export that proves the written file
+//! against libtorch (trainer) in ONNX Runtime (runtime); the `exporter` binary requires it.
 
 pub mod fold;
 pub mod fp16;
 pub mod inspect;
 pub mod lower;
-pub mod meta;
 pub mod parity;
+#[cfg(feature = "verify")]
+pub mod pipeline;
 
 pub use onnx_protobuf as onnx;

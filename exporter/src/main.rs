@@ -6,7 +6,6 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use models::cli::Verbosity;
 
-mod cmd_export;
 
 /// Export trained models to self-describing ONNX files, and inspect ONNX files.
 #[derive(Parser, Debug)]
@@ -70,7 +69,8 @@ fn run(cli: Cli) -> Result<()> {
     cli.verbosity.init_logging();
     match cli.command {
         Command::Export { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples } => {
-            cmd_export::run(&cmd_export::ExportArgs { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples })?
+            let report = exporter::pipeline::export(&exporter::pipeline::ExportOptions { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples })?;
+            println!("{report}");
         }
         Command::Inspect { file, json } => {
             let summary = exporter::inspect::inspect(&file)?;

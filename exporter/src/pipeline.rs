@@ -1,24 +1,55 @@
-//! `exporter export`: a run's checkpoint → a self-describing ONNX file, verified numerically.
+//! The export pipeline: a run's checkpoint → a self-describing ONNX file, verified numerically
+//! (the `verify` feature, on by default; the binary requires it).
 //!
-//! The library lowers the graph (pure Rust), folds BatchNorm (`--fold-bn`) and writes float16
-//! (`--fp16`); this command adds what needs the two back ends: the checkpoint as trained runs in libtorch
+//! The rest of the library lowers the graph (pure Rust), folds BatchNorm (`--fold-bn`) and writes
+//! float16 (`--fp16`) with neither libtorch nor ONNX Runtime; this module adds what needs the two back
+//! ends: the checkpoint as trained runs in libtorch
 //! (through the trainer) and the written file in ONNX Runtime (through the runtime) on fixed inputs and
 //! on real samples of the run's data, and the file is refused when they differ by more than the
 //! tolerance (see `exporter::parity` for the rule).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use exporter::fold::fold_batchnorm;
-use exporter::lower::{self, LowerOptions};
-use exporter::meta::{ModelMeta, Preprocessing, PREFIX};
-use exporter::parity::{fixed_inputs, Comparison, FoldCounts, Report, Variant};
+use models::meta::{parity_key, Crop, Layout, ModelMeta, Preprocessing};
 use models::loader::{Loader, LoaderOptions, Transform};
 use models::records::RecordFile;
 use trainer::dataset::{labels_beside, short_side_beside, BatchSpec};
 use trainer::train::Config;
 
-pub struct ExportArgs {
+use crate::fold::fold_batchnorm;
+use crate::lower::{self, LowerOptions};
+use crate::parity::{fixed_inputs, Comparison, FoldCounts, Report, Variant};
+
+/// Why an export failed; each names the run, checkpoint or file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Lower(#[from] lower::ExportError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error(transparent)]
+    Model(#[from] models::zoo::ZooError),
+    /// The run directory, its checkpoint or its data (the trainer's message, with its context).
+    #[error("{0}")]
+    Run(String),
+    #[error("parity check failed: ONNX Runtime and libtorch differ {why}; {} not written", out.display())]
+    Parity { why: String, out: PathBuf },
+}
+
+type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// A trainer (anyhow) error with its whole context chain, as a typed error.
+fn run_err(e: impl Into<anyhow::Error>) -> PipelineError {
+    PipelineError::Run(format!("{:#}", e.into()))
+}
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(PipelineError::Run(format!($($t)*))) };
+}
+
+/// What to export and how (the `exporter export` flags).
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
     pub run: PathBuf,
     pub epoch: Option<usize>,
     pub out: PathBuf,
@@ -67,19 +98,19 @@ fn sample_source(c: &Config) -> Result<&Path, String> {
 fn read_samples(source: &Path, spec: &BatchSpec, n: usize) -> Result<Samples> {
     let [c, h, w] = spec.input;
     if is_records(source) {
-        let file = RecordFile::open(source)?;
+        let file = RecordFile::open(source).map_err(run_err)?;
         let transform = Transform::eval([h as u32, w as u32], c as u32, spec.mean.clone(), spec.std.clone());
         let opts = LoaderOptions { batch_size: n, shuffle: false, workers: 1, prefetch: 1, ..LoaderOptions::default() };
-        let batch = Loader::new(file, transform, opts).epoch(0).next().with_context(|| format!("{}: no records", source.display()))?;
-        let batch = batch.with_context(|| format!("reading {}", source.display()))?;
+        let Some(batch) = Loader::new(file, transform, opts).epoch(0).next() else { bail!("{}: no records", source.display()) };
+        let batch = batch.map_err(|e| PipelineError::Run(format!("reading {}: {e}", source.display())))?;
         for (key, why) in &batch.skipped {
             tracing::warn!("{}: skipped {key}: {why}", source.display());
         }
         return Ok(Samples { source: source.into(), data: batch.data, labels: batch.labels });
     }
-    let (images, labels) = trainer::data::idx_files(source)?;
-    let (dims, pixels) = trainer::data::read_idx(&images)?;
-    let (_, label_bytes) = trainer::data::read_idx(&labels)?;
+    let (images, labels) = trainer::data::idx_files(source).map_err(run_err)?;
+    let (dims, pixels) = trainer::data::read_idx(&images).map_err(run_err)?;
+    let (_, label_bytes) = trainer::data::read_idx(&labels).map_err(run_err)?;
     if dims.len() != 3 || [1, dims[1], dims[2]] != spec.input {
         bail!("{}: images of shape {:?}, the network takes {c}x{h}x{w}", images.display(), &dims[1..]);
     }
@@ -92,49 +123,89 @@ fn read_samples(source: &Path, spec: &BatchSpec, n: usize) -> Result<Samples> {
 /// The file's probabilities on a `[n, C, H, W]` batch, checked to be `[n, classes]`.
 fn file_probabilities(path: &Path, x: Vec<f32>, shape: [usize; 4], classes: usize) -> Result<Vec<f32>> {
     let outs = runtime::engine::infer(path, &runtime::SessionOptions::default(), x, &shape)?;
-    let (_, dims, p) = outs.into_iter().find(|(n, _, _)| n == "probabilities").context("the written file has no probabilities output")?;
+    let Some((_, dims, p)) = outs.into_iter().find(|(n, _, _)| n == "probabilities") else { bail!("{}: the written file has no probabilities output", path.display()) };
     if dims != [shape[0], classes] {
-        bail!("the written file's probabilities have shape {dims:?}, expected [{}, {classes}]", shape[0]);
+        bail!("{}: the written file's probabilities have shape {dims:?}, expected [{}, {classes}]", path.display(), shape[0]);
     }
     Ok(p)
 }
 
-pub fn run(a: &ExportArgs) -> Result<()> {
+/// What an export wrote and how it compared with libtorch.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    /// The checkpoint that was exported, and the file written.
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    pub epoch: usize,
+    pub classes: usize,
+    /// `[C, H, W]`.
+    pub input: [usize; 3],
+    pub opset: i64,
+    pub variant: Variant,
+    /// BatchNorm folded and kept (`--fold-bn`).
+    pub fold: Option<FoldCounts>,
+    /// The metadata written into the file (with the parity report).
+    pub meta: ModelMeta,
+    /// The parity check it passed.
+    pub parity: Report,
+}
+
+impl std::fmt::Display for ExportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [c, h, w] = self.input;
+        let mut what = format!("{} classes, input {c}x{h}x{w}, opset {}, {}", self.classes, self.opset, self.variant.precision());
+        if let Some(fc) = self.fold {
+            what += &format!(", BatchNorm folded {} / kept {}", fc.folded, fc.kept);
+        }
+        write!(f, "{} → {} ({what})", self.checkpoint.display(), self.out.display())?;
+        for set in std::iter::once(&self.parity.fixed_inputs).chain(&self.parity.samples) {
+            write!(f, "\nparity vs libtorch fp32 on {}: {}", set.inputs, set.summary(Some(self.parity.tolerance)))?;
+        }
+        if let Some(note) = &self.parity.samples_note {
+            write!(f, "\nno parity check on real samples: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Exports the run's checkpoint to `a.out` and proves it: libtorch on the checkpoint as trained against
+/// ONNX Runtime on the written file, on fixed inputs and on real samples of the run's data. A file that
+/// fails the check is removed and the error says by how much it differed.
+pub fn export(a: &ExportOptions) -> Result<ExportReport> {
     let epoch = match a.epoch {
         Some(e) => e,
-        None => *trainer::train::saved_epochs(&a.run).last().with_context(|| format!("{}: no checkpoints to export", a.run.display()))?,
+        None => match trainer::train::saved_epochs(&a.run).last() {
+            Some(&e) => e,
+            None => bail!("{}: no checkpoints to export", a.run.display()),
+        },
     };
-    let info = trainer::train::load_checkpoint_info(&a.run, epoch)?;
+    let info = trainer::train::load_checkpoint_info(&a.run, epoch).map_err(run_err)?;
     let c = &info.config;
     let ckpt = trainer::train::checkpoint_paths(&a.run, epoch).0;
     let weights = lower::read_safetensors(&ckpt)?;
-    let classes = weights
-        .get("classifier.bias")
-        .or_else(|| weights.get("classifier.weight"))
-        .map(|(d, _)| d[0])
-        .with_context(|| format!("{}: no classifier parameters", ckpt.display()))?;
+    let Some(classes) = weights.get("classifier.bias").or_else(|| weights.get("classifier.weight")).map(|(d, _)| d[0]) else {
+        bail!("{}: no classifier parameters", ckpt.display())
+    };
     let zoo = models::zoo::info(&c.model.name)?;
     let input = [c.model.in_channels.unwrap_or(zoo.input[0]), zoo.input[1], zoo.input[2]];
     let graph = models::zoo::build(&c.model.name, Some(classes), Some(input[0]))?;
-    let spec = trainer::train::batch_spec(c, input, false)?;
+    let spec = trainer::train::batch_spec(c, input, false).map_err(run_err)?;
     let labels = labels_beside(&c.data.train).unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
     if labels.len() != classes {
         bail!("{}: {} labels for a {classes}-class network", c.data.train.with_file_name("labels.txt").display(), labels.len());
     }
-    let meta = ModelMeta {
-        architecture: c.model.name.clone(),
-        task: zoo.task.to_string(),
-        labels,
-        preprocessing: Preprocessing {
-            input,
-            mean: spec.mean.clone(),
-            std: spec.std.clone(),
-            resize_short_side: short_side_beside(&c.data.train).unwrap_or(0),
-        },
-        run: a.run.display().to_string(),
-        epoch,
-        ordinal: c.data.ordinal,
+    let preprocessing = Preprocessing {
+        input,
+        layout: Layout::Nchw,
+        mean: spec.mean.clone(),
+        std: spec.std.clone(),
+        resize_short_side: short_side_beside(&c.data.train).unwrap_or(0),
+        crop: Crop::Center,
     };
+    let mut meta = ModelMeta::new(&c.model.name, zoo.task, labels, preprocessing);
+    meta.run = a.run.display().to_string();
+    meta.epoch = epoch;
+    meta.ordinal = c.data.ordinal;
     let variant = Variant { fp16: a.fp16, fold_bn: a.fold_bn };
     let tolerance = a.tolerance.unwrap_or(variant.default_tolerance());
 
@@ -151,8 +222,8 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     lower::save(&model, &a.out)?;
 
     // parity: libtorch on the checkpoint as trained against ONNX Runtime on the written file
-    let mut net = trainer::net::Net::new_cpu(graph, 0)?;
-    net.load(&ckpt)?;
+    let mut net = trainer::net::Net::new_cpu(graph, 0).map_err(run_err)?;
+    net.load(&ckpt).map_err(run_err)?;
     let shape = [FIXED_INPUTS, input[0], input[1], input[2]];
     let x = fixed_inputs(shape.iter().product(), FIXED_SEED);
     let expected = net.predict_f32(&x, shape);
@@ -173,21 +244,10 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     let report = Report::new(variant, fold, tolerance, fixed, samples);
     if let Err(why) = report.check() {
         let _ = std::fs::remove_file(&a.out);
-        bail!("parity check failed: ONNX Runtime and libtorch differ {why}; {} not written", a.out.display());
+        return Err(PipelineError::Parity { why, out: a.out.clone() });
     }
-    lower::set_metadata(&mut model, &format!("{PREFIX}parity"), &report.to_json());
+    meta.parity = Some(report.to_json());
+    lower::set_metadata(&mut model, &parity_key(), &report.to_json());
     lower::save(&model, &a.out)?;
-
-    let mut what = format!("{} classes, input {}x{}x{}, opset {}, {}", classes, input[0], input[1], input[2], a.opset, variant.precision());
-    if let Some(f) = fold {
-        what += &format!(", BatchNorm folded {} / kept {}", f.folded, f.kept);
-    }
-    println!("{} → {} ({what})", ckpt.display(), a.out.display());
-    for set in std::iter::once(&report.fixed_inputs).chain(&report.samples) {
-        println!("parity vs libtorch fp32 on {}: {}", set.inputs, set.summary(Some(tolerance)));
-    }
-    if let Some(note) = &report.samples_note {
-        println!("no parity check on real samples: {note}");
-    }
-    Ok(())
+    Ok(ExportReport { checkpoint: ckpt, out: a.out.clone(), epoch, classes, input, opset: a.opset, variant, fold, meta, parity: report })
 }
