@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use serde::Serialize;
@@ -84,6 +85,44 @@ fn load_font() -> Result<()> {
 
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
+/// The epoch axis: continuous from 0 to `end` (restart lines sit between epochs), ticked and labelled
+/// at whole epochs only. plotters' own f64 axis puts ticks at halves, which `{:.0}` printed as
+/// `0 0 1 2 2 3 4 4`.
+#[derive(Clone)]
+struct EpochAxis {
+    end: f64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for EpochAxis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        limit.0 + ((v / self.end) * f64::from(limit.1 - limit.0)).round() as i32
+    }
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        let max = hint.max_num_points().max(1);
+        let step = self.ticks.len().div_ceil(max).max(1);
+        self.ticks.iter().step_by(step).copied().collect()
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        0.0..self.end
+    }
+}
+
+impl ValueFormatter<f64> for EpochAxis {
+    fn format(v: &f64) -> String {
+        format!("{v:.0}")
+    }
+}
+
+/// Ticks at whole epochs only: every epoch up to 15, else every k-th so that at most about 15 remain.
+fn epoch_ticks(last: usize) -> Vec<f64> {
+    let last = last.max(1);
+    let step = last.div_ceil(15);
+    (0..=last).step_by(step).map(|e| e as f64).collect()
+}
+
 fn panel(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     title: &str,
@@ -100,8 +139,8 @@ fn panel(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..(last.max(1) as f64 + 0.5), lo..hi)?;
-    chart.configure_mesh().x_desc("epoch").x_label_formatter(&|x| format!("{x:.0}")).light_line_style(WHITE.mix(0.0)).draw()?;
+        .build_cartesian_2d(EpochAxis { end: last.max(1) as f64 + 0.5, ticks: epoch_ticks(last) }, lo..hi)?;
+    chart.configure_mesh().x_desc("epoch").light_line_style(WHITE.mix(0.0)).draw()?;
     for &r in restarts {
         let x = r as f64 + 0.5;
         chart
@@ -144,4 +183,20 @@ pub fn plot(run: &Path, out: &Path) -> Result<History> {
     panel(&right, "accuracy", &acc, &h.restarts, last, SeriesLabelPosition::LowerRight)?;
     root.present().with_context(|| format!("writing {}", out.display()))?;
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_ticks;
+
+    #[test]
+    fn epoch_ticks_are_whole_distinct_and_few() {
+        assert_eq!(epoch_ticks(4), [0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(epoch_ticks(0), [0.0, 1.0]);
+        for last in [1, 7, 15, 16, 90, 1000] {
+            let t = epoch_ticks(last);
+            assert!(t.iter().all(|x| x.fract() == 0.0) && t.windows(2).all(|w| w[0] < w[1]), "{last}: {t:?}");
+            assert!(t.len() <= 16 && *t.last().unwrap() <= last as f64, "{last}: {t:?}");
+        }
+    }
 }
