@@ -193,7 +193,7 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
     if o.show && !show {
         tracing::warn!("--show: no display (DISPLAY / WAYLAND_DISPLAY unset), not opening a window");
     }
-    let bar = models::progress::bar(0, "frames", o.progress);
+    let bar = data::progress::bar(0, "frames", o.progress);
     let (mut wait, mut detect, mut infer, mut draw, mut write) = (vec![], vec![], vec![], vec![], vec![]);
     let start = Instant::now();
     let mut frames = 0;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use models::records::image::{DynamicImage, GrayImage, RgbImage};
+use data::image::{DynamicImage, GrayImage, RgbImage};
 use opencv::core::{Mat, Point, Point2f, Rect, Scalar, Size, Vector, CV_8UC3};
 use opencv::imgproc;
 use opencv::objdetect::{CascadeClassifier, CascadeClassifierTrait};

@@ -6,7 +6,6 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use models::cli::Verbosity;
 
-
 /// Export trained models to self-describing ONNX files, and inspect ONNX files.
 #[derive(Parser, Debug)]
 #[command(name = "exporter", version, about, long_about = None, propagate_version = true)]

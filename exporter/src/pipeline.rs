@@ -10,9 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use data::records::RecordFile;
+use data::{Loader, LoaderOptions, Transform};
 use models::meta::{parity_key, Crop, Layout, ModelMeta, Preprocessing};
-use models::loader::{Loader, LoaderOptions, Transform};
-use models::records::RecordFile;
 use trainer::dataset::{labels_beside, short_side_beside, BatchSpec};
 use trainer::train::Config;
 
@@ -123,7 +123,9 @@ fn read_samples(source: &Path, spec: &BatchSpec, n: usize) -> Result<Samples> {
 /// The file's probabilities on a `[n, C, H, W]` batch, checked to be `[n, classes]`.
 fn file_probabilities(path: &Path, x: Vec<f32>, shape: [usize; 4], classes: usize) -> Result<Vec<f32>> {
     let outs = runtime::engine::infer(path, &runtime::SessionOptions::default(), x, &shape)?;
-    let Some((_, dims, p)) = outs.into_iter().find(|(n, _, _)| n == "probabilities") else { bail!("{}: the written file has no probabilities output", path.display()) };
+    let Some((_, dims, p)) = outs.into_iter().find(|(n, _, _)| n == "probabilities") else {
+        bail!("{}: the written file has no probabilities output", path.display())
+    };
     if dims != [shape[0], classes] {
         bail!("{}: the written file's probabilities have shape {dims:?}, expected [{}, {classes}]", path.display(), shape[0]);
     }
@@ -190,7 +192,7 @@ pub fn export(a: &ExportOptions) -> Result<ExportReport> {
     let input = [c.model.in_channels.unwrap_or(zoo.input[0]), zoo.input[1], zoo.input[2]];
     let graph = models::zoo::build(&c.model.name, Some(classes), Some(input[0]))?;
     let spec = trainer::train::batch_spec(c, input, false).map_err(run_err)?;
-    let labels = labels_beside(&c.data.train).unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
+    let labels = labels_beside(&c.data.train).map_err(run_err)?.unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
     if labels.len() != classes {
         bail!("{}: {} labels for a {classes}-class network", c.data.train.with_file_name("labels.txt").display(), labels.len());
     }
@@ -199,7 +201,7 @@ pub fn export(a: &ExportOptions) -> Result<ExportReport> {
         layout: Layout::Nchw,
         mean: spec.mean.clone(),
         std: spec.std.clone(),
-        resize_short_side: short_side_beside(&c.data.train).unwrap_or(0),
+        resize_short_side: short_side_beside(&c.data.train).map_err(run_err)?.unwrap_or(0),
         crop: Crop::Center,
     };
     let mut meta = ModelMeta::new(&c.model.name, zoo.task, labels, preprocessing);

@@ -324,7 +324,14 @@ mod tests {
         // without a parity report, the key is absent and reads back as None
         let mut m2 = m;
         m2.parity = None;
-        m2.preprocessing = Preprocessing { input: [3, 224, 224], layout: Layout::Nhwc, mean: vec![1.0, 2.0, 3.0], std: vec![4.0, 5.0, 6.0], resize_short_side: 0, crop: Crop::Stretch };
+        m2.preprocessing = Preprocessing {
+            input: [3, 224, 224],
+            layout: Layout::Nhwc,
+            mean: vec![1.0, 2.0, 3.0],
+            std: vec![4.0, 5.0, 6.0],
+            resize_short_side: 0,
+            crop: Crop::Stretch,
+        };
         let props = m2.to_props();
         assert!(!props.contains_key(&parity_key()));
         assert_eq!(ModelMeta::from_props(&props).unwrap(), Some(m2));
@@ -367,9 +374,13 @@ mod tests {
 
     #[test]
     fn older_files_with_fewer_keys_read_with_the_defaults() {
-        let props: BTreeMap<String, String> = [("dlcv.input_size", "28x28"), ("dlcv.input_channels", "1")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let props: BTreeMap<String, String> =
+            [("dlcv.input_size", "28x28"), ("dlcv.input_channels", "1")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let m = ModelMeta::from_props(&props).unwrap().unwrap();
-        assert_eq!(m.preprocessing, Preprocessing { input: [1, 28, 28], layout: Layout::Nchw, mean: vec![0.0], std: vec![1.0], resize_short_side: 0, crop: Crop::Center });
+        assert_eq!(
+            m.preprocessing,
+            Preprocessing { input: [1, 28, 28], layout: Layout::Nchw, mean: vec![0.0], std: vec![1.0], resize_short_side: 0, crop: Crop::Center }
+        );
         assert_eq!((m.task, m.labels.len(), m.ordinal, m.parity), (Task::Classification, 0, false, None));
     }
 }

@@ -10,17 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
-use models::loader::Decoder;
-use models::records::RecordFile;
+use data::records::RecordFile;
+use data::Decoder;
 
 use crate::preprocess::{to_image, Preprocess};
 
-/// File extensions read as images in folders.
-pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm"];
-
-fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
+use data::files::is_image;
+pub use data::files::IMAGE_EXTENSIONS;
 
 /// Where samples come from.
 pub enum Source {
@@ -267,7 +263,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         for i in 0..23u8 {
-            models::records::image::GrayImage::from_pixel(3, 3, models::records::image::Luma([i * 10])).save(d.join(format!("{i:02}.png"))).unwrap();
+            data::image::GrayImage::from_pixel(3, 3, data::image::Luma([i * 10])).save(d.join(format!("{i:02}.png"))).unwrap();
         }
         std::fs::write(d.join("05b.png"), b"not a png").unwrap();
         let (s, _) = Source::open(&d, &[], false).unwrap();

@@ -84,7 +84,7 @@ pub fn evaluate(model: &mut Model, data: &Path, o: &EvalOptions) -> Result<EvalR
         bail!("{}: no images to evaluate", data.display());
     }
     let total = source.len();
-    let bar = models::progress::bar(total as u64, "eval", o.progress);
+    let bar = data::progress::bar(total as u64, "eval", o.progress);
     let start = Instant::now();
     let batches = prepare(Arc::new(source), model.preprocess.clone(), o.batch, o.ten_crop, o.workers);
     let mut counts: Option<Counts> = None;

@@ -97,7 +97,19 @@ impl Model {
                 return Err(err(format!("output '{output_name}' has {k} classes but there are {} labels", labels.len())));
             }
         }
-        Ok(Self { path: path.to_path_buf(), provider: opts.provider, session, input_name, input_dims, output_name, preprocess, labels, metadata, meta, softmax })
+        Ok(Self {
+            path: path.to_path_buf(),
+            provider: opts.provider,
+            session,
+            input_name,
+            input_dims,
+            output_name,
+            preprocess,
+            labels,
+            metadata,
+            meta,
+            softmax,
+        })
     }
 
     /// Number of classes (known from the labels, or after the first batch).

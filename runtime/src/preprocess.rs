@@ -17,11 +17,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use models::meta::{Crop, Layout};
-use models::loader::{Decoded, Transform};
+use data::image::{self, imageops::FilterType, DynamicImage, GenericImageView};
+use data::records::{short_side_size, shrink_short_side, to_gray};
+use data::{Decoded, Transform};
 use models::meta::ModelMeta;
-use models::records::image::{self, imageops::FilterType, DynamicImage, GenericImageView};
-use models::records::{short_side_size, shrink_short_side, to_gray};
+pub use models::meta::{Crop, Layout};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -222,7 +222,7 @@ impl Preprocess {
         self.normalise(&img, out);
     }
 
-    /// [`Preprocess::apply`] on decoded pixels (as [`models::loader::Decoder`] writes them). When no
+    /// [`Preprocess::apply`] on decoded pixels (as [`data::Decoder`] writes them). When no
     /// resize is due (a centre crop of an image whose shorter side needs no shrinking, in the channels
     /// the model takes) the crop is sampled straight from `px` in one pass, as the training loader does;
     /// otherwise the pixels go through the resize of `apply`. Either way the result is `apply`'s.
@@ -341,7 +341,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use models::records::image::{GrayImage, Luma, Rgb, RgbImage};
+    use data::image::{GrayImage, Luma, Rgb, RgbImage};
 
     fn flags(size: &str) -> PreprocessArgs {
         PreprocessArgs { size: Some(size.parse().unwrap()), ..Default::default() }
@@ -363,7 +363,14 @@ mod tests {
     fn flags_need_a_size_without_metadata_and_override_it_with() {
         let e = Preprocess::resolve(None, &PreprocessArgs::default()).unwrap_err();
         assert!(e.contains("--size"), "{e}");
-        let pre = models::meta::Preprocessing { input: [3, 32, 32], layout: Layout::Nchw, mean: vec![1.0, 2.0, 3.0], std: vec![4.0, 5.0, 6.0], resize_short_side: 36, crop: Crop::Center };
+        let pre = models::meta::Preprocessing {
+            input: [3, 32, 32],
+            layout: Layout::Nchw,
+            mean: vec![1.0, 2.0, 3.0],
+            std: vec![4.0, 5.0, 6.0],
+            resize_short_side: 36,
+            crop: Crop::Center,
+        };
         let m = Preprocess::from_meta(&ModelMeta::new("mini-vgg", models::meta::Task::Classification, vec![], pre));
         assert_eq!((m.width, m.channels, m.resize_short_side, m.crop), (32, 3, 36, Crop::Center));
         let p = Preprocess::resolve(Some(m.clone()), &PreprocessArgs::default()).unwrap();

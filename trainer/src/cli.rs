@@ -147,7 +147,7 @@ fn lines(path: &std::path::Path) -> Result<Vec<String>> {
 
 /// `trainer prepare KIND ...`.
 pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
-    use crate::prepare::{adience, cars, detection, idx, imagenet, simple};
+    use data::prepare::{adience, cars, detection, idx, imagenet, simple};
     let out = c.out.clone().ok_or_else(|| anyhow::anyhow!("--out DIR is required"))?;
     let prepared = match kind {
         PrepareKind::Idx { train, test, labels, val_fraction } => {
@@ -179,8 +179,8 @@ pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
             simple::build_orientation(&simple::OrientationOptions { root, limit, all_angles, val_fraction, test_fraction, seed: c.seed })?
         }
     };
-    let opts = models::records::PackOptions { short_side: c.short_side, jpeg_quality: c.quality, grayscale: false };
-    let report = crate::prepare::write(prepared, &out, &opts, true)?;
+    let opts = data::records::PackOptions { short_side: c.short_side, jpeg_quality: c.quality, grayscale: false };
+    let report = data::prepare::write(prepared, &out, &opts, true)?;
     println!("{report}");
     println!("wrote {}", out.join("report.json").display());
     Ok(())
@@ -188,8 +188,8 @@ pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
 
 /// `trainer loader-bench`: how fast the data loader decodes and augments a record file here.
 pub fn loader_bench(rec: &std::path::Path, size: u32, batch: usize, workers: usize, augment: bool) -> Result<serde_json::Value> {
-    use models::loader::{Loader, LoaderOptions, Transform};
-    let file = models::records::RecordFile::open(rec)?;
+    use data::{Loader, LoaderOptions, Transform};
+    let file = data::records::RecordFile::open(rec)?;
     let t = Transform {
         size: [size, size],
         channels: 3,

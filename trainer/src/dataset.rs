@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use models::loader::{Loader, LoaderOptions, Transform};
-use models::records::RecordFile;
+use data::folder::DatasetDir;
+use data::records::RecordFile;
+use data::{Loader, LoaderOptions, Transform};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -28,16 +29,9 @@ impl PerChannel {
     }
 }
 
-/// The channel means a `trainer prepare` run measured (`mean.json` beside the record files).
+/// The channel means a `trainer prepare` run measured (a `mean.json`, whatever the config names it).
 pub fn means_from_file(path: &Path) -> Result<Vec<f64>> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
-        .with_context(|| format!("{}: not JSON", path.display()))?;
-    let get = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
-    match (get("R"), get("G"), get("B"), get("gray")) {
-        (Some(r), Some(g), Some(b), _) => Ok(vec![r, g, b]),
-        (_, _, _, Some(g)) => Ok(vec![g]),
-        _ => anyhow::bail!("{}: expected {{\"R\",\"G\",\"B\"}} or {{\"gray\"}}", path.display()),
-    }
+    Ok(data::folder::read_means(path)?.values())
 }
 
 /// How batches are normalised and augmented.
@@ -60,18 +54,15 @@ pub enum Dataset {
     Records { loader: Loader, num_classes: usize, path: PathBuf },
 }
 
-/// The class names in the `labels.txt` that `trainer prepare` wrote beside the record file `rec` (one per
-/// non-blank line, trimmed), or `None` when there is none.
-pub fn labels_beside(rec: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(rec.with_file_name("labels.txt")).ok()?;
-    Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+/// The class names in the `labels.txt` that `trainer prepare` wrote beside the record file `rec`, or
+/// `None` when there is none (a damaged one is an error).
+pub fn labels_beside(rec: &Path) -> Result<Option<Vec<String>>> {
+    Ok(DatasetDir::of_records(rec).labels()?)
 }
 
-/// `short_side` of the `report.json` that `trainer prepare` wrote beside the record file `rec`.
-pub fn short_side_beside(rec: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(rec.with_file_name("report.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("short_side")?.as_u64().map(|s| s as u32)
+/// The shorter side of the `report.json` that `trainer prepare` wrote beside the record file `rec`.
+pub fn short_side_beside(rec: &Path) -> Result<Option<u32>> {
+    Ok(DatasetDir::of_records(rec).short_side()?)
 }
 
 /// The libtorch seed of one step (step 0: the epoch's shuffle).
@@ -84,7 +75,7 @@ impl Dataset {
     pub fn open(path: &Path, limit: usize, spec: &BatchSpec, batch_size: usize, seed: u64, shuffle: bool) -> Result<Self> {
         if path.extension().is_some_and(|e| e == "rec") {
             let file = RecordFile::open(path)?;
-            let num_classes = match labels_beside(path) {
+            let num_classes = match labels_beside(path)? {
                 Some(names) => names.len(),
                 None => file.index.iter().map(|e| e.label).max().map_or(0, |m| m as usize + 1),
             };

@@ -26,9 +26,9 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use data::records::RecordFile;
+use data::{Loader, LoaderOptions, Transform};
 use models::graph::{Graph, NodeId, Op};
-use models::loader::{Loader, LoaderOptions, Transform};
-use models::records::RecordFile;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -362,16 +362,16 @@ impl Extractor {
         let [c, h, w] = self.info.input;
         let mut info = self.info.clone();
         info.source = rec.to_path_buf();
-        info.short_side = short_side_beside(rec);
+        info.short_side = short_side_beside(rec)?;
         if total > 0 {
             let first = file.read(0)?;
             info.stored_as = Some(if first.image.starts_with(b"\x89PNG") { "png" } else { "jpeg" }.into());
         }
-        let label_names = label_names(rec, &file);
+        let label_names = label_names(rec, &file)?;
         let transform = Transform::eval([h as u32, w as u32], c as u32, info.mean.clone(), info.std.clone());
         let bs = batch.max(1);
         let loader = Loader::new(file, transform, LoaderOptions { batch_size: bs, shuffle: false, ..LoaderOptions::default() });
-        let bar = models::progress::bar(loader.batches_per_epoch() as u64, "features", progress);
+        let bar = data::progress::bar(loader.batches_per_epoch() as u64, "features", progress);
         let (mut samples, mut skipped) = (0, vec![]);
         for batch in loader.epoch(0) {
             let batch = batch.with_context(|| format!("reading {}", rec.display()))?;
@@ -392,11 +392,11 @@ impl Extractor {
 }
 
 /// The class names: `labels.txt` beside the record file, or the label numbers.
-fn label_names(rec: &Path, file: &RecordFile) -> Vec<String> {
-    labels_beside(rec).unwrap_or_else(|| {
+fn label_names(rec: &Path, file: &RecordFile) -> Result<Vec<String>> {
+    Ok(labels_beside(rec)?.unwrap_or_else(|| {
         let k = file.index.iter().map(|e| e.label).max().map_or(0, |m| m.max(-1) + 1);
         (0..k).map(|i| i.to_string()).collect()
-    })
+    }))
 }
 
 /// `trainer features`: extracts `rec` with the network of `run` and writes a features file at `out`.

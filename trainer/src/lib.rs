@@ -13,7 +13,6 @@ pub mod optim;
 pub mod orientation;
 pub mod parallel;
 pub mod plot;
-pub mod prepare;
 pub mod progress;
 pub mod train;
 

@@ -14,14 +14,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use models::records::image::{self, DynamicImage};
-use models::records::{pack, Item, PackOptions, Source};
+use data::image::{self, DynamicImage};
+use data::records::{pack, Item, PackOptions, Source};
 use serde::Serialize;
 
 use crate::device::DeviceSpec;
 use crate::features::{Extractor, FeatureSet};
 use crate::logreg::{argmax, Model};
-use crate::prepare::simple::{is_image, rel, walk};
+use data::files::{is_image, rel, walk};
 
 /// `trainer orientation-correct` (its command-line arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -209,7 +209,7 @@ pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use models::records::image::{Rgb, RgbImage};
+    use data::image::{Rgb, RgbImage};
 
     #[test]
     fn upright_undoes_the_turns_of_prepare_orientation() {

@@ -21,5 +21,5 @@ pub fn interrupted() -> bool {
 
 /// A bar of `len` steps drawn on stderr when it is a terminal.
 pub fn bar(len: u64, prefix: &str) -> indicatif::ProgressBar {
-    models::progress::bar(len, prefix, true)
+    data::progress::bar(len, prefix, true)
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use models::records::image::{Rgb, RgbImage};
+use data::image::{Rgb, RgbImage};
 
 /// Class 0: horizontal stripes; class 1: vertical stripes; a random phase and colour per image.
 fn make_folder(root: &Path, per_class: usize) {

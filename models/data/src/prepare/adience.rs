@@ -29,8 +29,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::records::{Item, Source};
 use anyhow::{bail, Context, Result};
-use models::records::{Item, Source};
 
 use super::{stratified_split, Prepared};
 

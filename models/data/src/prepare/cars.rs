@@ -20,8 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use crate::records::{Item, Source};
 use anyhow::{Context, Result};
-use models::records::{Item, Source};
 
 use super::{stratified_split, Prepared};
 

@@ -17,8 +17,8 @@ use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
+use crate::records::{BoundingBox, Item, Source};
 use anyhow::{bail, Context, Result};
-use models::records::{BoundingBox, Item, Source};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::records::{Item, Source};
 use anyhow::{bail, Result};
-use models::records::image::{DynamicImage, GrayImage};
-use models::records::{Item, Source};
+use image::{DynamicImage, GrayImage};
 
 use super::{stratified_split, Prepared, Split};
-use crate::data::{idx_files, read_idx};
+use crate::idx::{idx_files, read_idx};
 
 /// Fashion-MNIST's class names (its README), used when the path names Fashion-MNIST.
 pub const FASHION_MNIST: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];

@@ -8,33 +8,19 @@
 //! - `orientation`: any image folder (searched recursively) → copies turned by 0, 90, 180 or 270 degrees,
 //!   labelled by the angle (book ch. 11); each image gets one random angle (seeded), or all four.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::records::{Item, Source};
 use anyhow::{bail, Context, Result};
-use models::records::image::{DynamicImage, GrayImage};
-use models::records::{Item, Source};
+use image::{DynamicImage, GrayImage};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::{stratified_split, Prepared, Split};
 
-/// File extensions taken as images.
-pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm"];
-
-pub(crate) fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten().map(|e| e.path()).collect();
-    v.sort();
-    Ok(v)
-}
-
-pub(crate) fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).unwrap_or(p).display().to_string()
-}
+pub use crate::files::{is_image, rel, IMAGE_EXTENSIONS};
+use crate::files::{sorted_entries, walk};
 
 pub struct FolderOptions {
     pub root: PathBuf,
@@ -147,17 +133,6 @@ pub struct OrientationOptions {
     pub seed: u64,
 }
 
-pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for p in sorted_entries(dir)? {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 pub const ANGLES: [u32; 4] = [0, 90, 180, 270];
 
 pub fn build_orientation(o: &OrientationOptions) -> Result<Prepared> {
@@ -199,7 +174,8 @@ pub fn build_orientation(o: &OrientationOptions) -> Result<Prepared> {
 mod tests {
     use super::*;
     use crate::prepare::write;
-    use models::records::{PackOptions, RecordFile};
+    use crate::records::{PackOptions, RecordFile};
+    use std::path::Path;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dlcv-prep-{}-{name}", std::process::id()));
@@ -210,7 +186,7 @@ mod tests {
 
     fn png(path: &Path, w: u32, h: u32, value: u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        DynamicImage::ImageRgb8(models::records::image::RgbImage::from_pixel(w, h, models::records::image::Rgb([value, value / 2, 7]))).save(path).unwrap();
+        DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb([value, value / 2, 7]))).save(path).unwrap();
     }
 
     #[test]
@@ -279,7 +255,7 @@ mod tests {
         let r = write(merged, &out, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true }, false).unwrap();
         assert!((r.train_means[0] - 15.0).abs() < 1e-9, "{:?}", r.train_means);
         let rec = RecordFile::open(&out.join("val.rec")).unwrap().read(0).unwrap();
-        let img = models::records::image::load_from_memory(&rec.image).unwrap();
+        let img = image::load_from_memory(&rec.image).unwrap();
         assert_eq!((img.width(), img.height(), img.to_luma8().get_pixel(5, 5).0[0]), (48, 48, 30));
     }
 
@@ -288,8 +264,8 @@ mod tests {
         let d = tmp("orient");
         // a 30x20 image whose top-left pixel is bright: its rotations are told apart by shape and corner
         for i in 0..8 {
-            let mut img = models::records::image::RgbImage::from_pixel(30, 20, models::records::image::Rgb([0, 0, 0]));
-            img.put_pixel(0, 0, models::records::image::Rgb([255, 255, 255]));
+            let mut img = image::RgbImage::from_pixel(30, 20, image::Rgb([0, 0, 0]));
+            img.put_pixel(0, 0, image::Rgb([255, 255, 255]));
             let p = d.join(format!("imgs/sub/{i}.png"));
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             img.save(&p).unwrap();
@@ -303,7 +279,7 @@ mod tests {
         let f = RecordFile::open(&out.join("train.rec")).unwrap();
         for i in 0..f.len() {
             let rec = f.read(i).unwrap();
-            let img = models::records::image::load_from_memory(&rec.image).unwrap().to_rgb8();
+            let img = image::load_from_memory(&rec.image).unwrap().to_rgb8();
             let (w, h) = img.dimensions();
             let bright = |x: u32, y: u32| img.get_pixel(x, y).0[0] == 255;
             let expected = match rec.label {
