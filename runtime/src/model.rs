@@ -10,7 +10,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::engine::{open_session, Provider, RuntimeError, SessionOptions};
-use crate::preprocess::{read_labels, Preprocess, PreprocessArgs};
+use crate::preprocess::{Preprocess, PreprocessArgs};
 
 /// An opened model, ready to run batches of preprocessed images.
 pub struct Model {
@@ -88,7 +88,7 @@ impl Model {
             _ => None,
         };
         let labels = match (&args.labels, meta.as_ref().map(|m| &m.labels).filter(|l| !l.is_empty())) {
-            (Some(file), _) => read_labels(file).map_err(&err)?,
+            (Some(file), _) => data::labels::read(file).map_err(|e| err(e.to_string()))?,
             (None, Some(labels)) => labels.clone(),
             (None, None) => (0..classes.unwrap_or(0)).map(|i| i.to_string()).collect(),
         };

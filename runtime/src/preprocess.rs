@@ -14,7 +14,7 @@
 //! larger side, e.g. 256 for 224), and the model's probabilities over the ten are averaged.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use data::image::{self, imageops::FilterType, DynamicImage, GenericImageView};
@@ -326,16 +326,6 @@ impl fmt::Display for Preprocess {
         }
         write!(f, " (from {})", self.source)
     }
-}
-
-/// Reads a labels file: one label per line, blank lines at the end ignored.
-pub fn read_labels(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("labels file {}: {e}", path.display()))?;
-    let labels: Vec<String> = text.trim_end().lines().map(|l| l.trim().to_string()).collect();
-    if let Some(i) = labels.iter().position(String::is_empty) {
-        return Err(format!("labels file {}: line {} is empty", path.display(), i + 1));
-    }
-    Ok(labels)
 }
 
 #[cfg(test)]
