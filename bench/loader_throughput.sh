@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-loading throughput, side by side in one run: the toolchain's record loader (`trainer
 # loader-bench`) against PyTorch's DataLoader with torchvision transforms (bench/torch_loader.py), on the
-# same real JPEGs (crops of the photos in ../shared/data/faces, 341x256, quality 95), with the same
+# same real JPEGs (crops of the photos in edge-demo/assets/faces, 341x256, quality 95), with the same
 # output size, augmentation, batch size and worker count; prints both images/s and the ratio
 # (target >= 2 on 2 cores). Best of ROUNDS alternating rounds.
 set -euo pipefail
@@ -12,7 +12,7 @@ cargo build -q -p trainer --bin trainer
 N=${N:-1200}; WORKERS=${WORKERS:-2}; BATCH=${BATCH:-64}; ROUNDS=${ROUNDS:-2}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-.venv/bin/python bench/make_jpegs.py "$WORK/jpegs" "$N" "${SHARED:-$ROOT/../shared}/data/faces" --classes 4
+.venv/bin/python bench/make_jpegs.py "$WORK/jpegs" "$N" "$ROOT/edge-demo/assets/faces" --classes 4
 ./target/debug/trainer -q prepare folder "$WORK/jpegs" --out "$WORK/rec" --val-fraction 0 --test-fraction 0 --short-side 256 --quality 95 >/dev/null
 best_rust=0; best_py=0
 for r in $(seq "$ROUNDS"); do

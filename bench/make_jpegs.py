@@ -1,5 +1,5 @@
 """Benchmark inputs shared by the benchmark scripts: N real JPEGs (random crops of the photos in a
-folder, e.g. ../shared/data/faces, resized to 341x256, quality 95, seed 0), written to OUT, or with
+folder, e.g. edge-demo/assets/faces, resized to 341x256, quality 95, seed 0), written to OUT, or with
 --classes K spread over OUT/class0 .. OUT/class{K-1}.
 
     python bench/make_jpegs.py OUT N FACES [--classes K]

@@ -4,7 +4,7 @@
 # library, one after the other, alternating ROUNDS times per batch size (best of each). Two figures per batch size,
 # each with the ratio Rust / Python:
 #   - model alone: fixed inputs, images/s from the mean latency (target: ratio >= 1.0);
-#   - end to end: decode + preprocess + inference of N real JPEGs (crops of ../shared/data/faces,
+#   - end to end: decode + preprocess + inference of N real JPEGs (crops of edge-demo/assets/faces,
 #     341x256), preprocessing from the file's metadata (target: ratio >= 1.3).
 # End to end, the Rust side decodes on worker threads while the model runs; the Python side is the
 # usual loop (PIL, numpy, run). What that can gain is bounded by the share of the time Python spends
@@ -33,7 +33,7 @@ else
     FILES+=("$WORK/$name.onnx")
   done
 fi
-.venv/bin/python bench/make_jpegs.py "$WORK/jpegs" "$N" "${SHARED:-$ROOT/../shared}/data/faces"
+.venv/bin/python bench/make_jpegs.py "$WORK/jpegs" "$N" "$ROOT/edge-demo/assets/faces"
 # Rounds alternate Rust and Python per model and batch size, so that a slow minute of a shared machine
 # hits both sides alike; each side's best round counts.
 for m in "${!FILES[@]}"; do

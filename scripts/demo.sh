@@ -6,21 +6,22 @@
 # to ONNX with its labels and preprocessing (the parity check against libtorch on fixed inputs and on
 # real samples), evaluated again by ONNX Runtime, and run by edge-demo on a short video of test images.
 # Then the book's real-time emotion detector runs a model made elsewhere
-# (../shared/models/fer_emotion.onnx) on a face video made from ../shared/data/faces. REPORT.md holds
-# the plot, the metrics, the parity result and the FPS; its path is printed at the end.
+# (edge-demo/assets/fer_emotion.onnx) on a face video made from edge-demo/assets/faces (provenance and
+# licences in edge-demo/assets/README.md). REPORT.md holds the plot, the metrics, the parity result and
+# the FPS; its path is printed at the end.
 # DEMO_EPOCHS (default 4, about 1.5 minutes an epoch on 2 cores) sets how long it trains.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 OUT=${DEMO_OUT:-$ROOT/demo-out}
-SHARED=${SHARED:-$ROOT/../shared}
-MODEL="$SHARED/models/fer_emotion.onnx"
-FACES="$SHARED/data/faces"
+ASSETS="$ROOT/edge-demo/assets"
+MODEL="$ASSETS/fer_emotion.onnx"
+FACES="$ASSETS/faces"
 mkdir -p "$OUT"
 step() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
 
-step "building the four binaries"
-cargo build --workspace --bins -q
+step "building the four binaries (the first build takes several minutes; cargo shows its progress)"
+cargo build --workspace --bins
 BIN="$ROOT/target/debug"
 
 step "trainer doctor: libtorch and the CPU device"
@@ -89,7 +90,7 @@ right = sum(names[t] == l["label"] for t, l in zip(truth, lines))
 print(f"video frames classified as their test label: {right}/{len(lines)}")
 PY
 
-step "making a face video from $FACES (ffmpeg, the recipe in ../shared/DATA.md)"
+step "making a face video from $FACES (ffmpeg, scripts/faces_video.sh)"
 bash scripts/faces_video.sh "$FACES" "$OUT/faces.mp4"
 
 step "edge-demo doctor: OpenCV decodes the video and the Haar cascade finds a face"

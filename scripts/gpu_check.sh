@@ -48,10 +48,11 @@ PY
 )
 if [ -n "$ORT_LIB" ]; then
   export ORT_DYLIB_PATH="$ORT_LIB"
-  # SqueezeNet exported by our exporter (random weights, with its metadata), and the shared FER model
+  # SqueezeNet exported by our exporter (random weights, with its metadata), and the FER model in
+  # edge-demo/assets (a model made elsewhere, no metadata)
   "$BIN/runtime" doctor --provider cuda:0 --model "$BIN/squeezenet.onnx"
   "$BIN/runtime" bench --provider cuda:0 --model "$BIN/squeezenet.onnx" --batch 1,8,32,128 --seconds 1
   "$BIN/runtime" bench --provider cpu --model "$BIN/squeezenet.onnx" --batch 1,32 --seconds 1
-  "$BIN/runtime" bench --provider cuda:0 --model "$BIN/fer_emotion.onnx" --size 64x64 --layout nhwc --gray --batch 1,64 --seconds 1
+  "$BIN/runtime" bench --provider cuda:0 --model "$ROOT/edge-demo/assets/fer_emotion.onnx" --size 64x64 --layout nhwc --gray --batch 1,64 --seconds 1
 fi
 step "done"

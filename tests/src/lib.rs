@@ -1,4 +1,4 @@
-//! Helpers for the cross-crate tests in `tests/tests/`: where the built binaries and the shared data are.
+//! Helpers for the cross-crate tests in `tests/tests/`: where the built binaries and the repository's assets are.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -8,9 +8,10 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-/// `../shared` beside the repository, where the project's real data and models live.
-pub fn shared_dir() -> PathBuf {
-    repo_root().join("..").join("shared")
+/// `edge-demo/assets` in the repository: the FER2013 emotion model made elsewhere (`fer_emotion.onnx`) and
+/// three public-domain portraits (`faces/`); provenance and licences in its README.md.
+pub fn assets_dir() -> PathBuf {
+    repo_root().join("edge-demo").join("assets")
 }
 
 /// Runs one of the workspace's binaries with `args` and waits for it.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use models::records::image::{self, ImageFormat};
-use tests::{fresh_dir, pattern_image, repo_root, run_bin, s, shared_dir, text};
+use tests::{assets_dir, fresh_dir, pattern_image, repo_root, run_bin, s, text};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -162,7 +162,7 @@ fn emotion_recipe_trains_emotion_vgg_and_runs_the_real_time_detector_with_it() {
     ok(&["exporter", "-q", "export", "--run", s(&run), "--out", s(&onnx)]);
     // the detector with our own export: no preprocessing flags, labels from the file
     let video = dir.join("faces.mp4");
-    let o = Command::new("bash").arg(repo_root().join("scripts/faces_video.sh")).arg(shared_dir().join("data/faces")).arg(&video).output().unwrap();
+    let o = Command::new("bash").arg(repo_root().join("scripts/faces_video.sh")).arg(assets_dir().join("faces")).arg(&video).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let jsonl = dir.join("frames.jsonl");
     ok(&["edge-demo", "-q", "emotion", "--model", s(&onnx), "--source", s(&video), "--max-frames", "12", "--json", s(&jsonl)]);
@@ -206,7 +206,7 @@ fn age_and_gender_recipes_report_one_off_and_predict_with_ten_crops() {
         let onnx = dir.join(format!("{task}.onnx"));
         ok(&["exporter", "-q", "export", "--run", s(&run), "--out", s(&onnx)]);
         // the user's own images, 10-crop: probabilities over every class, best first
-        let own = shared_dir().join("data/faces/obama.jpg");
+        let own = assets_dir().join("faces/obama.jpg");
         let out = ok(&["runtime", "predict", "--model", s(&onnx), s(&own), "--ten-crop", "--top", "8", "--json"]);
         let p: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
         let probs: Vec<f64> = p["top"].as_array().unwrap().iter().map(|t| t[1].as_f64().unwrap()).collect();
@@ -224,7 +224,7 @@ fn age_and_gender_recipes_report_one_off_and_predict_with_ten_crops() {
         "--gender-model",
         s(&dir.join("gender.onnx")),
         "--source",
-        s(&shared_dir().join("data/faces")),
+        s(&assets_dir().join("faces")),
         "--json",
         s(&jsonl),
     ]);

@@ -1,7 +1,7 @@
 //! The command-line contract shared by the four binaries: --help, --version, a clear error on bad
 //! arguments, and each back end's doctor doing real work on this machine.
 
-use tests::{has_nvidia_gpu, run_bin, shared_dir, text};
+use tests::{assets_dir, has_nvidia_gpu, run_bin, text};
 
 const BINARIES: [&str; 4] = ["trainer", "exporter", "runtime", "edge-demo"];
 
@@ -49,7 +49,7 @@ fn trainer_refuses_a_bad_or_missing_device() {
 
 #[test]
 fn runtime_doctor_runs_a_real_model_on_the_cpu() {
-    let model = shared_dir().join("models/fer_emotion.onnx");
+    let model = assets_dir().join("fer_emotion.onnx");
     let o = run_bin("runtime", &["doctor", "--provider", "cpu", "--model", model.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -65,7 +65,7 @@ fn runtime_cuda_without_a_gpu_is_an_error_never_a_cpu_fallback() {
     if has_nvidia_gpu() {
         return; // the GPU test below covers that machine
     }
-    let model = shared_dir().join("models/fer_emotion.onnx");
+    let model = assets_dir().join("fer_emotion.onnx");
     let o = run_bin("runtime", &["doctor", "--provider", "cuda", "--model", model.to_str().unwrap()]);
     assert!(!o.status.success(), "{}", text(&o));
     let all = text(&o);
@@ -77,7 +77,7 @@ fn runtime_cuda_without_a_gpu_is_an_error_never_a_cpu_fallback() {
 fn gpu_trainer_and_runtime_use_cuda() {
     let o = run_bin("trainer", &["doctor", "--device", "cuda"]);
     assert!(o.status.success(), "{}", text(&o));
-    let model = shared_dir().join("models/fer_emotion.onnx");
+    let model = assets_dir().join("fer_emotion.onnx");
     let o = run_bin("runtime", &["doctor", "--provider", "cuda", "--model", model.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
 }
@@ -91,7 +91,7 @@ fn runtime_names_a_missing_model_file() {
 
 #[test]
 fn exporter_inspects_the_shared_emotion_model() {
-    let model = shared_dir().join("models/fer_emotion.onnx");
+    let model = assets_dir().join("fer_emotion.onnx");
     let o = run_bin("exporter", &["inspect", model.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -119,7 +119,7 @@ fn edge_demo_doctor_finds_the_face_detector_and_onnxruntime() {
 #[test]
 fn edge_demo_reads_a_real_image_and_finds_its_face() {
     // OpenCV's VideoCapture opens a still image as a one-frame source; the astronaut's face is found.
-    let img = shared_dir().join("data/faces/astronaut.png");
+    let img = assets_dir().join("faces/astronaut.png");
     let o = run_bin("edge-demo", &["doctor", "--source", img.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

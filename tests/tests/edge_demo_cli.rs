@@ -1,21 +1,21 @@
-//! `edge-demo` on real video: the book's emotion detector with the shared FER2013 model (made elsewhere,
-//! preprocessing from flags) on a video of the shared faces, plus the other pipelines and the errors.
+//! `edge-demo` on real video: the book's emotion detector with the FER2013 model in edge-demo/assets (made
+//! elsewhere, preprocessing from flags) on a video of the faces there, plus the other pipelines and the errors.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{fresh_dir, repo_root, run_bin, s, shared_dir, text};
+use tests::{assets_dir, fresh_dir, repo_root, run_bin, s, text};
 
-/// The face video of ../shared/DATA.md: astronaut, obama, grace_hopper, 75 frames each.
+/// The face video of scripts/faces_video.sh: astronaut, obama, grace_hopper, 75 frames each.
 fn faces_video(dir: &Path) -> PathBuf {
     let out = dir.join("faces.mp4");
-    let o = Command::new("bash").arg(repo_root().join("scripts/faces_video.sh")).arg(shared_dir().join("data/faces")).arg(&out).output().unwrap();
+    let o = Command::new("bash").arg(repo_root().join("scripts/faces_video.sh")).arg(assets_dir().join("faces")).arg(&out).output().unwrap();
     assert!(o.status.success() && out.is_file(), "{}", text(&o));
     out
 }
 
 fn fer_flags(labels: &Path) -> Vec<String> {
-    let model = shared_dir().join("models/fer_emotion.onnx");
+    let model = assets_dir().join("fer_emotion.onnx");
     ["--model", s(&model), "--size", "64x64", "--layout", "nhwc", "--gray", "--mean", "127.5", "--std", "127.5", "--labels", s(labels)]
         .map(String::from)
         .to_vec()
@@ -91,10 +91,10 @@ fn age_gender_classify_and_folders_run_and_skip_broken_images() {
     let folder = dir.join("images");
     std::fs::create_dir_all(&folder).unwrap();
     for f in ["astronaut.png", "obama.jpg", "grace_hopper.jpg"] {
-        std::fs::copy(shared_dir().join("data/faces").join(f), folder.join(f)).unwrap();
+        std::fs::copy(assets_dir().join("faces").join(f), folder.join(f)).unwrap();
     }
     std::fs::write(folder.join("broken.jpg"), b"\xff\xd8 not an image").unwrap();
-    let model = shared_dir().join("models/fer_emotion.onnx");
+    let model = assets_dir().join("fer_emotion.onnx");
     let flags: Vec<String> = fer_flags(&labels)[2..].to_vec();
 
     // age-gender mechanics with the FER model in both roles, eye alignment on
@@ -154,8 +154,8 @@ fn age_gender_classify_and_folders_run_and_skip_broken_images() {
 fn edge_demo_errors_name_what_is_wrong() {
     let dir = fresh_dir("edge-errors");
     let labels = fer_labels(&dir);
-    let model = shared_dir().join("models/fer_emotion.onnx");
-    let faces = shared_dir().join("data/faces");
+    let model = assets_dir().join("fer_emotion.onnx");
+    let faces = assets_dir().join("faces");
     let run = |extra: &[&str]| {
         let mut args: Vec<String> = vec!["emotion".into()];
         args.extend(fer_flags(&labels));

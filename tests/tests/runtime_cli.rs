@@ -1,9 +1,9 @@
 //! `runtime eval / predict / bench` on a model trained and exported by the toolchain itself, and on the
-//! shared model made elsewhere (flags instead of metadata).
+//! FER2013 model made elsewhere in edge-demo/assets (flags instead of metadata).
 
 use std::path::Path;
 
-use tests::{pattern_dataset, run_bin, s, shared_dir, text, PATTERNS};
+use tests::{assets_dir, pattern_dataset, run_bin, s, text, PATTERNS};
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
@@ -116,8 +116,8 @@ fn runtime_eval_matches_trainer_eval_and_predicts_and_benches() {
 
 #[test]
 fn runtime_runs_a_model_made_elsewhere_from_flags_and_names_what_is_wrong() {
-    let model = shared_dir().join("models/fer_emotion.onnx");
-    let faces = shared_dir().join("data/faces");
+    let model = assets_dir().join("fer_emotion.onnx");
+    let faces = assets_dir().join("faces");
     let labels = std::env::temp_dir().join(format!("fer-labels-{}.txt", std::process::id()));
     std::fs::write(&labels, "angry\ndisgust\nfear\nhappy\nsad\nsurprise\nneutral\n").unwrap();
     let flags = ["--size", "64x64", "--layout", "nhwc", "--gray", "--mean", "127.5", "--std", "127.5", "--labels", s(&labels)];
