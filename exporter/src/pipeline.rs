@@ -14,6 +14,7 @@ use data::records::RecordFile;
 use data::{Loader, LoaderOptions, Transform};
 use models::meta::{parity_key, Crop, Layout, ModelMeta, Preprocessing};
 use trainer::dataset::{labels_beside, short_side_beside, BatchSpec};
+use trainer::run_dir::RunDir;
 use trainer::train::Config;
 
 use crate::fold::fold_batchnorm;
@@ -174,23 +175,17 @@ impl std::fmt::Display for ExportReport {
 /// ONNX Runtime on the written file, on fixed inputs and on real samples of the run's data. A file that
 /// fails the check is removed and the error says by how much it differed.
 pub fn export(a: &ExportOptions) -> Result<ExportReport> {
-    let epoch = match a.epoch {
-        Some(e) => e,
-        None => match trainer::train::saved_epochs(&a.run).last() {
-            Some(&e) => e,
-            None => bail!("{}: no checkpoints to export", a.run.display()),
-        },
-    };
+    let dir = RunDir::new(&a.run);
+    let epoch = dir.epoch_or_latest(a.epoch).map_err(run_err)?;
     let info = trainer::train::load_checkpoint_info(&a.run, epoch).map_err(run_err)?;
     let c = &info.config;
-    let ckpt = trainer::train::checkpoint_paths(&a.run, epoch).0;
+    let ckpt = dir.checkpoint(epoch).0;
+    // the network as trained (graph.json), never guessed from the weights
+    let graph = dir.graph(&c.model.name, c.model.in_channels, epoch).map_err(run_err)?;
     let weights = lower::read_safetensors(&ckpt)?;
-    let Some(classes) = weights.get("classifier.bias").or_else(|| weights.get("classifier.weight")).map(|(d, _)| d[0]) else {
-        bail!("{}: no classifier parameters", ckpt.display())
-    };
     let zoo = models::zoo::info(&c.model.name)?;
-    let input = [c.model.in_channels.unwrap_or(zoo.input[0]), zoo.input[1], zoo.input[2]];
-    let graph = models::zoo::build(&c.model.name, Some(classes), Some(input[0]))?;
+    let input = graph.input_shape();
+    let classes = graph.shapes().map_err(lower::ExportError::from)?.last().map_or(0, |s| s.iter().product());
     let spec = trainer::train::batch_spec(c, input, false).map_err(run_err)?;
     let labels = labels_beside(&c.data.train).map_err(run_err)?.unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
     if labels.len() != classes {

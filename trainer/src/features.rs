@@ -22,7 +22,7 @@
 //! network runs (the header needs the final count), so memory stays at one batch.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -35,7 +35,8 @@ use tch::{Device, Kind, Tensor};
 use crate::dataset::{labels_beside, short_side_beside};
 use crate::device::DeviceSpec;
 use crate::net::{Net, Precision};
-use crate::train::{batch_spec, checkpoint_paths, load_checkpoint_info, saved_epochs};
+use crate::run_dir::RunDir;
+use crate::train::{batch_spec, load_checkpoint_info};
 
 /// The `format` of the files this module writes.
 pub const FORMAT: &str = "dlcv-features/1";
@@ -264,17 +265,6 @@ pub fn feature_node(g: &Graph, layer: Option<&str>) -> Result<NodeId> {
     }
 }
 
-/// The output width of a checkpoint's tensor `name` (from the safetensors header alone).
-fn checkpoint_rows(path: &Path, name: &str) -> Result<usize> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)?;
-    let mut header = vec![0u8; u64::from_le_bytes(len).min(100_000_000) as usize];
-    f.read_exact(&mut header)?;
-    let v: serde_json::Value = serde_json::from_slice(&header).with_context(|| format!("{}: no safetensors header", path.display()))?;
-    v.get(name).and_then(|t| t["shape"][0].as_u64()).map(|n| n as usize).with_context(|| format!("{}: no tensor '{name}'", path.display()))
-}
-
 /// What one extraction read.
 #[derive(Debug, Clone)]
 pub struct Extracted {
@@ -297,31 +287,18 @@ impl Extractor {
     /// Loads the checkpoint of `epoch` (default: the latest) of `run` on `device`, reading `layer`
     /// (default: the last pooling layer, [`feature_node`]).
     pub fn open(run: &Path, epoch: Option<usize>, layer: Option<&str>, device: DeviceSpec) -> Result<Self> {
-        let epoch = match epoch {
-            Some(e) => e,
-            None => *saved_epochs(run).last().with_context(|| format!("{}: no checkpoints (make one with `trainer init`)", run.display()))?,
-        };
+        let dir = RunDir::new(run);
+        let epoch = dir.epoch_or_latest(epoch)?;
         let mut c = load_checkpoint_info(run, epoch)?.config;
-        let weights = checkpoint_paths(run, epoch).0;
-        let zoo = models::zoo::info(&c.model.name)?;
-        let input = [c.model.in_channels.unwrap_or(zoo.input[0]), zoo.input[1], zoo.input[2]];
+        let weights = dir.checkpoint(epoch).0;
+        let graph = dir.graph(&c.model.name, c.model.in_channels, epoch)?;
+        let input = graph.input_shape();
         let spec = batch_spec(&c, input, false)?;
-        // the class count only shapes the classifier, which is not run; read it from the weights when
-        // the config left it to the data
-        let classes = match c.model.num_classes {
-            Some(k) => k,
-            None => {
-                let g = models::zoo::build(&c.model.name, Some(1), c.model.in_channels)?;
-                let head = (0..g.nodes.len()).rev().find(|&i| matches!(g.nodes[i].op, Op::Linear { .. } | Op::Conv2d { .. })).context("no classifier")?;
-                checkpoint_rows(&weights, &format!("{}.weight", g.nodes[head].name))?
-            }
-        };
-        c.model.num_classes = Some(classes);
         c.train.device = device;
         c.train.devices.clear();
         c.train.precision = Precision::Fp32;
         c.train.channels_last = false;
-        let mut net = crate::train::build_net(&c, classes)?;
+        let mut net = crate::train::net_for(&c, graph)?;
         net.load(&weights).with_context(|| format!("loading {}", weights.display()))?;
         let node = feature_node(&net.graph, layer)?;
         let layer_shape = net.graph.shapes()?[node].clone();

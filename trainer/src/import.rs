@@ -217,7 +217,7 @@ pub fn import_weights(o: &ImportOptions) -> Result<ImportReport> {
         }
     });
     std::fs::create_dir_all(&o.run).with_context(|| format!("creating {}", o.run.display()))?;
-    std::fs::write(o.run.join("config.toml"), toml::to_string_pretty(&c)?)?;
+    train::record_run(&o.run, &c, &net.graph)?;
     let info = CheckpointInfo {
         epoch: 0,
         lr: c.train.lr,
@@ -241,7 +241,7 @@ pub fn import_weights(o: &ImportOptions) -> Result<ImportReport> {
         seed: o.seed,
         checkpoint: train::checkpoint_paths(&o.run, 0).0,
     };
-    std::fs::write(o.run.join("import.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(crate::run_dir::RunDir::new(&o.run).import_report(), serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
 }
 

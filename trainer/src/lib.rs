@@ -14,6 +14,7 @@ pub mod orientation;
 pub mod parallel;
 pub mod plot;
 pub mod progress;
+pub mod run_dir;
 pub mod train;
 
 /// The libtorch version this binary was built against (read from the torch package at build time).

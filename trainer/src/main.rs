@@ -233,7 +233,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Logreg { action } => trainer::cli::logreg(action)?,
         Command::OrientationCorrect(args) => trainer::cli::orientation_correct(&args)?,
         Command::Plot { run, out } => {
-            let out = out.unwrap_or_else(|| run.join("plot.png"));
+            let out = out.unwrap_or_else(|| trainer::run_dir::RunDir::new(&run).plot_path());
             let h = trainer::plot::plot(&run, &out)?;
             println!("{}: {} epochs, restarts after epochs {:?}", out.display(), h.points.len(), h.restarts);
         }

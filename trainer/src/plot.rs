@@ -2,7 +2,7 @@
 //! training was restarted marked (the book's "watch the curves, stop, lower the rate, resume").
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
@@ -35,16 +35,10 @@ pub struct History {
 
 /// Reads `RUN/metrics-from-NNNN.jsonl`; malformed lines are an error naming the file and line.
 pub fn history(run: &Path) -> Result<History> {
-    let mut files: Vec<(usize, PathBuf)> = std::fs::read_dir(run)
-        .with_context(|| format!("{}: not a run directory", run.display()))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_string();
-            let start = name.strip_prefix("metrics-from-")?.strip_suffix(".jsonl")?.parse().ok()?;
-            Some((start, e.path()))
-        })
-        .collect();
-    files.sort();
+    if !run.is_dir() {
+        bail!("{}: not a run directory", run.display());
+    }
+    let files = crate::run_dir::RunDir::new(run).metrics_logs();
     if files.is_empty() {
         bail!("{}: no metrics-from-*.jsonl files (has `trainer train` run here?)", run.display());
     }

@@ -1,14 +1,7 @@
 //! The book's experiment workflow: one TOML config per experiment, a run directory with checkpoints
 //! every epoch, stop, change the learning rate, resume at epoch N.
 //!
-//! Run directory:
-//! ```text
-//! RUN/config.toml                     the config of the latest (re)start
-//! RUN/checkpoints/epoch-0004.safetensors   weights, buffers and optimizer state (optim.*)
-//! RUN/checkpoints/epoch-0004.json          epoch, lr, seed, the config, metrics of that epoch
-//! RUN/metrics-from-0002.jsonl         one JSON line per logged step and per epoch, one file per restart
-//! RUN/train.log                       the human log, appended by every restart
-//! ```
+//! The run directory's files are [`crate::run_dir::RunDir`]'s.
 //! Resuming is exact: every epoch reseeds libtorch from (seed, epoch), so the shuffle, the flips and the
 //! dropout masks of epoch e do not depend on whether the run stopped before it.
 
@@ -26,6 +19,7 @@ use crate::device::DeviceSpec;
 use crate::net::Net;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::parallel::Replicas;
+use crate::run_dir::RunDir;
 
 /// One experiment. Every field has a default except the model and the training data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,28 +291,27 @@ fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
+/// The weights and side file of `epoch`'s checkpoint ([`RunDir::checkpoint`]).
 pub fn checkpoint_paths(run: &Path, epoch: usize) -> (PathBuf, PathBuf) {
-    let dir = run.join("checkpoints");
-    (dir.join(format!("epoch-{epoch:04}.safetensors")), dir.join(format!("epoch-{epoch:04}.json")))
+    RunDir::new(run).checkpoint(epoch)
 }
 
-/// Where Ctrl-C leaves the state of an epoch in progress.
+/// Where Ctrl-C leaves the state of an epoch in progress ([`RunDir::interrupted`]).
 pub fn interrupted_paths(run: &Path) -> (PathBuf, PathBuf) {
-    let dir = run.join("checkpoints");
-    (dir.join("interrupted.safetensors"), dir.join("interrupted.json"))
+    RunDir::new(run).interrupted()
 }
 
-/// The epochs that have a complete checkpoint (weights and side file), ascending.
+/// The epochs that have a complete checkpoint ([`RunDir::saved_epochs`]).
 pub fn saved_epochs(run: &Path) -> Vec<usize> {
-    let mut v: Vec<usize> = std::fs::read_dir(run.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("epoch-")?.strip_suffix(".json")?.parse().ok())
-        .filter(|&e| checkpoint_paths(run, e).0.is_file())
-        .collect();
-    v.sort();
-    v
+    RunDir::new(run).saved_epochs()
+}
+
+/// Writes the config of a (re)start and the network it built, side by side in the run directory.
+pub fn record_run(run: &Path, c: &Config, graph: &models::graph::Graph) -> Result<()> {
+    let dir = RunDir::new(run);
+    dir.create()?;
+    std::fs::write(dir.config_path(), toml::to_string_pretty(c)?).with_context(|| format!("writing {}", dir.config_path().display()))?;
+    Ok(dir.write_graph(graph)?)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed, then renamed.
@@ -351,6 +344,11 @@ pub fn load_checkpoint_info(run: &Path, epoch: usize) -> Result<CheckpointInfo> 
 /// Builds the network of `c` on its device, with freshly initialised weights from `seed`.
 pub fn build_net(c: &Config, num_classes: usize) -> Result<Net> {
     let graph = models::zoo::build(&c.model.name, Some(c.model.num_classes.unwrap_or(num_classes)), c.model.in_channels)?;
+    net_for(c, graph)
+}
+
+/// The network of `graph` on `c`'s device, freshly initialised from `c`'s seed.
+pub fn net_for(c: &Config, graph: models::graph::Graph) -> Result<Net> {
     let device = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?[0];
     tch::manual_seed(c.train.seed as i64);
     let mut net = Net::new(graph, device)?;
@@ -430,8 +428,10 @@ struct RunLog {
 
 impl RunLog {
     fn open(run: &Path, start: usize) -> Result<Self> {
-        let metrics = std::fs::File::create(run.join(format!("metrics-from-{start:04}.jsonl")))?;
-        let human = std::fs::OpenOptions::new().create(true).append(true).open(run.join("train.log"))?;
+        let dir = RunDir::new(run);
+        let metrics = std::fs::File::create(dir.metrics_log(start)).with_context(|| format!("creating {}", dir.metrics_log(start).display()))?;
+        let human =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.human_log()).with_context(|| format!("opening {}", dir.human_log().display()))?;
         Ok(Self { metrics, human })
     }
     fn json(&mut self, v: &serde_json::Value) -> Result<()> {
@@ -489,8 +489,8 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         }
         restore(&run, start, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} at epoch {start}", run.display()))?;
     }
+    record_run(&run, &c, &net.graph)?;
     let reps = Replicas::new(net, &devices)?;
-    std::fs::write(run.join("config.toml"), toml::to_string_pretty(&c)?)?;
     let mut log = RunLog::open(&run, start)?;
     log.say(&format!(
         "{} {}: {} ({} train, {} val samples) on {}, batch {}, epochs {}..={}, lr {}",
@@ -566,7 +566,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
                     "interrupted at step {}/{batches} of epoch {epoch}; saved {}; continue with `trainer train --config {} --resume`",
                     b + 1,
                     interrupted_paths(&run).0.display(),
-                    run.join("config.toml").display()
+                    RunDir::new(&run).config_path().display()
                 ))?;
                 return Ok(history);
             }
@@ -655,8 +655,7 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
         augment: AugmentConfig::default(),
     };
     let net = build_net(&config, num_classes)?;
-    std::fs::create_dir_all(run)?;
-    std::fs::write(run.join("config.toml"), toml::to_string_pretty(&config)?)?;
+    record_run(run, &config, &net.graph)?;
     let info =
         CheckpointInfo { epoch: 0, lr: config.train.lr, seed, producer: format!("trainer {}", models::VERSION), config, metrics: None, step: 0, partial: None };
     save_checkpoint(run, &net, &Optimizer::new(OptimizerConfig::default()), &info)?;
@@ -665,16 +664,14 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
 
 /// `trainer eval`: a checkpoint (the latest when `epoch` is None) on an IDX set.
 pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Result<(usize, EvalMetrics)> {
-    let epoch = match epoch {
-        Some(e) => e,
-        None => *saved_epochs(run).last().with_context(|| format!("{}: no checkpoints", run.display()))?,
-    };
+    let dir = RunDir::new(run);
+    let epoch = dir.epoch_or_latest(epoch)?;
     let info = load_checkpoint_info(run, epoch)?;
     let c = &info.config;
-    let input = models::zoo::info(&c.model.name)?.input;
-    let spec = batch_spec(c, [c.model.in_channels.unwrap_or(input[0]), input[1], input[2]], false)?;
+    let graph = dir.graph(&c.model.name, c.model.in_channels, epoch)?;
+    let spec = batch_spec(c, graph.input_shape(), false)?;
     let set = Dataset::open(data, 0, &spec, batch, 0, false)?;
-    let mut net = build_net(c, set.num_classes())?;
+    let mut net = net_for(c, graph)?;
     restore(run, epoch, &mut net, None)?;
     Ok((epoch, evaluate(&net, &set, &spec, batch, c.data.ordinal)?))
 }
