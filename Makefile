@@ -13,9 +13,12 @@ setup:
 build: setup
 	$(CARGO) build --workspace
 
-# The whole suite: unit tests, the cross-crate tests in tests/, and the Python oracles they call.
-# The cross-crate tests run the four binaries, which `cargo test` alone does not build.
+# The whole suite: formatting and lints first (they are not opinions), then unit tests, the
+# cross-crate tests in tests/, and the Python oracles they call. The cross-crate tests run the four
+# binaries, which `cargo test` alone does not build.
 test: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

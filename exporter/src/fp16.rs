@@ -1,8 +1,7 @@
-//! IEEE 754 binary16 (ONNX `FLOAT16`) conversions for `--fp16` exports.
-//!
-//! Written here rather than taken from a crate: the exporter needs exactly these two functions, and the
-//! rounding they do is part of what an fp16 export promises (round to nearest, ties to even, as numpy's
-//! `astype(float16)` and torch's `.half()` do), so the tests below pin it down exhaustively.
+//! IEEE 754 binary16 (ONNX `FLOAT16`) conversions for `--fp16` exports, from the `half` crate (already
+//! in the dependency tree through safetensors' users; well kept, and with hardware conversion where the
+//! CPU has it). The rounding is part of what an fp16 export promises (round to nearest, ties to even,
+//! as numpy's `astype(float16)` and torch's `.half()` do), so the tests below pin it down exhaustively.
 
 /// The largest finite float16 value.
 pub const MAX: f32 = 65504.0;
@@ -10,57 +9,12 @@ pub const MAX: f32 = 65504.0;
 /// The nearest float16 to `x` (ties to even), as its bit pattern. Values beyond ±65504 (after
 /// rounding) become ±infinity, values below half the smallest subnormal (2^-25) become ±0; NaN stays NaN.
 pub fn from_f32(x: f32) -> u16 {
-    let bits = x.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exp = ((bits >> 23) & 0xff) as i32;
-    let man = bits & 0x7f_ffff;
-    if exp == 0xff {
-        // infinity, or NaN with its top payload bits kept and the quiet bit set
-        return sign | 0x7c00 | if man != 0 { 0x200 | (man >> 13) as u16 } else { 0 };
-    }
-    // the float16 exponent field of the same power of two
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    // keep `keep` of the 24 significant bits (with the implicit one), rounding the rest to nearest-even
-    let round = |m: u32, drop: u32| -> u32 {
-        let kept = m >> drop;
-        let rest = m & ((1 << drop) - 1);
-        let half = 1 << (drop - 1);
-        if rest > half || (rest == half && kept & 1 == 1) {
-            kept + 1
-        } else {
-            kept
-        }
-    };
-    if e <= 0 {
-        // a float16 subnormal (units of 2^-24), or zero when below half of one
-        if e < -10 {
-            return sign;
-        }
-        // a carry out of the subnormal range lands exactly on the smallest normal (0x0400)
-        return sign | round(man | 0x80_0000, (14 - e) as u32) as u16;
-    }
-    // a carry out of the mantissa bumps the exponent (up to infinity at 0x7c00), which is the right answer
-    sign | round(((e as u32) << 23) | man, 13) as u16
+    half::f16::from_f32(x).to_bits()
 }
 
 /// The float32 value of a float16 bit pattern (exact: every float16 is a float32).
 pub fn to_f32(h: u16) -> f32 {
-    let negative = h & 0x8000 != 0;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    let magnitude = match exp {
-        0 => man as f32 / (1u32 << 24) as f32,
-        0x1f => f32::from_bits(0x7f80_0000 | (man << 13)),
-        _ => f32::from_bits(((exp + 112) << 23) | (man << 13)),
-    };
-    if negative {
-        -magnitude
-    } else {
-        magnitude
-    }
+    half::f16::from_bits(h).to_f32()
 }
 
 #[cfg(test)]

@@ -421,6 +421,9 @@ pub fn evaluate(net: &Net, set: &Dataset, spec: &BatchSpec, batch: usize, ordina
     Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f, one_off })
 }
 
+/// How often a training epoch reports its progress when no terminal shows the progress bar.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
+
 struct RunLog {
     metrics: std::fs::File,
     human: std::fs::File,
@@ -523,6 +526,8 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         let (mut loss_sum, mut r1, mut r5, mut seen) = (l0, h1 as i64, h5 as i64, s0 as i64);
         bar.inc(skip as u64);
         let mut window = (Instant::now(), 0i64);
+        // Without a terminal (a pipe, a log file, CI) the bar is hidden: a line every HEARTBEAT instead.
+        let mut last_note = Instant::now();
         // The shuffle is drawn from (seed, epoch) and every step's randomness (augmentation, dropout)
         // from (seed, epoch, step), so a run resumed at any step draws what an uninterrupted one draws.
         let mut stream = train_set.batches(epoch, skip, bs, &train_spec, c.train.seed, reps.main().device);
@@ -586,7 +591,14 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
                 log.json(&serde_json::json!({"epoch": epoch, "batch": b + 1, "loss": loss_sum / seen as f64, "rank1": r1 as f64 / seen as f64, "rank5": r5 as f64 / seen as f64, "samples_per_sec": sps, "lr": lr}))?;
                 if bar.is_hidden() {
                     tracing::info!("epoch {epoch} batch {}/{batches}: {msg}", b + 1);
+                    last_note = Instant::now();
                 }
+            }
+            if bar.is_hidden() && last_note.elapsed() >= HEARTBEAT && b + 1 < batches {
+                last_note = Instant::now();
+                let done = (b + 1 - skip as i64) as f64;
+                let eta = t0.elapsed().as_secs_f64() / done.max(1.0) * (batches - b - 1) as f64;
+                tracing::info!("epoch {epoch}/{} batch {}/{batches}: loss {:.4} rank-1 {:.4}, {eta:.0}s left in the epoch", c.train.epochs, b + 1, loss_sum / seen.max(1) as f64, r1 as f64 / seen.max(1) as f64);
             }
         }
         bar.finish_and_clear();
