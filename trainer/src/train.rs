@@ -598,7 +598,13 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
                 last_note = Instant::now();
                 let done = (b + 1 - skip as i64) as f64;
                 let eta = t0.elapsed().as_secs_f64() / done.max(1.0) * (batches - b - 1) as f64;
-                tracing::info!("epoch {epoch}/{} batch {}/{batches}: loss {:.4} rank-1 {:.4}, {eta:.0}s left in the epoch", c.train.epochs, b + 1, loss_sum / seen.max(1) as f64, r1 as f64 / seen.max(1) as f64);
+                tracing::info!(
+                    "epoch {epoch}/{} batch {}/{batches}: loss {:.4} rank-1 {:.4}, {eta:.0}s left in the epoch",
+                    c.train.epochs,
+                    b + 1,
+                    loss_sum / seen.max(1) as f64,
+                    r1 as f64 / seen.max(1) as f64
+                );
             }
         }
         bar.finish_and_clear();
