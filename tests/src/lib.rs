@@ -71,8 +71,8 @@ pub const PATTERNS: [&str; 3] = ["horizontal", "vertical", "diagonal"];
 
 /// One `size`×`size` RGB image of pattern class `class` (0 horizontal, 1 vertical, other diagonal
 /// stripes) with a period, phase and colour drawn from `seed`, over noise.
-pub fn pattern_image(class: usize, size: u32, seed: u64) -> models::records::image::RgbImage {
-    use models::records::image::{Rgb, RgbImage};
+pub fn pattern_image(class: usize, size: u32, seed: u64) -> data::image::RgbImage {
+    use data::image::{Rgb, RgbImage};
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move |n: u32| {
         state ^= state << 13;

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use models::records::image::{self, ImageFormat};
+use data::image::{self, ImageFormat};
 use tests::{assets_dir, fresh_dir, pattern_image, repo_root, run_bin, s, text};
 
 fn write(path: &Path, text: &str) {

@@ -214,8 +214,8 @@ fn write_idx_set(prefix: &Path, pixels: &[u8], labels: &[u8]) {
 
 /// The same images as a record file (lossless PNG, stored at their size).
 fn write_records(path: &Path, pixels: &[u8], labels: &[u8]) {
-    use models::records::image::{DynamicImage, GrayImage};
-    use models::records::{pack, Item, PackOptions, Source};
+    use data::image::{DynamicImage, GrayImage};
+    use data::records::{pack, Item, PackOptions, Source};
     let items: Vec<Item> = labels
         .iter()
         .enumerate()

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use models::records::image::{self, DynamicImage, Rgb, RgbImage};
+use data::image::{self, DynamicImage, Rgb, RgbImage};
 use tests::{fresh_dir, run_bin, s, text};
 
 fn ok(args: &[&str]) -> String {
