@@ -27,7 +27,7 @@ fn trained_pattern_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf,
         &config,
         format!(
             "[model]\nname = \"mini-vgg\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\nmean = 110.0\nstd = 70.0\n\
-             [train]\nbatch_size = 8\nepochs = 4\nlr = 0.005\nseed = 3\ndevice = \"cpu\"\nlog_every = 0\nrun = \"{}\"\n\
+             [train]\nbatch_size = 8\nepochs = 8\nlr = 0.005\nseed = 3\ndevice = \"cpu\"\nlog_every = 0\nrun = \"{}\"\n\
              [optimizer]\nname = \"sgd\"\nmomentum = 0.9\n",
             s(&rec.join("train.rec")),
             s(&rec.join("val.rec")),
