@@ -13,8 +13,10 @@ use serde::Serialize;
 pub struct Report {
     pub opencv: String,
     pub video_backends: Vec<String>,
+    #[serde(serialize_with = "models::cli::serialize_check")]
     pub face_cascade: Result<String, String>,
     /// What reading the source gave, when one was given.
+    #[serde(serialize_with = "models::cli::serialize_opt_check")]
     pub source: Option<Result<String, String>>,
 }
 

@@ -205,7 +205,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = edge_demo::doctor::run(&cascade, source.as_deref())?;
             let ort = runtime::doctor::run(runtime::Provider::Cpu, None);
             if json {
-                let ort = ort.as_ref().map_err(|e| e.to_string());
+                let ort = models::cli::Check::of(&ort);
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "video": report, "onnxruntime": ort }))?);
             } else {
                 println!("{report}");

@@ -2,6 +2,7 @@
 //! one verbosity flag and one way to set up `tracing`, so every tool logs the same way.
 
 use clap::Args;
+use serde::{Serialize, Serializer};
 use tracing_subscriber::EnvFilter;
 
 /// `-v`/`-q` flags; `RUST_LOG` (e.g. `RUST_LOG=trainer=debug`) wins over them when set.
@@ -35,6 +36,36 @@ impl Verbosity {
     }
 }
 
+/// A check's outcome as JSON: `{"ok": true, "value": …}` or `{"ok": false, "error": "…"}`, rather than
+/// serde's `{"Ok": …}` / `{"Err": …}` for a Rust `Result`, which no JSON reader expects.
+#[derive(Debug, Serialize)]
+pub struct Check<'a, T: Serialize> {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl<'a, T: Serialize> Check<'a, T> {
+    pub fn of<E: std::fmt::Display>(r: &'a Result<T, E>) -> Self {
+        match r {
+            Ok(v) => Self { ok: true, value: Some(v), error: None },
+            Err(e) => Self { ok: false, value: None, error: Some(e.to_string()) },
+        }
+    }
+}
+
+/// `#[serde(serialize_with = "models::cli::serialize_check")]` for a `Result` field (see [`Check`]).
+pub fn serialize_check<T: Serialize, E: std::fmt::Display, S: Serializer>(r: &Result<T, E>, s: S) -> Result<S::Ok, S::Error> {
+    Check::of(r).serialize(s)
+}
+
+/// [`serialize_check`] for an `Option<Result>` field (`null` when the check did not run).
+pub fn serialize_opt_check<T: Serialize, E: std::fmt::Display, S: Serializer>(r: &Option<Result<T, E>>, s: S) -> Result<S::Ok, S::Error> {
+    r.as_ref().map(Check::of).serialize(s)
+}
+
 /// Parses a device name as users type it, for trainer devices and runtime providers alike:
 /// `cpu` → `Some(None)`, `cuda`/`gpu` → `Some(Some(0))`, `cuda:N` → `Some(Some(N))`, anything else → `None`.
 pub fn parse_device_name(s: &str) -> Option<Option<usize>> {
@@ -61,6 +92,14 @@ pub fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checks_serialise_as_objects_not_rust_results() {
+        let ok: Result<u32, String> = Ok(9);
+        let bad: Result<u32, String> = Err("no GPU".into());
+        assert_eq!(serde_json::to_value(Check::of(&ok)).unwrap(), serde_json::json!({"ok": true, "value": 9}));
+        assert_eq!(serde_json::to_value(Check::of(&bad)).unwrap(), serde_json::json!({"ok": false, "error": "no GPU"}));
+    }
 
     #[test]
     fn device_names() {

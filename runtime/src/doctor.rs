@@ -15,6 +15,7 @@ pub struct Report {
     pub providers: Vec<&'static str>,
     pub provider: String,
     /// What running the model did, when one was given.
+    #[serde(serialize_with = "models::cli::serialize_opt_check")]
     pub model: Option<Result<Vec<String>, String>>,
 }
 

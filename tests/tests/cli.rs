@@ -31,7 +31,7 @@ fn trainer_doctor_computes_on_the_cpu() {
     let o = run_bin("trainer", &["doctor", "--device", "cpu", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["device_check"]["Ok"], "conv2d on Cpu gives 9 as it should", "{r}");
+    assert_eq!(r["device_check"], serde_json::json!({"ok": true, "value": "conv2d on Cpu gives 9 as it should"}), "{r}");
     assert!(r["libtorch_version"].as_str().unwrap().starts_with("2.11.0"), "{r}");
 }
 
@@ -54,7 +54,7 @@ fn runtime_doctor_runs_a_real_model_on_the_cpu() {
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["providers"].as_array().unwrap().iter().any(|p| p == "CPUExecutionProvider"), "{r}");
-    let lines = r["model"]["Ok"].as_array().unwrap_or_else(|| panic!("model run failed: {r}"));
+    let lines = r["model"]["value"].as_array().unwrap_or_else(|| panic!("model run failed: {r}"));
     // fer_emotion.onnx: one output of 7 emotion probabilities for the one (zero) input image.
     assert_eq!(lines.len(), 1, "{r}");
     assert!(lines[0].as_str().unwrap().contains("shape [1, 7], 7 values, all finite: true"), "{r}");
@@ -112,8 +112,8 @@ fn edge_demo_doctor_finds_the_face_detector_and_onnxruntime() {
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["video"]["opencv"].as_str().unwrap().starts_with("4."), "{r}");
-    assert!(r["video"]["face_cascade"]["Ok"].as_str().unwrap().ends_with("haarcascade_frontalface_default.xml"), "{r}");
-    assert!(r["onnxruntime"]["Ok"]["providers"].as_array().is_some(), "{r}");
+    assert!(r["video"]["face_cascade"]["value"].as_str().unwrap().ends_with("haarcascade_frontalface_default.xml"), "{r}");
+    assert!(r["onnxruntime"]["value"]["providers"].as_array().is_some(), "{r}");
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn edge_demo_reads_a_real_image_and_finds_its_face() {
     let o = run_bin("edge-demo", &["doctor", "--source", img.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let s = r["video"]["source"]["Ok"].as_str().unwrap_or_else(|| panic!("{r}"));
+    let s = r["video"]["source"]["value"].as_str().unwrap_or_else(|| panic!("{r}"));
     assert!(s.contains("1 face(s) in the first frame"), "{r}");
 }
 

@@ -17,6 +17,7 @@ pub struct Report {
     pub cpu_threads: i32,
     /// The device that was checked, and what the probe computation on it gave.
     pub device: String,
+    #[serde(serialize_with = "models::cli::serialize_check")]
     pub device_check: Result<String, String>,
 }
 

@@ -13,8 +13,6 @@
 //! image to learn its size for clipping ([`image_dimensions`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use crate::records::{BoundingBox, Item, Source};
@@ -375,65 +373,17 @@ pub fn build_dlib_xml(o: &DlibXmlOptions) -> Result<Prepared> {
     Ok(Prepared { kind: "dlib_xml".into(), labels, splits: splits_of(vec![("train", train), ("test", test)]), read, dropped, grayscale: false })
 }
 
-// ------------------------------------------------------------------------------------------- image headers
-
-/// Width and height of a PNG (IHDR) or JPEG (SOFn) file, read from its header only.
+/// Width and height of an image file, from its header only (the `image` crate reads the header of
+/// every format it decodes).
 pub fn image_dimensions(path: &Path) -> std::result::Result<(u32, u32), String> {
-    let f = File::open(path).map_err(|e| if e.kind() == ErrorKind::NotFound { "file missing".to_string() } else { e.to_string() })?;
-    header_dimensions(BufReader::new(f))
-}
-
-fn header_dimensions<R: Read>(mut r: R) -> std::result::Result<(u32, u32), String> {
-    let eof = |e: std::io::Error| if e.kind() == ErrorKind::UnexpectedEof { "truncated header".to_string() } else { e.to_string() };
-    let mut take = |n: usize| -> std::result::Result<Vec<u8>, String> {
-        let mut b = vec![0u8; n];
-        r.read_exact(&mut b).map_err(eof)?;
-        Ok(b)
-    };
-    let be16 = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]) as u32;
-    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let head = take(2)?;
-    let (w, h) = match head.as_slice() {
-        [0x89, b'P'] => {
-            let rest = take(22)?;
-            if &rest[..6] != b"NG\r\n\x1a\n" || &rest[10..14] != b"IHDR" {
-                return Err("bad PNG signature or no IHDR chunk first".into());
-            }
-            (be32(&rest[14..18]), be32(&rest[18..22]))
-        }
-        [0xFF, 0xD8] => loop {
-            // a marker: 0xFF, optional 0xFF fill bytes, the marker code
-            if take(1)?[0] != 0xFF {
-                return Err("JPEG segment does not start with a marker".into());
-            }
-            let mut code = take(1)?[0];
-            while code == 0xFF {
-                code = take(1)?[0];
-            }
-            match code {
-                0x01 | 0xD0..=0xD8 => continue,
-                0xD9 | 0xDA => return Err("no SOF marker before the image data".into()),
-                _ => {}
-            }
-            let len = be16(&take(2)?);
-            if len < 2 {
-                return Err(format!("JPEG segment 0x{code:02X} has length {len}"));
-            }
-            let body = take(len as usize - 2)?;
-            let sof = matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC);
-            if sof {
-                if body.len() < 5 {
-                    return Err("JPEG SOF segment too short".into());
-                }
-                break (be16(&body[3..5]), be16(&body[1..3]));
-            }
-        },
-        _ => return Err("not a PNG or JPEG file".into()),
-    };
-    if w == 0 || h == 0 {
-        return Err(format!("image size {w}x{h}"));
+    if !path.is_file() {
+        return Err("file missing".into());
     }
-    Ok((w, h))
+    match image::image_dimensions(path) {
+        Ok((0, _)) | Ok((_, 0)) => Err("image size 0".into()),
+        Ok(wh) => Ok(wh),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -447,26 +397,19 @@ mod tests {
         d
     }
 
-    fn png(w: u32, h: u32) -> Vec<u8> {
-        let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
-        b.extend_from_slice(&13u32.to_be_bytes());
-        b.extend_from_slice(b"IHDR");
-        b.extend_from_slice(&w.to_be_bytes());
-        b.extend_from_slice(&h.to_be_bytes());
-        b.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]); // depth, colour, …, CRC (not checked)
-        b
+    /// A real encoded image of `w`x`h` in `format`.
+    fn encoded(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+        let mut b = std::io::Cursor::new(vec![]);
+        image::RgbImage::from_pixel(w, h, image::Rgb([90, 120, 30])).write_to(&mut b, format).unwrap();
+        b.into_inner()
     }
 
-    /// SOI, an APP0 (JFIF) segment, a fill byte, then an SOF segment with the given marker code.
-    fn jpeg(w: u16, h: u16, sof: u8) -> Vec<u8> {
-        let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16];
-        b.extend_from_slice(b"JFIF\0");
-        b.extend_from_slice(&[1, 1, 0, 0, 1, 0, 1, 0, 0]);
-        b.extend_from_slice(&[0xFF, 0xFF, sof, 0, 17, 8]);
-        b.extend_from_slice(&h.to_be_bytes());
-        b.extend_from_slice(&w.to_be_bytes());
-        b.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1, 0xFF, 0xD9]);
-        b
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        encoded(w, h, image::ImageFormat::Png)
+    }
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        encoded(w, h, image::ImageFormat::Jpeg)
     }
 
     fn split<'a>(p: &'a Prepared, name: &str) -> &'a [Item] {
@@ -484,17 +427,16 @@ mod tests {
     const LISA_HEADER: &str = "Filename;Annotation tag;Upper left corner X;Upper left corner Y;Lower right corner X;Lower right corner Y;Occluded,On another road;Origin file;Origin frame number;Origin track;Origin track frame number\n";
 
     #[test]
-    fn dimensions_from_png_and_jpeg_headers() {
-        assert_eq!(header_dimensions(png(640, 480).as_slice()), Ok((640, 480)));
-        assert_eq!(header_dimensions(jpeg(1024, 768, 0xC0).as_slice()), Ok((1024, 768)));
-        assert_eq!(header_dimensions(jpeg(33, 7, 0xC2).as_slice()), Ok((33, 7)));
-        assert_eq!(header_dimensions(&png(640, 480)[..20]), Err("truncated header".into()));
-        assert!(header_dimensions(&b"GIF89a...."[..]).unwrap_err().contains("not a PNG or JPEG"));
-        assert!(header_dimensions(&[0xFF, 0xD8, 0xFF, 0xDA, 0, 2][..]).unwrap_err().contains("no SOF"));
+    fn dimensions_from_image_headers() {
         let d = tmp("dims");
-        std::fs::write(d.join("a.jpg"), jpeg(5, 6, 0xC0)).unwrap();
+        let img = image::RgbImage::from_pixel(5, 6, image::Rgb([1, 2, 3]));
+        img.save(d.join("a.jpg")).unwrap();
+        img.save(d.join("b.png")).unwrap();
         assert_eq!(image_dimensions(&d.join("a.jpg")), Ok((5, 6)));
+        assert_eq!(image_dimensions(&d.join("b.png")), Ok((5, 6)));
         assert_eq!(image_dimensions(&d.join("none.png")), Err("file missing".into()));
+        std::fs::write(d.join("c.jpg"), b"\xff\xd8 not really").unwrap();
+        assert!(image_dimensions(&d.join("c.jpg")).is_err());
     }
 
     #[test]
@@ -634,7 +576,7 @@ mod tests {
         let d = tmp("dlib");
         std::fs::create_dir_all(d.join("img")).unwrap();
         std::fs::write(d.join("img/a.png"), png(100, 80)).unwrap();
-        std::fs::write(d.join("img/b.jpg"), jpeg(64, 48, 0xC2)).unwrap();
+        std::fs::write(d.join("img/b.jpg"), jpeg(64, 48)).unwrap();
         std::fs::write(d.join("img/all_ignored.png"), png(10, 10)).unwrap();
         std::fs::write(d.join("img/sized.bin"), b"not an image").unwrap();
         std::fs::write(d.join("img/negative.png"), png(10, 10)).unwrap();

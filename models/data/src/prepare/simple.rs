@@ -62,20 +62,26 @@ pub struct Fer2013Options {
 }
 
 pub fn build_fer2013(o: &Fer2013Options) -> Result<Prepared> {
-    let text = std::fs::read_to_string(&o.csv).with_context(|| format!("reading {}", o.csv.display()))?;
-    let mut lines = text.lines().enumerate();
-    let header = lines.next().map(|(_, l)| l.trim().to_ascii_lowercase()).unwrap_or_default();
-    let cols: Vec<&str> = header.split(',').collect();
-    let col = |name: &str| cols.iter().position(|c| c.trim() == name).with_context(|| format!("{}:1: no '{name}' column in the header", o.csv.display()));
+    // the csv crate, as for Stanford Cars: quoting, CRLF and blank lines are its business, not ours
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_path(&o.csv).with_context(|| format!("reading {}", o.csv.display()))?;
+    let cols: Vec<String> = rdr.headers().with_context(|| format!("{}:1: unreadable header", o.csv.display()))?.iter().map(str::to_ascii_lowercase).collect();
+    let col = |name: &str| cols.iter().position(|c| c == name).with_context(|| format!("{}:1: no '{name}' column in the header", o.csv.display()));
     let (ce, cp, cu) = (col("emotion")?, col("pixels")?, col("usage")?);
     let name = o.csv.file_name().map_or("fer2013.csv".into(), |n| n.to_string_lossy().into_owned());
     let (mut train, mut val, mut test, mut dropped, mut read) = (vec![], vec![], vec![], vec![], 0);
-    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+    for row in rdr.records() {
         read += 1;
-        let at = format!("{name}:{}", i + 1);
-        let f: Vec<&str> = line.split(',').collect();
-        let Some((e, p, u)) = (f.len() > ce.max(cp).max(cu)).then(|| (f[ce].trim(), f[cp].trim(), f[cu].trim())) else {
-            dropped.push((at, format!("{} fields, expected {}", f.len(), cols.len())));
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                dropped.push((format!("{name}:{line}"), format!("unreadable CSV record: {e}")));
+                continue;
+            }
+        };
+        let at = format!("{name}:{}", row.position().map_or(0, |p| p.line()));
+        let Some((e, p, u)) = (row.len() > ce.max(cp).max(cu)).then(|| (&row[ce], &row[cp], &row[cu])) else {
+            dropped.push((at, format!("{} fields, expected {}", row.len(), cols.len())));
             continue;
         };
         let Ok(mut label) = e.parse::<i32>() else {
