@@ -7,6 +7,7 @@
 
 pub mod fold;
 pub mod fp16;
+pub mod head;
 pub mod inspect;
 pub mod lower;
 pub mod parity;
