@@ -2,7 +2,7 @@
 //!
 //! torch-sys asks for `-ltorch_cuda`, but the linker's default `--as-needed` drops it because no symbol
 //! of ours refers to it, and then `tch::Cuda::is_available()` is false even on a GPU machine
-//! (../shared/TOOLCHAIN.md). Wrapping it in `--no-as-needed` keeps it in the binary's NEEDED list.
+//! (the team's verified toolchain notes). Wrapping it in `--no-as-needed` keeps it in the binary's NEEDED list.
 //! `rustc-link-arg` reaches this crate's own binaries, tests and benches.
 use std::path::PathBuf;
 

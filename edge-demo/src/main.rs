@@ -15,7 +15,7 @@ use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 /// video files, cameras, streams and image folders.
 ///
 /// Our exported models carry their preprocessing and labels; for a model made elsewhere give them with
-/// the runtime's flags, e.g. the FER2013 model in ../shared/models:
+/// the runtime's flags, e.g. the FER2013 model in edge-demo/assets:
 ///   edge-demo emotion --model fer_emotion.onnx --size 64x64 --layout nhwc --gray --mean 127.5 --std 127.5
 ///     --labels fer_labels.txt --source faces.mp4 --output out.mp4 --json frames.jsonl
 #[derive(Parser, Debug)]

@@ -3,11 +3,16 @@
 //! The lowering library is pure Rust (ONNX messages come from the `onnx-protobuf` crate, generated for
 //! `protobuf` 3): `cargo tree -p exporter --no-default-features` shows neither libtorch nor ONNX
 //! Runtime. The default `verify` feature adds [`pipeline`], the export that proves the written file
-//! against libtorch (trainer) in ONNX Runtime (runtime); the `exporter` binary requires it.
+//! against libtorch (trainer) in ONNX Runtime (runtime), and [`logreg`], the same for a `trainer
+//! logreg` model on a frozen network's features (the network cut at the feature layer, then the
+//! fitted head of [`head`]); the `exporter` binary requires it.
 
 pub mod fold;
 pub mod fp16;
+pub mod head;
 pub mod inspect;
+#[cfg(feature = "verify")]
+pub mod logreg;
 pub mod lower;
 pub mod parity;
 #[cfg(feature = "verify")]

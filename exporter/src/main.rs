@@ -50,6 +50,46 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         samples: usize,
     },
+    /// Export a `trainer logreg` model with the frozen network of its features as one ONNX file.
+    ///
+    /// The file is the network of the model's run and epoch cut at its feature layer, then Flatten,
+    /// the fitted linear head with the standardisation folded in, and the softmax: `probabilities`
+    /// over the model's labels, with the run's preprocessing in its metadata, checked against libtorch
+    /// features through the logistic model. `runtime predict` and `edge-demo orientation` serve it
+    /// like any export (the book's orientation case study, ch. 11).
+    #[command(name = "export-head")]
+    ExportHead {
+        /// The model from `trainer logreg fit` (its features' record says which run, epoch and layer).
+        #[arg(long, value_name = "MODEL.json")]
+        logreg: PathBuf,
+        /// The ONNX file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The run of the frozen network [default: the one the model's features came from].
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Its checkpoint [default: the model's, when --run is its run; else the latest].
+        #[arg(long)]
+        epoch: Option<usize>,
+        /// ONNX opset.
+        #[arg(long, default_value_t = exporter::lower::DEFAULT_OPSET)]
+        opset: i64,
+        /// Also output the logits.
+        #[arg(long)]
+        logits: bool,
+        /// Largest accepted difference of a class probability between ONNX Runtime and libtorch
+        /// features through the logistic model [default: 1e-4].
+        #[arg(long)]
+        tolerance: Option<f32>,
+        /// Also compare on this many records of the training features' record file, when it is on
+        /// this machine; 0 skips it.
+        #[arg(long, default_value_t = 32)]
+        samples: usize,
+        /// The shorter side images are resized to before the centre crop, written into the file
+        /// [default: as recorded with the model's features (trainer prepare --short-side), else 256].
+        #[arg(long)]
+        short_side: Option<u32>,
+    },
     /// Show an ONNX file's inputs, outputs, opsets, operators, parameter count and metadata.
     Inspect {
         /// The ONNX file.
@@ -69,6 +109,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Export { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples } => {
             let report = exporter::pipeline::export(&exporter::pipeline::ExportOptions { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples })?;
+            println!("{report}");
+        }
+        Command::ExportHead { logreg, out, run, epoch, opset, logits, tolerance, samples, short_side } => {
+            let report =
+                exporter::logreg::export(&exporter::logreg::HeadExportOptions { logreg, out, run, epoch, opset, logits, tolerance, samples, short_side })?;
             println!("{report}");
         }
         Command::Inspect { file, json } => {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use data::records::RecordFile;
 use data::{Loader, LoaderOptions, Transform};
 use models::meta::{parity_key, Crop, Layout, ModelMeta, Preprocessing};
-use trainer::dataset::{labels_beside, short_side_beside, BatchSpec};
+use trainer::dataset::{labels_beside, short_side_beside};
 use trainer::run_dir::RunDir;
 use trainer::train::Config;
 
@@ -30,6 +30,9 @@ pub enum PipelineError {
     Runtime(#[from] runtime::RuntimeError),
     #[error(transparent)]
     Model(#[from] models::zoo::ZooError),
+    /// A fitted head that cannot be made part of its network (`exporter export-head`).
+    #[error(transparent)]
+    Head(#[from] crate::head::HeadError),
     /// The run directory, its checkpoint or its data (the trainer's message, with its context).
     #[error("{0}")]
     Run(String),
@@ -40,7 +43,7 @@ pub enum PipelineError {
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
 /// A trainer (anyhow) error with its whole context chain, as a typed error.
-fn run_err(e: impl Into<anyhow::Error>) -> PipelineError {
+pub(crate) fn run_err(e: impl Into<anyhow::Error>) -> PipelineError {
     PipelineError::Run(format!("{:#}", e.into()))
 }
 
@@ -65,19 +68,19 @@ pub struct ExportOptions {
 }
 
 /// How many fixed pseudo-random inputs the check runs.
-const FIXED_INPUTS: usize = 4;
+pub(crate) const FIXED_INPUTS: usize = 4;
 
 /// The seed of the fixed inputs (every export since the first has used these images).
-const FIXED_SEED: u64 = 0x2545_F491_4F6C_DD1D;
+pub(crate) const FIXED_SEED: u64 = 0x2545_F491_4F6C_DD1D;
 
 /// Normalised images `[n, C, H, W]` with their labels, and where they came from.
-struct Samples {
-    source: PathBuf,
-    data: Vec<f32>,
-    labels: Vec<i64>,
+pub(crate) struct Samples {
+    pub(crate) source: PathBuf,
+    pub(crate) data: Vec<f32>,
+    pub(crate) labels: Vec<i64>,
 }
 
-fn is_records(p: &Path) -> bool {
+pub(crate) fn is_records(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "rec")
 }
 
@@ -95,12 +98,13 @@ fn sample_source(c: &Config) -> Result<&Path, String> {
 
 /// The first `n` samples of `source` through the trainer's evaluation preprocessing: for record files
 /// the loader's deterministic transform (centre crop, no augmentation, normalisation), for IDX sets the
-/// normalisation (pixel - mean) / std that the trainer applies to in-memory sets.
-fn read_samples(source: &Path, spec: &BatchSpec, n: usize) -> Result<Samples> {
-    let [c, h, w] = spec.input;
+/// normalisation (pixel - mean) / std that the trainer applies to in-memory sets. `input` is the
+/// network's `[C, H, W]`, `mean` and `std` its normalisation in 0–255 pixel units.
+pub(crate) fn read_samples(source: &Path, input: [usize; 3], mean: &[f32], std: &[f32], n: usize) -> Result<Samples> {
+    let [c, h, w] = input;
     if is_records(source) {
         let file = RecordFile::open(source).map_err(run_err)?;
-        let transform = Transform::eval([h as u32, w as u32], c as u32, spec.mean.clone(), spec.std.clone());
+        let transform = Transform::eval([h as u32, w as u32], c as u32, mean.to_vec(), std.to_vec());
         let opts = LoaderOptions { batch_size: n, shuffle: false, workers: 1, prefetch: 1, ..LoaderOptions::default() };
         let Some(batch) = Loader::new(file, transform, opts).epoch(0).next() else { bail!("{}: no records", source.display()) };
         let batch = batch.map_err(|e| PipelineError::Run(format!("reading {}: {e}", source.display())))?;
@@ -112,17 +116,17 @@ fn read_samples(source: &Path, spec: &BatchSpec, n: usize) -> Result<Samples> {
     let (images, labels) = trainer::data::idx_files(source).map_err(run_err)?;
     let (dims, pixels) = trainer::data::read_idx(&images).map_err(run_err)?;
     let (_, label_bytes) = trainer::data::read_idx(&labels).map_err(run_err)?;
-    if dims.len() != 3 || [1, dims[1], dims[2]] != spec.input {
+    if dims.len() != 3 || [1, dims[1], dims[2]] != input {
         bail!("{}: images of shape {:?}, the network takes {c}x{h}x{w}", images.display(), &dims[1..]);
     }
     let n = n.min(dims[0]).min(label_bytes.len());
-    let (mean, std) = (spec.mean[0], spec.std[0]);
+    let (mean, std) = (mean[0], std[0]);
     let data = pixels[..n * h * w].iter().map(|&p| (p as f32 - mean) / std).collect();
     Ok(Samples { source: source.into(), data, labels: label_bytes[..n].iter().map(|&l| l as i64).collect() })
 }
 
 /// The file's probabilities on a `[n, C, H, W]` batch, checked to be `[n, classes]`.
-fn file_probabilities(path: &Path, x: Vec<f32>, shape: [usize; 4], classes: usize) -> Result<Vec<f32>> {
+pub(crate) fn file_probabilities(path: &Path, x: Vec<f32>, shape: [usize; 4], classes: usize) -> Result<Vec<f32>> {
     let outs = runtime::engine::infer(path, &runtime::SessionOptions::default(), x, &shape)?;
     let Some((_, dims, p)) = outs.into_iter().find(|(n, _, _)| n == "probabilities") else {
         bail!("{}: the written file has no probabilities output", path.display())
@@ -230,7 +234,7 @@ pub fn export(a: &ExportOptions) -> Result<ExportReport> {
     let samples = match source {
         Err(note) => Err(note),
         Ok(source) => {
-            let s = read_samples(source, &spec, a.samples)?;
+            let s = read_samples(source, spec.input, &spec.mean, &spec.std, a.samples)?;
             let shape = [s.labels.len(), input[0], input[1], input[2]];
             let expected = net.predict_f32(&s.data, shape);
             let got = file_probabilities(&a.out, s.data, shape, classes)?;

@@ -1,5 +1,5 @@
 //! Zoo-wide checks: every registered model builds and has the shapes and parameter counts that the book
-//! (../shared/spec/book.md §2) and the papers give.
+//! (the book's chapter on each network) and the papers give.
 
 use models::graph::{Graph, GraphError, ParamKind};
 use models::zoo::{self, ZooError, REGISTRY};

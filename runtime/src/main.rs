@@ -13,7 +13,7 @@ use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 ///
 /// Our own exports carry their preprocessing and labels; for a model made elsewhere give them with
 /// --size WxH --layout nchw|nhwc --gray --mean M[,M,M] --std S[,S,S] --labels FILE
-/// (e.g. ../shared/models/fer_emotion.onnx: --size 64x64 --layout nhwc --gray --mean 127.5 --std 127.5).
+/// (e.g. edge-demo/assets/fer_emotion.onnx: --size 64x64 --layout nhwc --gray --mean 127.5 --std 127.5).
 #[derive(Parser, Debug)]
 #[command(name = "runtime", version, about, long_about, propagate_version = true)]
 struct Cli {

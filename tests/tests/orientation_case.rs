@@ -1,13 +1,16 @@
 //! The book's orientation case study (ch. 11) end to end through the `trainer` CLI, on generated
 //! scenes: `prepare orientation` -> `init` (a frozen, randomly initialised mini-vgg) -> `features` for
 //! train and test -> `logreg fit` (grid search over C, report) -> `logreg eval` of the saved model ->
-//! `orientation-correct` on rotated copies of unseen scenes, checked pixel by pixel.
+//! `orientation-correct` on rotated copies of unseen scenes, checked pixel by pixel -> `exporter
+//! export-head` (the network cut at the feature layer plus the fitted head, as one verified ONNX file)
+//! -> `runtime eval`, `runtime predict` and `edge-demo orientation` on it, which agree with the trainer.
 //!
 //! The scenes have a bright sky above a dark ground, so each of the four rotations puts the bright part
 //! on another side; random horizons, brightness, objects and noise make every image different. Even
 //! random convolution filters keep where things are in the 7x7 pooled map, which is what the book's
 //! lesson says: CNN features are not rotation invariant, so the angle can be read from them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -60,6 +63,11 @@ fn turned(img: &RgbImage, angle: u32) -> RgbImage {
         _ => d,
     }
     .to_rgb8()
+}
+
+/// Whether an image path as a tool prints it is the case `name` (a path relative to the input folder).
+fn names_case(image: &str, name: &str) -> bool {
+    image == name || image.ends_with(&format!("/{name}"))
 }
 
 fn python() -> PathBuf {
@@ -208,5 +216,87 @@ fn rotated_set_features_logreg_grid_search_and_corrected_images() {
     }
     eprintln!("orientation-correct: {right}/12 predicted right");
     assert!(right >= 9, "{right}/12 angles right\n{out}");
+    let corrected: BTreeMap<String, u64> =
+        rep["images"].as_array().unwrap().iter().map(|e| (e["image"].as_str().unwrap().to_string(), e["angle"].as_u64().unwrap())).collect();
+
+    // 7. the deployment: the logistic model and its frozen network as one verified ONNX file
+    let onnx = d.join("orientation.onnx");
+    let o = run_bin("exporter", &["export-head", "--logreg", s(&model), "--out", s(&onnx)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("exporter export-head:\n{printed}");
+    assert!(printed.contains("mini-vgg cut at block2.pool [64, 7, 7], then a linear head over 4 classes, standardisation folded in"), "{printed}");
+    assert!(printed.contains("on 4 fixed pseudo-random images: max |Δp|") && printed.contains("on 32 samples of"), "{printed}");
+    let summary = exporter::inspect::inspect(&onnx).unwrap();
+    let meta = summary.meta().unwrap().expect("the export describes itself");
+    assert_eq!(meta.labels, ["0", "90", "180", "270"]);
+    assert_eq!((meta.architecture.as_str(), meta.epoch, meta.run.as_str()), ("mini-vgg+logreg", 0, s(&run)));
+    let pre = &meta.preprocessing;
+    assert_eq!((pre.input, pre.resize_short_side, pre.crop), ([1, 28, 28], 28, models::meta::Crop::Center));
+    assert_eq!(
+        (pre.mean.clone(), pre.std.clone()),
+        (
+            saved["features"]["mean"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect::<Vec<_>>(),
+            saved["features"]["std"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect::<Vec<_>>()
+        )
+    );
+    let parity: serde_json::Value = serde_json::from_str(meta.parity.as_deref().expect("the parity report is in the file")).unwrap();
+    assert!(parity["max_abs_diff"].as_f64().unwrap() <= 1e-4 && parity["tolerance"].as_f64().unwrap() <= 1e-4, "{parity}");
+    let real = &parity["samples"];
+    assert_eq!((real["samples"].as_u64(), real["top1_agree"].as_u64()), (Some(32), Some(32)), "{parity}");
+    assert_eq!(real["accuracy_libtorch"], real["accuracy_file"], "{parity}");
+    // one network: the classifier mini-vgg was initialised with is cut away, the head is one Gemm
+    let outputs: Vec<&str> = summary.outputs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(outputs, ["probabilities"]);
+    assert_eq!(summary.outputs[0].dims, ["N", "4"]);
+    // a bound that cannot be met: refused and removed
+    let refused = d.join("refused.onnx");
+    let o = run_bin("exporter", &["export-head", "--logreg", s(&model), "--out", s(&refused), "--tolerance=-1", "--samples", "0"]);
+    assert!(!o.status.success() && text(&o).contains("parity check failed") && !refused.exists(), "{}", text(&o));
+
+    // 8. served like any export: `runtime eval` on the test records scores what `logreg eval` scored
+    let eval_json = d.join("eval.json");
+    let o = run_bin("runtime", &["eval", "--model", s(&onnx), "--data", s(&data.join("test.rec")), "--json", s(&eval_json)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let served: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    assert_eq!(served["confusion"], eval["report"]["confusion"], "runtime eval {served}\nlogreg eval {}", eval["report"]);
+    assert_eq!(served["rank1"].as_f64().unwrap(), accuracy);
+
+    // `runtime predict` on the turned images: the angles `orientation-correct` predicted
+    let o = run_bin("runtime", &["predict", "--model", s(&onnx), s(&input), "--top", "4", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let predicted: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(predicted.len(), 12, "{}", text(&o));
+    for p in &predicted {
+        let image = p["image"].as_str().unwrap();
+        let name = cases.iter().map(|c| c.0.as_str()).find(|n| names_case(image, n)).unwrap_or_else(|| panic!("{image} is none of the cases"));
+        let top = p["top"].as_array().unwrap();
+        let mut labels: Vec<&str> = top.iter().map(|t| t[0].as_str().unwrap()).collect();
+        let best: u64 = labels[0].parse().unwrap();
+        assert_eq!(best, corrected[name], "{name}: runtime predict {p}, orientation-correct {}", corrected[name]);
+        labels.sort();
+        assert_eq!(labels, ["0", "180", "270", "90"], "{p}");
+    }
+
+    // `edge-demo orientation` on the folders (it reads one folder, not its sub-folders): the same
+    // angles, and the images written upright
+    let (turned_back, mut lines) = (d.join("edge-out"), vec![]);
+    for folder in [input.clone(), input.join("sub")] {
+        let frames = d.join("edge.jsonl");
+        let o = run_bin("edge-demo", &["-q", "orientation", "--model", s(&onnx), "--source", s(&folder), "--output", s(&turned_back), "--json", s(&frames)]);
+        assert!(o.status.success(), "{}", text(&o));
+        lines.extend(std::fs::read_to_string(&frames).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
+    }
+    let per_image: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("rotation").is_some()).collect();
+    assert_eq!(per_image.len(), 12, "{lines:?}");
+    for l in per_image {
+        let image = l["image"].as_str().unwrap();
+        let (name, upright, angle) = cases.iter().find(|c| names_case(image, &c.0)).unwrap_or_else(|| panic!("{l}"));
+        let rotation = l["rotation"].as_u64().unwrap();
+        assert_eq!(rotation, corrected[name.as_str()], "{name}: edge-demo {l}, orientation-correct {}", corrected[name.as_str()]);
+        let file_name = std::path::Path::new(name).file_name().unwrap();
+        let written = image::open(turned_back.join(file_name)).unwrap().to_rgb8();
+        assert_eq!(written, turned(&turned(upright, *angle), (360 - rotation as u32) % 360), "{name}");
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }

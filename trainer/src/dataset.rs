@@ -1,5 +1,5 @@
 //! What training and evaluation read: a small IDX set held in memory, or record files streamed by the
-//! loader (models::loader), behind one batch iterator.
+//! loader (data::loader), behind one batch iterator.
 
 use std::path::{Path, PathBuf};
 

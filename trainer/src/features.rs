@@ -323,6 +323,25 @@ impl Extractor {
         &self.info
     }
 
+    /// The network as it runs here (the node read is [`Extractor::node`]); the exporter lowers this
+    /// graph, cut at that node, with the checkpoint's weights.
+    pub fn graph(&self) -> &Graph {
+        &self.net.graph
+    }
+
+    /// The node read.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// [`Extractor::features`] of a float32 batch given as `[N, C, H, W]` values (for parity checks).
+    pub fn features_f32(&self, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        if data.len() != shape.iter().product::<usize>() {
+            bail!("{} values for a batch of shape {shape:?}", data.len());
+        }
+        self.features(&Tensor::from_slice(data).view(shape.map(|d| d as i64)))
+    }
+
     /// Flattened activations of a normalised batch `[N, C, H, W]`, row-major `[N, dim]`.
     pub fn features(&self, x: &Tensor) -> Result<Vec<f32>> {
         let _guard = tch::no_grad_guard();
