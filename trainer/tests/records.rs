@@ -65,7 +65,7 @@ std = 64.0
 [train]
 batch_size = 8
 epochs = 30
-lr = 0.01
+lr = 0.003
 seed = 1
 log_every = 0
 run = "{r}"
