@@ -41,7 +41,9 @@ step "trainer prepare idx: Fashion-MNIST into record files (train / val / test)"
 step "trainer train: mini-vgg on the 54,000 training records, $EPOCHS epoch(s) on the CPU"
 "$BIN/trainer" train --config configs/fashion-mnist-mini-vgg.toml --run "$RUN" --epochs "$EPOCHS" --set "schedule.max_epochs=$EPOCHS" \
   --set "data.train=\"$DATA/train.rec\"" --set "data.val=\"$DATA/val.rec\"" --set "data.mean_file=\"$DATA/mean.json\"" 2>&1 \
- | grep -v " batch " | tee "$OUT/train.txt"
+ | tee "$OUT/train-log.txt"
+# the terminal saw every progress line; the report keeps the epoch lines
+grep -v " batch " "$OUT/train-log.txt" > "$OUT/train.txt"
 
 step "trainer eval: the last checkpoint on the 10,000 test records"
 "$BIN/trainer" eval --run "$RUN" --data "$DATA/test.rec" | tee "$OUT/eval.txt"

@@ -21,15 +21,12 @@
 //! and writes, and is memory-mappable. Rows stream to a temporary file beside the output while the
 //! network runs (the header needs the final count), so memory stays at one batch.
 
-use std::collections::BTreeMap;
-use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use data::records::RecordFile;
 use data::{Loader, LoaderOptions, Transform};
 use models::graph::{Graph, NodeId, Op};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::dataset::{labels_beside, short_side_beside};
@@ -38,189 +35,7 @@ use crate::net::{Net, Precision};
 use crate::run_dir::RunDir;
 use crate::train::{batch_spec, load_checkpoint_info};
 
-/// The `format` of the files this module writes.
-pub const FORMAT: &str = "dlcv-features/1";
-
-/// Where features came from and how images became network inputs. Stored in the features file and
-/// carried into a `trainer logreg` model, so that `trainer orientation-correct` repeats the same steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeatureInfo {
-    pub run: PathBuf,
-    pub epoch: usize,
-    /// The registry model of the run.
-    pub model: String,
-    /// The graph node read.
-    pub layer: String,
-    /// Its per-sample output shape (e.g. `[64, 7, 7]`); a feature vector is this flattened C-major.
-    pub layer_shape: Vec<usize>,
-    /// The network input `[C, H, W]`: a centre crop of the stored image.
-    pub input: [usize; 3],
-    /// Normalisation in 0–255 pixel units, from the run's config.
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-    /// The record file read.
-    pub source: PathBuf,
-    /// The shorter side `trainer prepare` resized the images to (its report.json), when known.
-    pub short_side: Option<u32>,
-    /// How the records store images: `png` (lossless, `--quality 0`) or `jpeg`.
-    pub stored_as: Option<String>,
-}
-
-impl FeatureInfo {
-    /// The feature vector length.
-    pub fn dim(&self) -> usize {
-        self.layer_shape.iter().product()
-    }
-}
-
-/// Features held in memory: `data` is `n x dim`, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeatureSet {
-    pub data: Vec<f32>,
-    pub n: usize,
-    pub dim: usize,
-    pub labels: Vec<i64>,
-    pub keys: Vec<String>,
-    pub label_names: Vec<String>,
-    pub info: Option<FeatureInfo>,
-}
-
-impl FeatureSet {
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-
-    /// Writes the set as a features file (see the module documentation).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut w = FeatureWriter::create(path)?;
-        w.push(&self.data, &self.labels, &self.keys)?;
-        if self.n == 0 {
-            w.dim = Some(self.dim);
-        }
-        w.finish(&self.label_names, self.info.as_ref())
-    }
-
-    /// Reads a features file and checks it against its own header.
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let bad = |why: String| anyhow::anyhow!("{}: not a features file: {why}", path.display());
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let field = |k: &str| -> Result<serde_json::Value> {
-            let text = meta.get(k).ok_or_else(|| bad(format!("no '{k}' in the metadata")))?;
-            serde_json::from_str(text).map_err(|e| bad(format!("metadata '{k}' is not JSON: {e}")))
-        };
-        if field("format")? != FORMAT {
-            return Err(bad(format!("format {} is not {FORMAT}", meta["format"])));
-        }
-        let f = st.tensor("features").map_err(|e| bad(format!("{e:?}")))?;
-        let l = st.tensor("labels").map_err(|e| bad(format!("{e:?}")))?;
-        if f.dtype() != safetensors::Dtype::F32 || l.dtype() != safetensors::Dtype::I64 || f.shape().len() != 2 || l.shape().len() != 1 {
-            return Err(bad(format!(
-                "expected features F32 [N, D] and labels I64 [N], found {:?} {:?} and {:?} {:?}",
-                f.dtype(),
-                f.shape(),
-                l.dtype(),
-                l.shape()
-            )));
-        }
-        let (n, dim) = (f.shape()[0], f.shape()[1]);
-        let data: Vec<f32> = f.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let labels: Vec<i64> = l.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
-        let keys: Vec<String> = serde_json::from_value(field("keys")?).map_err(|e| bad(format!("keys: {e}")))?;
-        let label_names: Vec<String> = serde_json::from_value(field("label_names")?).map_err(|e| bad(format!("label_names: {e}")))?;
-        let info: Option<FeatureInfo> = serde_json::from_value(field("info")?).map_err(|e| bad(format!("info: {e}")))?;
-        if labels.len() != n || keys.len() != n {
-            return Err(bad(format!("{n} rows, {} labels, {} keys", labels.len(), keys.len())));
-        }
-        Ok(Self { data, n, dim, labels, keys, label_names, info })
-    }
-}
-
-/// Streams rows into a features file: rows go to `PATH.rows.tmp`, and [`finish`](Self::finish)
-/// writes the header (which needs the final count) and then the rows, labels and metadata.
-pub struct FeatureWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    rows: BufWriter<std::fs::File>,
-    dim: Option<usize>,
-    labels: Vec<i64>,
-    keys: Vec<String>,
-}
-
-impl FeatureWriter {
-    pub fn create(path: &Path) -> Result<Self> {
-        let tmp = PathBuf::from(format!("{}.rows.tmp", path.display()));
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(Self { path: path.to_path_buf(), tmp, rows: BufWriter::new(file), dim: None, labels: vec![], keys: vec![] })
-    }
-
-    /// Appends `labels.len()` rows (`rows` is row-major).
-    pub fn push(&mut self, rows: &[f32], labels: &[i64], keys: &[String]) -> Result<()> {
-        if labels.len() != keys.len() || (!labels.is_empty() && rows.len() % labels.len() != 0) {
-            bail!("{} values, {} labels and {} keys do not make rows", rows.len(), labels.len(), keys.len());
-        }
-        if labels.is_empty() {
-            return Ok(());
-        }
-        let dim = rows.len() / labels.len();
-        if *self.dim.get_or_insert(dim) != dim {
-            bail!("rows of {dim} values after rows of {}", self.dim.unwrap_or_default());
-        }
-        for v in rows {
-            self.rows.write_all(&v.to_le_bytes())?;
-        }
-        self.labels.extend_from_slice(labels);
-        self.keys.extend(keys.iter().cloned());
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    pub fn finish(self, label_names: &[String], info: Option<&FeatureInfo>) -> Result<()> {
-        let Self { path, tmp, rows, dim, labels, keys } = self;
-        drop(rows.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?);
-        let (n, dim) = (labels.len(), dim.unwrap_or(0));
-        let fbytes = n * dim * 4;
-        let json = |v: serde_json::Value| v.to_string();
-        let meta: BTreeMap<&str, String> = [
-            ("format", json(FORMAT.into())),
-            ("label_names", json(serde_json::to_value(label_names)?)),
-            ("keys", json(serde_json::to_value(&keys)?)),
-            ("info", json(serde_json::to_value(info)?)),
-        ]
-        .into_iter()
-        .collect();
-        let header = serde_json::json!({
-            "__metadata__": meta,
-            "features": {"dtype": "F32", "shape": [n, dim], "data_offsets": [0, fbytes]},
-            "labels": {"dtype": "I64", "shape": [n], "data_offsets": [fbytes, fbytes + 8 * n]},
-        });
-        let mut header = header.to_string().into_bytes();
-        // pad with spaces so the data starts 8-byte aligned (the format allows trailing whitespace)
-        header.resize(header.len().next_multiple_of(8), b' ');
-        let mut out = BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
-        out.write_all(&(header.len() as u64).to_le_bytes())?;
-        out.write_all(&header)?;
-        let copied = std::io::copy(&mut BufReader::new(std::fs::File::open(&tmp)?), &mut out)?;
-        if copied != fbytes as u64 {
-            bail!("{}: {copied} bytes of rows, expected {fbytes}", tmp.display());
-        }
-        for l in &labels {
-            out.write_all(&l.to_le_bytes())?;
-        }
-        out.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?.sync_all()?;
-        std::fs::remove_file(&tmp)?;
-        Ok(())
-    }
-}
+pub use experiment::features::{FeatureInfo, FeatureSet, FeatureWriter, FORMAT};
 
 /// Whether `op` pools (exhaustive, so a new op has to say whether it does).
 fn is_pool(op: &Op) -> bool {
@@ -412,6 +227,7 @@ pub fn extract_to_file(x: &Extractor, rec: &Path, out: &Path, batch: usize) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn features_file_round_trips_and_is_plain_safetensors() {
