@@ -1,4 +1,5 @@
-//! What the `trainer` subcommands print; kept in the library so tests call the same code.
+//! The clap arguments of the larger `trainer` subcommands and what they print (a module of the binary:
+//! the library returns values, this prints them).
 
 use std::path::PathBuf;
 
@@ -244,13 +245,13 @@ pub struct FeaturesArgs {
     pub batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: crate::device::DeviceSpec,
+    pub device: trainer::device::DeviceSpec,
 }
 
 /// `trainer features --run DIR --data FILE.rec --out FEATURES`.
 pub fn features(a: &FeaturesArgs) -> Result<()> {
-    let ex = crate::features::Extractor::open(&a.run, a.epoch, a.layer.as_deref(), a.device)?;
-    let done = crate::features::extract_to_file(&ex, &a.data, &a.out, a.batch)?;
+    let ex = trainer::features::Extractor::open(&a.run, a.epoch, a.layer.as_deref(), a.device)?;
+    let done = trainer::features::extract_to_file(&ex, &a.data, &a.out, a.batch)?;
     let i = &done.info;
     println!(
         "{}: {} rows x {} features ({} {} {:?}, {} epoch {}), {} classes, {} records skipped",
@@ -279,7 +280,7 @@ pub enum LogregAction {
         #[arg(long, alias = "test")]
         val: Option<PathBuf>,
         /// The grid of C (inverse regularisation strength, as scikit-learn's), comma-separated.
-        #[arg(long = "c", value_delimiter = ',', default_values_t = crate::logreg::BOOK_GRID)]
+        #[arg(long = "c", value_delimiter = ',', default_values_t = trainer::logreg::BOOK_GRID)]
         cs: Vec<f64>,
         #[arg(long, default_value_t = 3)]
         folds: usize,
@@ -315,15 +316,15 @@ pub enum LogregAction {
 
 /// `trainer logreg fit | eval`.
 pub fn logreg(action: LogregAction) -> Result<()> {
-    use crate::features::FeatureSet;
-    use crate::logreg::{fit, FitOptions, Model, Report};
+    use trainer::features::FeatureSet;
+    use trainer::logreg::{fit, FitOptions, Model, Report};
     match action {
         LogregAction::Fit { features, val, cs, folds, no_standardize, max_iter, seed, jobs, out, json } => {
             let train = FeatureSet::load(&features)?;
             let o = FitOptions { cs, folds, standardize: !no_standardize, max_iter, seed, jobs, ..FitOptions::default() };
             let fitted = fit(&train, &o).with_context(|| format!("fitting {}", features.display()))?;
             fitted.model.save(&out)?;
-            // report on the model as saved (see crate::logreg), so `logreg eval` of it agrees exactly
+            // report on the model as saved (see trainer::logreg), so `logreg eval` of it agrees exactly
             let m = &Model::load(&out)?;
             let (report, on) = match &val {
                 Some(v) => (Report::of(m, &FeatureSet::load(v)?).with_context(|| v.display().to_string())?, v.display().to_string()),
@@ -365,7 +366,7 @@ pub fn logreg(action: LogregAction) -> Result<()> {
 }
 
 /// `trainer orientation-correct`.
-pub fn orientation_correct(o: &crate::orientation::CorrectOptions) -> Result<()> {
-    println!("{}", crate::orientation::correct(o)?);
+pub fn orientation_correct(o: &trainer::orientation::CorrectOptions) -> Result<()> {
+    println!("{}", trainer::orientation::correct(o)?);
     Ok(())
 }

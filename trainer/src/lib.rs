@@ -1,6 +1,5 @@
 //! `trainer`: everything that runs on libtorch (through `tch`). This is the only crate that links it.
 
-pub mod cli;
 pub mod data;
 pub mod dataset;
 pub mod device;

@@ -1,6 +1,9 @@
-//! `trainer`: thin command-line front over the `trainer` library.
+//! `trainer`: thin command-line front over the `trainer` library. The clap types of the larger
+//! subcommands and their printing live in `cli.rs`, a module of this binary, not of the library.
 
 use std::path::PathBuf;
+
+mod cli;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,9 +34,9 @@ enum Command {
     /// Build a dataset into record files: lists, label map, train-set means, records, report.
     Prepare {
         #[command(subcommand)]
-        kind: trainer::cli::PrepareKind,
+        kind: cli::PrepareKind,
         #[command(flatten)]
-        common: trainer::cli::PrepareCommon,
+        common: cli::PrepareCommon,
     },
     /// Measure the data loader on a record file: decode + augment images/s and peak memory (JSON).
     LoaderBench {
@@ -136,11 +139,11 @@ enum Command {
         json: bool,
     },
     /// Features of a frozen network for every record: its last pooling layer (or --layer), flattened.
-    Features(trainer::cli::FeaturesArgs),
+    Features(cli::FeaturesArgs),
     /// Logistic regression on features: grid search over C with cross-validation, report, saved model.
     Logreg {
         #[command(subcommand)]
-        action: trainer::cli::LogregAction,
+        action: cli::LogregAction,
     },
     /// Predict every image's rotation with a logreg model on a network's features; write it upright.
     OrientationCorrect(trainer::orientation::CorrectOptions),
@@ -188,13 +191,13 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.init_logging();
     match cli.command {
-        Command::Models { action: None, json } => trainer::cli::list_models(json)?,
+        Command::Models { action: None, json } => cli::list_models(json)?,
         Command::Models { action: Some(ModelsAction::Describe { name, num_classes, in_channels, json }), .. } => {
-            trainer::cli::describe_model(&name, num_classes, in_channels, json)?
+            cli::describe_model(&name, num_classes, in_channels, json)?
         }
-        Command::Prepare { kind, common } => trainer::cli::prepare(kind, &common)?,
+        Command::Prepare { kind, common } => cli::prepare(kind, &common)?,
         Command::LoaderBench { rec, size, batch_size, workers, no_augment } => {
-            println!("{}", trainer::cli::loader_bench(&rec, size, batch_size, workers, !no_augment)?);
+            println!("{}", cli::loader_bench(&rec, size, batch_size, workers, !no_augment)?);
         }
         Command::Init { model, num_classes, seed, run } => {
             let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
@@ -229,9 +232,9 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Features(args) => trainer::cli::features(&args)?,
-        Command::Logreg { action } => trainer::cli::logreg(action)?,
-        Command::OrientationCorrect(args) => trainer::cli::orientation_correct(&args)?,
+        Command::Features(args) => cli::features(&args)?,
+        Command::Logreg { action } => cli::logreg(action)?,
+        Command::OrientationCorrect(args) => cli::orientation_correct(&args)?,
         Command::Plot { run, out } => {
             let out = out.unwrap_or_else(|| trainer::run_dir::RunDir::new(&run).plot_path());
             let h = trainer::plot::plot(&run, &out)?;
