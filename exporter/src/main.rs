@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use models::cli::Verbosity;
 
 /// Export trained models to self-describing ONNX files, and inspect ONNX files.
@@ -26,15 +26,8 @@ enum Command {
         /// The checkpoint's epoch (default: the latest).
         #[arg(long)]
         epoch: Option<usize>,
-        /// The ONNX file to write.
-        #[arg(long)]
-        out: PathBuf,
-        /// ONNX opset.
-        #[arg(long, default_value_t = exporter::lower::DEFAULT_OPSET)]
-        opset: i64,
-        /// Also output the logits.
-        #[arg(long)]
-        logits: bool,
+        #[command(flatten)]
+        file: OnnxFile,
         /// Largest accepted difference of a class probability between ONNX Runtime and libtorch
         /// [default: 1e-4; 1e-3 with --fold-bn; 1e-2 with --fp16].
         #[arg(long)]
@@ -62,21 +55,14 @@ enum Command {
         /// The model from `trainer logreg fit` (its features' record says which run, epoch and layer).
         #[arg(long, value_name = "MODEL.json")]
         logreg: PathBuf,
-        /// The ONNX file to write.
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        file: OnnxFile,
         /// The run of the frozen network [default: the one the model's features came from].
         #[arg(long)]
         run: Option<PathBuf>,
         /// Its checkpoint [default: the model's, when --run is its run; else the latest].
         #[arg(long)]
         epoch: Option<usize>,
-        /// ONNX opset.
-        #[arg(long, default_value_t = exporter::lower::DEFAULT_OPSET)]
-        opset: i64,
-        /// Also output the logits.
-        #[arg(long)]
-        logits: bool,
         /// Largest accepted difference of a class probability between ONNX Runtime and libtorch
         /// features through the logistic model [default: 1e-4].
         #[arg(long)]
@@ -100,6 +86,20 @@ enum Command {
     },
 }
 
+/// What both export commands write: the file, its opset and whether the logits are an output too.
+#[derive(Args, Debug)]
+struct OnnxFile {
+    /// The ONNX file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// ONNX opset.
+    #[arg(long, default_value_t = exporter::lower::DEFAULT_OPSET)]
+    opset: i64,
+    /// Also output the logits.
+    #[arg(long)]
+    logits: bool,
+}
+
 fn main() -> std::process::ExitCode {
     models::cli::exit(run(Cli::parse()))
 }
@@ -107,11 +107,11 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.init_logging();
     match cli.command {
-        Command::Export { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples } => {
+        Command::Export { run, epoch, file: OnnxFile { out, opset, logits }, tolerance, fp16, fold_bn, samples } => {
             let report = exporter::pipeline::export(&exporter::pipeline::ExportOptions { run, epoch, out, opset, logits, tolerance, fp16, fold_bn, samples })?;
             println!("{report}");
         }
-        Command::ExportHead { logreg, out, run, epoch, opset, logits, tolerance, samples, short_side } => {
+        Command::ExportHead { logreg, file: OnnxFile { out, opset, logits }, run, epoch, tolerance, samples, short_side } => {
             let report =
                 exporter::logreg::export(&exporter::logreg::HeadExportOptions { logreg, out, run, epoch, opset, logits, tolerance, samples, short_side })?;
             println!("{report}");
