@@ -12,7 +12,7 @@
 //! convolution would not be exact where that convolution pads (the padding zeros are not normalised),
 //! so it is not done. The arithmetic is in f64; the folded weights are rounded to f32 once.
 
-use models::graph::{Graph, Node, NodeId, Op};
+use models::graph::{Graph, Network, Node, NodeId, Op};
 
 use crate::lower::{ExportError, Weights};
 
@@ -21,37 +21,6 @@ use crate::lower::{ExportError, Weights};
 pub struct FoldReport {
     pub folded: Vec<String>,
     pub kept: Vec<String>,
-}
-
-/// Whether a BatchNorm reading this op's output can be folded into its weights.
-fn absorbs_batchnorm(op: &Op) -> bool {
-    match op {
-        Op::Conv2d { .. } | Op::Linear { .. } => true,
-        Op::Input { .. }
-        | Op::BatchNorm { .. }
-        | Op::Relu
-        | Op::Elu { .. }
-        | Op::Prelu { .. }
-        | Op::LeakyRelu { .. }
-        | Op::Lrn { .. }
-        | Op::MaxPool { .. }
-        | Op::AvgPool { .. }
-        | Op::GlobalAvgPool
-        | Op::Dropout { .. }
-        | Op::Flatten
-        | Op::Concat
-        | Op::Add
-        | Op::Softmax => false,
-    }
-}
-
-/// Sets the `bias` flag of a convolution or linear layer (the folded layer always has a bias).
-fn with_bias(op: &Op) -> Op {
-    let mut op = op.clone();
-    if let Op::Conv2d { bias, .. } | Op::Linear { bias, .. } = &mut op {
-        *bias = true;
-    }
-    op
 }
 
 fn take(w: &mut Weights, name: &str, len: usize) -> Result<Vec<f32>, ExportError> {
@@ -96,8 +65,7 @@ fn fold_weights(w: &mut Weights, layer: &str, bn: &str, eps: f64) -> Result<(), 
 
 /// The graph with every foldable BatchNorm folded into the layer before it, its weights, and what was
 /// folded. Node names (and so parameter names) are kept; readers of a folded BatchNorm read the layer.
-pub fn fold_batchnorm(graph: &Graph, weights: &Weights) -> Result<(Graph, Weights, FoldReport), ExportError> {
-    graph.shapes()?;
+pub fn fold_batchnorm(graph: &Network, weights: &Weights) -> Result<(Network, Weights, FoldReport), ExportError> {
     let mut w = weights.clone();
     let mut report = FoldReport::default();
     let mut nodes: Vec<Node> = Vec::with_capacity(graph.nodes.len());
@@ -107,10 +75,11 @@ pub fn fold_batchnorm(graph: &Graph, weights: &Weights) -> Result<(Graph, Weight
         if let Op::BatchNorm { eps, .. } = node.op {
             let src = node.inputs[0];
             let layer = &graph.nodes[src];
-            if absorbs_batchnorm(&layer.op) && src != graph.output && graph.consumers(src) == [id] {
+            if layer.op.is_weight_layer() && src != graph.output && graph.consumers(src) == [id] {
                 fold_weights(&mut w, &layer.name, &node.name, eps)?;
                 let folded_into = new_id[src];
-                nodes[folded_into].op = with_bias(&layer.op);
+                // the folded layer always has a bias
+                nodes[folded_into].op = layer.op.with_bias();
                 report.folded.push(node.name.clone());
                 new_id.push(folded_into);
                 continue;
@@ -122,8 +91,7 @@ pub fn fold_batchnorm(graph: &Graph, weights: &Weights) -> Result<(Graph, Weight
         new_id.push(nodes.len());
         nodes.push(n);
     }
-    let folded = Graph { name: graph.name.clone(), nodes, output: new_id[graph.output], init: graph.init };
-    folded.shapes()?;
+    let folded = Graph { name: graph.name.clone(), nodes, output: new_id[graph.output], init: graph.init }.validate()?;
     Ok((folded, w, report))
 }
 
@@ -136,10 +104,9 @@ mod tests {
     const BN: Op = Op::BatchNorm { eps: 1e-3, momentum: 0.1, fix_gamma: false };
 
     /// Weights for every parameter of `g`: value i of tensor k is a small deterministic number.
-    fn weights_for(g: &Graph) -> Weights {
+    fn weights_for(g: &Network) -> Weights {
         g.params()
-            .unwrap()
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(k, p)| {
                 let n = p.numel();
@@ -155,11 +122,11 @@ mod tests {
         let mut b = GraphBuilder::new("fold", [2, 5, 5], Init::XavierUniform);
         let x = b.input();
         let x = b.then("bn_in", BN, x); // reads the input: kept
-        let c1 = b.then("c1", conv(3, 3).pad(1).no_bias().build(), x);
+        let c1 = b.then("c1", conv(3, 3).pad(1).no_bias(), x);
         let x = b.then("bn1", BN, c1); // folded, c1 gains a bias
         let r = b.then("relu", Op::Relu, x);
         let x = b.then("bn_act", BN, r); // after an activation: kept
-        let c2 = b.then("c2", conv(3, 1).build(), x);
+        let c2 = b.then("c2", conv(3, 1), x);
         let x = b.then("bn2", BN, c2); // c2 also feeds the sum: kept
         let x = b.add_op("sum", Op::Add, &[x, c2]);
         let x = b.flatten("flat", x);
@@ -175,9 +142,9 @@ mod tests {
         assert_eq!(f.nodes[f.output].name, "fc");
         let (relu, _) = f.node("relu").unwrap();
         assert_eq!(f.nodes[relu].inputs, [f.node("c1").unwrap().0], "the BatchNorm's reader reads the layer");
-        assert!(matches!(f.node("c1").unwrap().1.op, Op::Conv2d { bias: true, .. }));
+        assert!(matches!(f.node("c1").unwrap().1.op, Op::Conv2d(models::graph::Conv2d { bias: true, .. })));
         // every parameter of the folded graph is in the folded weights, and nothing else
-        let mut names: Vec<String> = f.params().unwrap().into_iter().map(|p| p.name).collect();
+        let mut names: Vec<String> = f.params().iter().map(|p| p.name.clone()).collect();
         names.sort();
         assert_eq!(names, fw.keys().cloned().collect::<Vec<_>>());
 
@@ -200,7 +167,7 @@ mod tests {
     fn missing_statistics_name_the_tensor() {
         let mut b = GraphBuilder::new("fold", [1, 3, 3], Init::XavierUniform);
         let x = b.input();
-        let x = b.then("c", conv(2, 1).build(), x);
+        let x = b.then("c", conv(2, 1), x);
         let x = b.then("bn", BN, x);
         let g = b.finish(x).unwrap();
         let mut w = weights_for(&g);

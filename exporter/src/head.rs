@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use models::graph::{Graph, GraphError, Node, NodeId, Op};
+use models::graph::{Graph, GraphError, Network, Node, NodeId, Op};
 
 use crate::lower::Weights;
 
@@ -127,8 +127,8 @@ impl LinearHead {
 /// `g` cut at node `layer` (only the nodes it depends on, in their order), then [`FLATTEN_NODE`] and a
 /// `Linear` [`HEAD_NODE`] of `head.classes` outputs, which is the new graph's output (the logits). The
 /// feature layer's output must have `head.dim` values per sample.
-pub fn with_head(g: &Graph, layer: &str, head: &LinearHead) -> Result<Graph, HeadError> {
-    let shapes = g.shapes()?;
+pub fn with_head(g: &Network, layer: &str, head: &LinearHead) -> Result<Network, HeadError> {
+    let shapes = g.shapes();
     let (cut, _) = g.node(layer).ok_or_else(|| HeadError::NoLayer { graph: g.name.clone(), layer: layer.into() })?;
     let features: usize = shapes[cut].iter().product();
     if features != head.dim {
@@ -159,9 +159,7 @@ pub fn with_head(g: &Graph, layer: &str, head: &LinearHead) -> Result<Graph, Hea
     let last = nodes.len() - 1;
     nodes.push(Node { name: FLATTEN_NODE.into(), op: Op::Flatten, inputs: vec![last] });
     nodes.push(Node { name: HEAD_NODE.into(), op: Op::Linear { out_features: head.classes, bias: true }, inputs: vec![last + 1] });
-    let out = Graph { name: format!("{}+{HEAD_NODE}", g.name), output: nodes.len() - 1, nodes, init: g.init };
-    out.shapes()?;
-    Ok(out)
+    Ok(Graph { name: format!("{}+{HEAD_NODE}", g.name), output: nodes.len() - 1, nodes, init: g.init }.validate()?)
 }
 
 #[cfg(test)]
@@ -212,12 +210,12 @@ mod tests {
     }
 
     /// input -> conv -> pool ("feat") -> flatten -> fc, plus a side branch off the input.
-    fn net() -> Graph {
+    fn net() -> Network {
         let mut b = GraphBuilder::new("toy", [1, 8, 8], Init::XavierUniform);
         let x = b.input();
-        let side = b.then("side", conv(2, 1).build(), x);
+        let side = b.then("side", conv(2, 1), x);
         let _ = b.then("side.pool", max_pool(2, 2, 0), side);
-        let c = b.then("conv", conv(3, 3).pad(1).build(), x);
+        let c = b.then("conv", conv(3, 3).pad(1), x);
         let r = b.then("relu", Op::Relu, c);
         let p = b.then("feat", max_pool(2, 2, 0), r); // [3, 4, 4]
         let f = b.flatten("flatten", p);
@@ -233,9 +231,9 @@ mod tests {
         assert_eq!(names, ["input", "conv", "relu", "feat", "logreg.flatten", "logreg"]);
         assert_eq!(g.nodes[1].inputs, [0]);
         assert_eq!(g.nodes[3].inputs, [2]);
-        let shapes = g.shapes().unwrap();
+        let shapes = g.shapes();
         assert_eq!((shapes[3].clone(), shapes[4].clone(), shapes[g.output].clone()), (vec![3, 4, 4], vec![48], vec![4]));
-        let params: Vec<String> = g.params().unwrap().into_iter().map(|p| format!("{} {:?}", p.name, p.shape)).collect();
+        let params: Vec<String> = g.params().iter().map(|p| format!("{} {:?}", p.name, p.shape)).collect();
         assert_eq!(params, ["conv.weight [3, 1, 3, 3]", "conv.bias [3]", "logreg.weight [4, 48]", "logreg.bias [4]"]);
 
         let e = with_head(&net(), "relu", &head).unwrap_err();

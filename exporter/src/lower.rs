@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use models::graph::{Graph, GraphError, Op, ParamSpec};
+use models::graph::{Conv2d, GraphError, Network, Op};
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::Dimension;
@@ -167,15 +167,18 @@ impl Builder {
 }
 
 /// The ONNX form of `graph` with `weights`.
-pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<ModelProto, ExportError> {
-    let shapes = graph.shapes()?;
-    let specs: BTreeMap<String, ParamSpec> = graph.params()?.into_iter().map(|p| (p.name.clone(), p)).collect();
+pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<ModelProto, ExportError> {
+    let shapes = graph.shapes();
     let mut b = Builder { nodes: vec![], initializers: vec![] };
     let mut used = std::collections::BTreeSet::new();
-    // Parameter `suffix` of `node` as an initializer (reshaped to `shape` when given).
-    let mut param = |b: &mut Builder, node: &str, suffix: &str, shape: Option<Vec<usize>>| -> Result<String, ExportError> {
-        let name = format!("{node}.{suffix}");
-        let spec = specs.get(&name).ok_or_else(|| ExportError::Weight { name: name.clone(), reason: "not a parameter of the graph".into() })?;
+    // Parameter `suffix` of node `id` as an initializer (reshaped to `shape` when given).
+    let mut param = |b: &mut Builder, id: usize, suffix: &str, shape: Option<Vec<usize>>| -> Result<String, ExportError> {
+        let name = format!("{}.{suffix}", graph.nodes[id].name);
+        let spec = graph
+            .node_params(id)
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ExportError::Weight { name: name.clone(), reason: "not a parameter of the graph".into() })?;
         let (dims, data) = weights.get(&name).ok_or_else(|| ExportError::Weight { name: name.clone(), reason: "missing from the weights".into() })?;
         if *dims != spec.shape {
             return Err(ExportError::Weight { name, reason: format!("shape {dims:?}, the graph expects {:?}", spec.shape) });
@@ -190,7 +193,7 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
     };
     // the ONNX value holding each node's output (dropout passes its input through)
     let mut value: Vec<String> = Vec::with_capacity(graph.nodes.len());
-    for node in &graph.nodes {
+    for (id, node) in graph.nodes.iter().enumerate() {
         let ins: Vec<String> = node.inputs.iter().map(|&i| value[i].clone()).collect();
         let out = node.name.clone();
         let nm = &node.name;
@@ -205,10 +208,10 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
                 }
                 continue;
             }
-            Op::Conv2d { kernel, stride, padding, dilation, groups, bias, .. } => {
-                let mut inputs = vec![ins[0].clone(), param(&mut b, nm, "weight", None)?];
+            Op::Conv2d(Conv2d { kernel, stride, padding, dilation, groups, bias, .. }) => {
+                let mut inputs = vec![ins[0].clone(), param(&mut b, id, "weight", None)?];
                 if *bias {
-                    inputs.push(param(&mut b, nm, "bias", None)?);
+                    inputs.push(param(&mut b, id, "bias", None)?);
                 }
                 let pads = [padding[0], padding[1], padding[0], padding[1]];
                 let attrs = vec![
@@ -223,10 +226,10 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
             Op::BatchNorm { eps, momentum, .. } => {
                 let inputs = vec![
                     ins[0].clone(),
-                    param(&mut b, nm, "weight", None)?,
-                    param(&mut b, nm, "bias", None)?,
-                    param(&mut b, nm, "running_mean", None)?,
-                    param(&mut b, nm, "running_var", None)?,
+                    param(&mut b, id, "weight", None)?,
+                    param(&mut b, id, "bias", None)?,
+                    param(&mut b, id, "running_mean", None)?,
+                    param(&mut b, id, "running_var", None)?,
                 ];
                 // ONNX's momentum weighs the running statistic (inference ignores it)
                 b.node("BatchNormalization", nm, &inputs, &out, vec![attr_float("epsilon", *eps), attr_float("momentum", 1.0 - momentum)]);
@@ -238,7 +241,7 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
                 // one slope per channel, broadcast over H and W
                 let c = in_shape.first().copied().unwrap_or(0);
                 let shape = if in_shape.len() == 3 { vec![c, 1, 1] } else { vec![c] };
-                let slope = param(&mut b, nm, "weight", Some(shape))?;
+                let slope = param(&mut b, id, "weight", Some(shape))?;
                 b.node("PRelu", nm, &[ins[0].clone(), slope], &out, vec![]);
             }
             Op::Lrn { size, alpha, beta, k } => b.node(
@@ -262,9 +265,9 @@ pub fn lower(graph: &Graph, weights: &Weights, o: &LowerOptions) -> Result<Model
             }
             Op::GlobalAvgPool => b.node("GlobalAveragePool", nm, &ins, &out, vec![]),
             Op::Linear { bias, .. } => {
-                let mut inputs = vec![ins[0].clone(), param(&mut b, nm, "weight", None)?];
+                let mut inputs = vec![ins[0].clone(), param(&mut b, id, "weight", None)?];
                 if *bias {
-                    inputs.push(param(&mut b, nm, "bias", None)?);
+                    inputs.push(param(&mut b, id, "bias", None)?);
                 }
                 b.node("Gemm", nm, &inputs, &out, vec![attr_int("transB", 1)]);
             }
@@ -340,6 +343,6 @@ pub fn set_metadata(m: &mut ModelProto, key: &str, value: &str) {
 }
 
 /// Lowers and writes `path`.
-pub fn write(graph: &Graph, weights: &Weights, o: &LowerOptions, path: &Path) -> Result<(), ExportError> {
+pub fn write(graph: &Network, weights: &Weights, o: &LowerOptions, path: &Path) -> Result<(), ExportError> {
     save(&lower(graph, weights, o)?, path)
 }

@@ -189,7 +189,7 @@ pub fn export(a: &ExportOptions) -> Result<ExportReport> {
     let weights = lower::read_safetensors(&ckpt)?;
     let zoo = models::zoo::info(&c.model.name)?;
     let input = graph.input_shape();
-    let classes = graph.shapes().map_err(lower::ExportError::from)?.last().map_or(0, |s| s.iter().product());
+    let classes = graph.shapes().last().map_or(0, |s| s.iter().product());
     let spec = trainer::train::batch_spec(c, input, false).map_err(run_err)?;
     let labels = labels_beside(&c.data.train).map_err(run_err)?.unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
     if labels.len() != classes {

@@ -1,20 +1,27 @@
 //! A small builder that writes [`Graph`]s with scoped, dotted node names.
 //!
+//! A scope is a value, as candle's `vb.pp("name")`: [`GraphBuilder::scope`] returns a guard that reads
+//! as the builder and names every node added through it `scope.name`, until it is dropped.
+//!
 //! ```
 //! use models::builder::{GraphBuilder, conv};
 //! use models::graph::Init;
 //! let mut b = GraphBuilder::new("tiny", [1, 28, 28], Init::XavierUniform);
 //! let x = b.input();
-//! b.push("block1");
-//! let x = b.add_op("conv1", conv(8, 3).pad(1).build(), &[x]); // named "block1.conv1"
-//! b.pop();
+//! let x = {
+//!     let mut block = b.scope("block1");
+//!     block.then("conv1", conv(8, 3).pad(1), x) // named "block1.conv1"
+//! };
 //! let x = b.flatten("flatten", x);
 //! let logits = b.linear("fc", x, 10);
 //! let g = b.finish(logits).unwrap();
-//! assert_eq!(g.params().unwrap()[0].name, "block1.conv1.weight");
+//! assert_eq!(g.params()[0].name, "block1.conv1.weight");
+//! assert_eq!(g.params()[2].name, "fc.weight");
 //! ```
 
-use crate::graph::{Graph, GraphError, Init, Node, NodeId, Op};
+use std::ops::{Deref, DerefMut};
+
+use crate::graph::{Conv2d, Graph, GraphError, Init, Network, Node, NodeId, Op};
 
 pub struct GraphBuilder {
     name: String,
@@ -23,64 +30,42 @@ pub struct GraphBuilder {
     init: Init,
 }
 
-/// The arguments of a convolution, with PyTorch's defaults (stride 1, no padding, bias on).
-#[derive(Debug, Clone, Copy)]
-pub struct ConvSpec {
-    pub out_channels: usize,
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-    pub groups: usize,
-    pub bias: bool,
+/// A square `k`x`k` convolution to `out` channels, with PyTorch's defaults (stride 1, no padding, no
+/// dilation, one group, bias on); the methods below change one argument each.
+pub const fn conv(out: usize, k: usize) -> Conv2d {
+    Conv2d { out_channels: out, kernel: [k, k], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: true }
 }
 
-/// A square `k`x`k` convolution to `out` channels.
-pub fn conv(out: usize, k: usize) -> ConvSpec {
-    ConvSpec { out_channels: out, kernel: [k, k], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: true }
-}
-
-impl ConvSpec {
-    pub fn stride(mut self, s: usize) -> Self {
+impl Conv2d {
+    pub const fn stride(mut self, s: usize) -> Self {
         self.stride = [s, s];
         self
     }
-    pub fn pad(mut self, p: usize) -> Self {
+    pub const fn pad(mut self, p: usize) -> Self {
         self.padding = [p, p];
         self
     }
-    pub fn dilation(mut self, d: usize) -> Self {
+    pub const fn dilation(mut self, d: usize) -> Self {
         self.dilation = [d, d];
         self
     }
-    pub fn groups(mut self, g: usize) -> Self {
+    pub const fn groups(mut self, g: usize) -> Self {
         self.groups = g;
         self
     }
-    pub fn no_bias(mut self) -> Self {
+    pub const fn no_bias(mut self) -> Self {
         self.bias = false;
         self
-    }
-    pub fn build(self) -> Op {
-        Op::Conv2d {
-            out_channels: self.out_channels,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            dilation: self.dilation,
-            groups: self.groups,
-            bias: self.bias,
-        }
     }
 }
 
 /// Max pooling `k`x`k`, stride `s`, padding `p`, floor mode.
-pub fn max_pool(k: usize, s: usize, p: usize) -> Op {
+pub const fn max_pool(k: usize, s: usize, p: usize) -> Op {
     Op::MaxPool { kernel: [k, k], stride: [s, s], padding: [p, p], ceil_mode: false }
 }
 
 /// Average pooling `k`x`k`, stride `s`, no padding, floor mode.
-pub fn avg_pool(k: usize, s: usize) -> Op {
+pub const fn avg_pool(k: usize, s: usize) -> Op {
     Op::AvgPool { kernel: [k, k], stride: [s, s], padding: [0, 0], ceil_mode: false }
 }
 
@@ -91,6 +76,31 @@ pub const BN_KERAS: Op = Op::BatchNorm { eps: 1e-3, momentum: 0.01, fix_gamma: f
 /// mxnet's ELU (`LeakyReLU(act_type="elu")`) has α = 0.25 by default; Keras' and torch's have 1.0.
 pub const ELU_MXNET: Op = Op::Elu { alpha: 0.25 };
 pub const ELU_KERAS: Op = Op::Elu { alpha: 1.0 };
+
+/// A naming scope of a [`GraphBuilder`], from [`GraphBuilder::scope`]: it reads and writes as the builder
+/// and leaves the scope when dropped, so no node can be misnamed by a forgotten `pop`.
+pub struct Scope<'b> {
+    builder: &'b mut GraphBuilder,
+}
+
+impl Deref for Scope<'_> {
+    type Target = GraphBuilder;
+    fn deref(&self) -> &GraphBuilder {
+        self.builder
+    }
+}
+
+impl DerefMut for Scope<'_> {
+    fn deref_mut(&mut self) -> &mut GraphBuilder {
+        self.builder
+    }
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        self.builder.scope.pop();
+    }
+}
 
 impl GraphBuilder {
     /// Starts a graph whose input is `[channels, height, width]`.
@@ -104,24 +114,22 @@ impl GraphBuilder {
         0
     }
 
-    /// Enters a naming scope: nodes added until the matching [`pop`](Self::pop) are named `scope.name`.
-    pub fn push(&mut self, scope: &str) {
+    /// Enters a naming scope: nodes added through the returned guard are named `scope.name` (inside an
+    /// outer scope `outer.scope.name`) until the guard is dropped.
+    pub fn scope(&mut self, scope: &str) -> Scope<'_> {
         self.scope.push(scope.into());
-    }
-
-    pub fn pop(&mut self) {
-        self.scope.pop();
+        Scope { builder: self }
     }
 
     /// Adds a node reading `inputs`; returns its id.
-    pub fn add_op(&mut self, name: &str, op: Op, inputs: &[NodeId]) -> NodeId {
+    pub fn add_op(&mut self, name: &str, op: impl Into<Op>, inputs: &[NodeId]) -> NodeId {
         let full = if self.scope.is_empty() { name.to_string() } else { format!("{}.{name}", self.scope.join(".")) };
-        self.nodes.push(Node { name: full, op, inputs: inputs.to_vec() });
+        self.nodes.push(Node { name: full, op: op.into(), inputs: inputs.to_vec() });
         self.nodes.len() - 1
     }
 
     /// Adds a node with one input.
-    pub fn then(&mut self, name: &str, op: Op, x: NodeId) -> NodeId {
+    pub fn then(&mut self, name: &str, op: impl Into<Op>, x: NodeId) -> NodeId {
         self.add_op(name, op, &[x])
     }
 
@@ -138,9 +146,31 @@ impl GraphBuilder {
     }
 
     /// Validates the graph (every shape inferred) with `output` as the logits.
-    pub fn finish(self, output: NodeId) -> Result<Graph, GraphError> {
-        let g = Graph { name: self.name, nodes: self.nodes, output, init: self.init };
-        g.shapes()?;
-        Ok(g)
+    pub fn finish(self, output: NodeId) -> Result<Network, GraphError> {
+        Graph { name: self.name, nodes: self.nodes, output, init: self.init }.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_nest_and_end_with_their_guard() {
+        let mut b = GraphBuilder::new("scopes", [1, 4, 4], Init::XavierUniform);
+        let x = b.input();
+        let (a, inner, after_inner) = {
+            let mut outer = b.scope("outer");
+            let a = outer.then("a", Op::Relu, x);
+            let inner = {
+                let mut s = outer.scope("inner");
+                s.then("b", Op::Relu, a)
+            };
+            (a, inner, outer.then("c", Op::Relu, inner))
+        };
+        let top = b.then("d", Op::Relu, after_inner);
+        let g = b.finish(top).unwrap();
+        let name = |id: NodeId| g.nodes[id].name.as_str();
+        assert_eq!([name(a), name(inner), name(after_inner), name(top)], ["outer.a", "outer.inner.b", "outer.c", "d"]);
     }
 }

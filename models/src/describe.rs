@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::graph::{Graph, GraphError, ParamCount, ParamSpec};
+use crate::graph::{Network, ParamCount, ParamSpec};
 
 #[derive(Debug, Serialize)]
 pub struct Layer {
@@ -27,32 +27,30 @@ pub struct Description {
     pub bytes_fp32: usize,
 }
 
-pub fn describe(g: &Graph) -> Result<Description, GraphError> {
-    let shapes = g.shapes()?;
-    let params = g.params()?;
+pub fn describe(g: &Network) -> Description {
     let layers = g
         .nodes
         .iter()
-        .zip(&shapes)
-        .map(|(n, s)| Layer {
+        .enumerate()
+        .map(|(id, n)| Layer {
             name: n.name.clone(),
             op: n.op.kind(),
             inputs: n.inputs.iter().map(|&i| g.nodes[i].name.clone()).collect(),
-            output: s.clone(),
-            params: params.iter().filter(|p| p.name.rsplit_once('.').map(|(node, _)| node) == Some(n.name.as_str())).map(ParamSpec::numel).sum(),
+            output: g.shape(id).clone(),
+            params: g.node_params(id).iter().map(ParamSpec::numel).sum(),
         })
         .collect();
-    let totals = g.param_count()?;
-    Ok(Description {
+    let totals = g.param_count();
+    Description {
         model: g.name.clone(),
         input: g.input_shape(),
         init: g.init,
         layers,
-        params,
+        params: g.params().to_vec(),
         totals,
         total: totals.total(),
         bytes_fp32: totals.total() * 4,
-    })
+    }
 }
 
 /// `1234567` -> `1,234,567`.
@@ -111,8 +109,13 @@ mod tests {
     #[test]
     fn layer_params_add_up_to_the_total() {
         for m in crate::zoo::REGISTRY {
-            let d = describe(&crate::zoo::build(m.name, None, None).unwrap()).unwrap();
+            let d = describe(&crate::zoo::build(m.name, None, None).unwrap());
             assert_eq!(d.layers.iter().map(|l| l.params).sum::<usize>(), d.total, "{}", m.name);
         }
+        // each layer counts what its own node owns, also where node names nest (torchvision's paths)
+        let d = describe(&crate::zoo::build("tv-resnet50", None, None).unwrap());
+        let layer = |name: &str| d.layers.iter().find(|l| l.name == name).unwrap().params;
+        assert_eq!((layer("layer1.0.downsample.0"), layer("layer1.0.downsample.1")), (256 * 64, 4 * 256));
+        assert_eq!((layer("conv1"), layer("relu"), layer("classifier")), (64 * 3 * 49, 0, 2048 * 1000 + 1000));
     }
 }

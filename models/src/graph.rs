@@ -5,6 +5,10 @@
 //! ONNX in the exporter, shape inference here) matches on [`Op`] without a catch-all arm, so a new op does
 //! not compile until every back end handles it.
 //!
+//! [`Graph::validate`] checks a graph once and returns a [`Network`]: the graph with every node's output
+//! shape and every parameter ([`ParamSpec`]: its node, shape, kind and initial value), which is what the
+//! interpreters and the tests read.
+//!
 //! Shapes leave out the batch dimension: `[C, H, W]` for feature maps, `[F]` after `Flatten`/`Linear`.
 //! Parameter names are the node's dotted scope plus a suffix (`block1.conv1.weight`); the same name is
 //! used by the trainer's VarStore, the safetensors checkpoints and the ONNX initializers.
@@ -28,15 +32,8 @@ pub enum Op {
         height: usize,
         width: usize,
     },
-    Conv2d {
-        out_channels: usize,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-        groups: usize,
-        bias: bool,
-    },
+    /// A 2-d convolution (the spec, with PyTorch's defaults, comes from [`conv`](crate::builder::conv)).
+    Conv2d(Conv2d),
     /// Batch normalisation over channels (or features after `Flatten`). `momentum` is in torch's
     /// convention (weight of the new batch statistic: mxnet/Keras momentum 0.9 is 0.1 here).
     /// `fix_gamma` keeps the scale at 1 and untrained, as mxnet's `BatchNorm` does by default.
@@ -96,6 +93,25 @@ pub enum Op {
     Softmax,
 }
 
+/// The arguments of a convolution. In `graph.json` its fields sit beside `"op": "conv2d"`, as the
+/// fields of a struct variant would (serde writes an internally tagged newtype variant that way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv2d {
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl From<Conv2d> for Op {
+    fn from(c: Conv2d) -> Self {
+        Op::Conv2d(c)
+    }
+}
+
 /// What a parameter is, so that initialisers, weight decay and counts can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,8 +142,22 @@ impl ParamKind {
     }
 }
 
+/// How a parameter's values start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamInit {
+    /// Drawn by the graph's [`Init`] scheme from the parameter's fans (convolution and linear weights).
+    Scheme,
+    /// Biases, BatchNorm β and running means.
+    Zeros,
+    /// BatchNorm γ and running variances.
+    Ones,
+    /// Every value the same: PReLU slopes at their op's `init`.
+    Const(f64),
+}
+
 /// One parameter tensor of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamSpec {
     /// Full dotted name: `<node name>.<suffix>`.
     pub name: String,
@@ -138,6 +168,9 @@ pub struct ParamSpec {
     /// Fan-in and fan-out for weight initialisers (`Weight` only; zero otherwise).
     pub fan_in: usize,
     pub fan_out: usize,
+    /// The node that owns it.
+    pub node: NodeId,
+    pub init: ParamInit,
 }
 
 impl ParamSpec {
@@ -146,9 +179,9 @@ impl ParamSpec {
     }
 }
 
-/// How a model's weights start (the book's choice for each network is part of its definition).
-/// Biases start at 0, BatchNorm γ at 1 and β at 0, running statistics at 0 and 1, PReLU slopes at
-/// their op's `init`.
+/// How a model's weights start (the book's choice for each network is part of its definition): it draws
+/// every parameter whose [`ParamInit`] is `Scheme`. The others start where their spec says: biases at 0,
+/// BatchNorm γ at 1 and β at 0, running statistics at 0 and 1, PReLU slopes at their op's `init`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "scheme", rename_all = "snake_case")]
 pub enum Init {
@@ -247,7 +280,7 @@ impl Op {
                 }
                 Ok(vec![*channels, *height, *width])
             }
-            Op::Conv2d { out_channels, kernel, stride, padding, dilation, groups, .. } => {
+            Op::Conv2d(Conv2d { out_channels, kernel, stride, padding, dilation, groups, .. }) => {
                 let (c, h, w) = spatial(node, arity(1)?)?;
                 if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
                     return Err(node_err(node, format!("groups {groups} must divide in ({c}) and out ({out_channels}) channels")));
@@ -335,43 +368,46 @@ impl Op {
         }
     }
 
-    /// The parameters this op owns, given its (single) input shape.
-    pub fn params(&self, node_name: &str, input: Option<&Shape>) -> Vec<ParamSpec> {
-        let p = |suffix: &str, shape: Vec<usize>, kind: ParamKind, trainable: bool, fans: (usize, usize)| ParamSpec {
+    /// The parameters this op owns as node `node` named `node_name`, given its (single) input shape.
+    pub fn params(&self, node: NodeId, node_name: &str, input: Option<&Shape>) -> Vec<ParamSpec> {
+        let p = |suffix: &str, shape: Vec<usize>, kind: ParamKind, trainable: bool, fans: (usize, usize), init: ParamInit| ParamSpec {
             name: format!("{node_name}.{suffix}"),
             shape,
             kind,
             trainable,
             fan_in: fans.0,
             fan_out: fans.1,
+            node,
+            init,
         };
         let channels = input.and_then(|s| s.first().copied()).unwrap_or(0);
         match self {
-            Op::Conv2d { out_channels, kernel, groups, bias, .. } => {
+            Op::Conv2d(Conv2d { out_channels, kernel, groups, bias, .. }) => {
                 let in_per_group = channels / groups.max(&1);
                 let receptive = kernel[0] * kernel[1];
                 let fans = (in_per_group * receptive, out_channels / groups.max(&1) * receptive);
-                let mut v = vec![p("weight", vec![*out_channels, in_per_group, kernel[0], kernel[1]], ParamKind::Weight, true, fans)];
+                let mut v = vec![p("weight", vec![*out_channels, in_per_group, kernel[0], kernel[1]], ParamKind::Weight, true, fans, ParamInit::Scheme)];
                 if *bias {
-                    v.push(p("bias", vec![*out_channels], ParamKind::Bias, true, (0, 0)));
+                    v.push(p("bias", vec![*out_channels], ParamKind::Bias, true, (0, 0), ParamInit::Zeros));
                 }
                 v
             }
             Op::Linear { out_features, bias } => {
                 let in_features = input.map(|s| s.iter().product()).unwrap_or(0);
-                let mut v = vec![p("weight", vec![*out_features, in_features], ParamKind::Weight, true, (in_features, *out_features))];
+                let fans = (in_features, *out_features);
+                let mut v = vec![p("weight", vec![*out_features, in_features], ParamKind::Weight, true, fans, ParamInit::Scheme)];
                 if *bias {
-                    v.push(p("bias", vec![*out_features], ParamKind::Bias, true, (0, 0)));
+                    v.push(p("bias", vec![*out_features], ParamKind::Bias, true, (0, 0), ParamInit::Zeros));
                 }
                 v
             }
             Op::BatchNorm { fix_gamma, .. } => vec![
-                p("weight", vec![channels], ParamKind::BnGamma, !fix_gamma, (0, 0)),
-                p("bias", vec![channels], ParamKind::BnBeta, true, (0, 0)),
-                p("running_mean", vec![channels], ParamKind::BnRunningMean, false, (0, 0)),
-                p("running_var", vec![channels], ParamKind::BnRunningVar, false, (0, 0)),
+                p("weight", vec![channels], ParamKind::BnGamma, !fix_gamma, (0, 0), ParamInit::Ones),
+                p("bias", vec![channels], ParamKind::BnBeta, true, (0, 0), ParamInit::Zeros),
+                p("running_mean", vec![channels], ParamKind::BnRunningMean, false, (0, 0), ParamInit::Zeros),
+                p("running_var", vec![channels], ParamKind::BnRunningVar, false, (0, 0), ParamInit::Ones),
             ],
-            Op::Prelu { .. } => vec![p("weight", vec![channels], ParamKind::PreluSlope, true, (0, 0))],
+            Op::Prelu { init } => vec![p("weight", vec![channels], ParamKind::PreluSlope, true, (0, 0), ParamInit::Const(*init))],
             Op::Input { .. }
             | Op::Relu
             | Op::Elu { .. }
@@ -388,11 +424,80 @@ impl Op {
         }
     }
 
+    /// Whether the op pools over space (`trainer features` reads the last pooling layer by default).
+    pub fn is_pool(&self) -> bool {
+        match self {
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => true,
+            Op::Input { .. }
+            | Op::Conv2d(_)
+            | Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Elu { .. }
+            | Op::Prelu { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Lrn { .. }
+            | Op::Linear { .. }
+            | Op::Dropout { .. }
+            | Op::Flatten
+            | Op::Concat
+            | Op::Add
+            | Op::Softmax => false,
+        }
+    }
+
+    /// Whether the op is a weight layer, a convolution or a linear layer, `y = W x (+ b)` with one row
+    /// of `W` per output channel: a BatchNorm reading only its output folds into `W` and `b` (the
+    /// exporter's `--fold-bn`), and the last one of a network is its classifier head.
+    pub fn is_weight_layer(&self) -> bool {
+        match self {
+            Op::Conv2d(_) | Op::Linear { .. } => true,
+            Op::Input { .. }
+            | Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Elu { .. }
+            | Op::Prelu { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Lrn { .. }
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool
+            | Op::Dropout { .. }
+            | Op::Flatten
+            | Op::Concat
+            | Op::Add
+            | Op::Softmax => false,
+        }
+    }
+
+    /// The same op with a bias, for a convolution or linear layer; any other op unchanged.
+    pub fn with_bias(&self) -> Op {
+        let mut op = self.clone();
+        match &mut op {
+            Op::Conv2d(Conv2d { bias, .. }) | Op::Linear { bias, .. } => *bias = true,
+            Op::Input { .. }
+            | Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Elu { .. }
+            | Op::Prelu { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Lrn { .. }
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool
+            | Op::Dropout { .. }
+            | Op::Flatten
+            | Op::Concat
+            | Op::Add
+            | Op::Softmax => {}
+        }
+        op
+    }
+
     /// A short name for tables and errors (`Conv2d`, `MaxPool`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Input { .. } => "Input",
-            Op::Conv2d { .. } => "Conv2d",
+            Op::Conv2d(_) => "Conv2d",
             Op::BatchNorm { .. } => "BatchNorm",
             Op::Relu => "ReLU",
             Op::Elu { .. } => "ELU",
@@ -443,8 +548,22 @@ impl Graph {
         }
     }
 
+    /// Checks the structure, infers every node's output shape and lists every parameter: the graph as
+    /// a [`Network`], which every interpreter reads. This is the one place a graph is validated.
+    pub fn validate(self) -> Result<Network, GraphError> {
+        let shapes = self.infer_shapes()?;
+        let mut params = Vec::new();
+        let mut first_param = Vec::with_capacity(self.nodes.len() + 1);
+        for (id, n) in self.nodes.iter().enumerate() {
+            first_param.push(params.len());
+            params.extend(n.op.params(id, &n.name, n.inputs.first().map(|&i| &shapes[i])));
+        }
+        first_param.push(params.len());
+        Ok(Network { graph: self, shapes, params, first_param })
+    }
+
     /// Checks the structure and infers every node's output shape (index = node id).
-    pub fn shapes(&self) -> Result<Vec<Shape>, GraphError> {
+    fn infer_shapes(&self) -> Result<Vec<Shape>, GraphError> {
         let gerr = |reason: String| GraphError::Graph { graph: self.name.clone(), reason };
         match self.nodes.first() {
             Some(Node { op: Op::Input { .. }, .. }) => {}
@@ -471,15 +590,67 @@ impl Graph {
         Ok(shapes)
     }
 
-    /// Every parameter of the graph in node order, with its full name.
-    pub fn params(&self) -> Result<Vec<ParamSpec>, GraphError> {
-        let shapes = self.shapes()?;
-        Ok(self.nodes.iter().flat_map(|n| n.op.params(&n.name, n.inputs.first().map(|&i| &shapes[i]))).collect())
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<(NodeId, &Node)> {
+        self.nodes.iter().enumerate().find(|(_, n)| n.name == name)
     }
 
-    pub fn param_count(&self) -> Result<ParamCount, GraphError> {
+    /// Ids of the nodes that read node `id`.
+    pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&id)).map(|(i, _)| i).collect()
+    }
+}
+
+/// A validated [`Graph`] with every node's output shape and every parameter, inferred once (by
+/// [`Graph::validate`] or [`GraphBuilder::finish`](crate::builder::GraphBuilder::finish)). It reads as
+/// the graph it holds (`Deref`) and cannot be changed, so the shapes and parameters stay true. It
+/// serialises exactly as its graph (`graph.json`), and deserialising validates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    graph: Graph,
+    shapes: Vec<Shape>,
+    params: Vec<ParamSpec>,
+    /// `params[first_param[id]..first_param[id + 1]]` belong to node `id`.
+    first_param: Vec<usize>,
+}
+
+impl Network {
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn into_graph(self) -> Graph {
+        self.graph
+    }
+
+    /// Every node's output shape (index = node id).
+    pub fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
+    /// The output shape of node `id`.
+    pub fn shape(&self, id: NodeId) -> &Shape {
+        &self.shapes[id]
+    }
+
+    /// Every parameter of the graph in node order, with its full name.
+    pub fn params(&self) -> &[ParamSpec] {
+        &self.params
+    }
+
+    /// The parameters of node `id`.
+    pub fn node_params(&self, id: NodeId) -> &[ParamSpec] {
+        &self.params[self.first_param[id]..self.first_param[id + 1]]
+    }
+
+    /// The parameter with this full name.
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    pub fn param_count(&self) -> ParamCount {
         let mut c = ParamCount::default();
-        for p in self.params()? {
+        for p in &self.params {
             let n = p.numel();
             match p.kind {
                 ParamKind::Weight | ParamKind::Bias => c.weights += n,
@@ -491,17 +662,39 @@ impl Graph {
                 c.trainable += n;
             }
         }
-        Ok(c)
+        c
     }
+}
 
-    /// The node with this name.
-    pub fn node(&self, name: &str) -> Option<(NodeId, &Node)> {
-        self.nodes.iter().enumerate().find(|(_, n)| n.name == name)
+impl std::ops::Deref for Network {
+    type Target = Graph;
+    fn deref(&self) -> &Graph {
+        &self.graph
     }
+}
 
-    /// Ids of the nodes that read node `id`.
-    pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&id)).map(|(i, _)| i).collect()
+impl TryFrom<Graph> for Network {
+    type Error = GraphError;
+    fn try_from(g: Graph) -> Result<Self, GraphError> {
+        g.validate()
+    }
+}
+
+impl From<Network> for Graph {
+    fn from(n: Network) -> Self {
+        n.graph
+    }
+}
+
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.graph.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Graph::deserialize(d)?.validate().map_err(serde::de::Error::custom)
     }
 }
 
@@ -530,7 +723,7 @@ mod tests {
         use crate::builder::{conv, GraphBuilder};
         let mut b = GraphBuilder::new("all-ops", [8, 9, 9], Init::XavierUniform);
         let x = b.input();
-        let g2 = b.then("grouped", conv(16, 3).pad(2).dilation(2).groups(4).no_bias().build(), x); // [16, 9, 9]
+        let g2 = b.then("grouped", conv(16, 3).pad(2).dilation(2).groups(4).no_bias(), x); // [16, 9, 9]
         let lrn = b.then("lrn", Op::Lrn { size: 5, alpha: 1e-4, beta: 0.75, k: 2.0 }, g2);
         let leaky = b.then("leaky", Op::LeakyRelu { slope: 0.1 }, lrn);
         let ceil = b.then("ceil", Op::MaxPool { kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceil_mode: true }, leaky); // [16, 5, 5]
@@ -541,17 +734,75 @@ mod tests {
         let fc = b.then("fc", Op::Linear { out_features: 4, bias: false }, prelu);
         let sm = b.then("softmax", Op::Softmax, fc);
         let g = b.finish(sm).unwrap();
-        let shapes = g.shapes().unwrap();
+        let shapes = g.shapes();
         assert_eq!(shapes[g2], vec![16, 9, 9]);
         assert_eq!(shapes[ceil], vec![16, 5, 5]);
         assert_eq!(shapes[avg], vec![16, 5, 5]);
         assert_eq!(shapes[gap], vec![16, 1, 1]);
         assert_eq!(shapes[sm], vec![4]);
-        let params = g.params().unwrap();
+        let params = g.params();
         let names: Vec<(&str, &[usize])> = params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
         // grouped conv: 8 in channels / 4 groups = 2 per group; no bias anywhere
         assert_eq!(names, [("grouped.weight", &[16, 2, 3, 3][..]), ("prelu.weight", &[16][..]), ("fc.weight", &[4, 16][..])]);
         assert_eq!((params[0].fan_in, params[0].fan_out), (2 * 9, 4 * 9));
+        // each parameter knows its node and how it starts; the slope starts at the op's own value
+        let owners: Vec<(NodeId, ParamInit)> = params.iter().map(|p| (p.node, p.init)).collect();
+        assert_eq!(owners, [(g2, ParamInit::Scheme), (prelu, ParamInit::Const(0.25)), (fc, ParamInit::Scheme)]);
+        assert_eq!(g.node_params(prelu), &params[1..2]);
+        assert!(g.node_params(lrn).is_empty() && g.node_params(sm).is_empty());
+    }
+
+    #[test]
+    fn batchnorm_and_bias_parameters_start_at_their_identity_values() {
+        use crate::builder::{conv, GraphBuilder};
+        let mut b = GraphBuilder::new("bn", [2, 4, 4], Init::HeNormal);
+        let x = b.input();
+        let c = b.then("c", conv(3, 1), x);
+        let bn = b.then("bn", Op::BatchNorm { eps: 1e-5, momentum: 0.1, fix_gamma: true }, c);
+        let g = b.finish(bn).unwrap();
+        let got: Vec<(&str, NodeId, ParamInit, bool)> = g.params().iter().map(|p| (p.name.as_str(), p.node, p.init, p.trainable)).collect();
+        assert_eq!(
+            got,
+            [
+                ("c.weight", c, ParamInit::Scheme, true),
+                ("c.bias", c, ParamInit::Zeros, true),
+                ("bn.weight", bn, ParamInit::Ones, false),
+                ("bn.bias", bn, ParamInit::Zeros, true),
+                ("bn.running_mean", bn, ParamInit::Zeros, false),
+                ("bn.running_var", bn, ParamInit::Ones, false),
+            ]
+        );
+        assert_eq!(g.param("bn.running_var").map(|p| p.kind), Some(ParamKind::BnRunningVar));
+        assert!(g.param("bn.nope").is_none());
+    }
+
+    #[test]
+    fn a_convolution_serialises_as_the_struct_variant_it_was() {
+        // graph.json written before `Op::Conv2d` held a `Conv2d` spec: the fields beside the tag
+        let old = r#"{"op":"conv2d","out_channels":8,"kernel":[3,3],"stride":[2,2],"padding":[1,1],"dilation":[1,1],"groups":2,"bias":false}"#;
+        let op: Op = serde_json::from_str(old).unwrap();
+        let spec = Conv2d { out_channels: 8, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 2, bias: false };
+        assert_eq!(op, Op::Conv2d(spec));
+        assert_eq!(serde_json::to_string(&op).unwrap(), old);
+    }
+
+    #[test]
+    fn op_facts() {
+        use crate::builder::{avg_pool, conv, max_pool};
+        let conv = Op::from(conv(4, 3).no_bias());
+        let linear = Op::Linear { out_features: 4, bias: false };
+        for pool in [max_pool(2, 2, 0), avg_pool(2, 2), Op::GlobalAvgPool] {
+            assert!(pool.is_pool() && !pool.is_weight_layer(), "{pool:?}");
+        }
+        for op in [&conv, &linear] {
+            assert!(op.is_weight_layer() && !op.is_pool(), "{op:?}");
+        }
+        for op in [Op::Relu, Op::Flatten, Op::Prelu { init: 0.25 }, Op::BatchNorm { eps: 1e-3, momentum: 0.1, fix_gamma: false }] {
+            assert!(!op.is_weight_layer() && !op.is_pool(), "{op:?}");
+            assert_eq!(op.with_bias(), op, "only layers gain a bias");
+        }
+        assert!(matches!(conv.with_bias(), Op::Conv2d(Conv2d { bias: true, out_channels: 4, .. })));
+        assert_eq!(linear.with_bias(), Op::Linear { out_features: 4, bias: true });
     }
 
     #[test]
@@ -559,13 +810,19 @@ mod tests {
         let input = Node { name: "input".into(), op: Op::Input { channels: 1, height: 4, width: 4 }, inputs: vec![] };
         let relu = |name: &str, from: usize| Node { name: name.into(), op: Op::Relu, inputs: vec![from] };
         let g = |nodes: Vec<Node>| Graph { name: "g".into(), output: nodes.len() - 1, nodes, init: Init::XavierUniform };
-        let err = g(vec![input.clone(), relu("a", 2), relu("b", 1)]).shapes().unwrap_err();
+        let err = g(vec![input.clone(), relu("a", 2), relu("b", 1)]).validate().unwrap_err();
         assert_eq!(err.to_string(), "node 'a': reads node 2, which does not come before it (node 1)");
-        let err = g(vec![input.clone(), relu("a", 0), relu("a", 1)]).shapes().unwrap_err();
+        let err = g(vec![input.clone(), relu("a", 0), relu("a", 1)]).validate().unwrap_err();
         assert_eq!(err.to_string(), "node 'a': node names must be unique and non-empty");
-        let err = g(vec![relu("a", 0)]).shapes().unwrap_err();
+        let err = g(vec![relu("a", 0)]).validate().unwrap_err();
         assert_eq!(err.to_string(), "graph 'g': node 0 must be the Input");
         let drop = Node { name: "drop".into(), op: Op::Dropout { p: 1.0 }, inputs: vec![0] };
-        assert!(g(vec![input, drop]).shapes().unwrap_err().to_string().contains("drop probability 1"));
+        assert!(g(vec![input.clone(), drop]).validate().unwrap_err().to_string().contains("drop probability 1"));
+        // deserialising a Network validates it; the error names the node
+        let json = serde_json::to_string(&g(vec![input.clone(), relu("a", 2), relu("b", 1)])).unwrap();
+        let err = serde_json::from_str::<Network>(&json).unwrap_err().to_string();
+        assert!(err.contains("node 'a': reads node 2"), "{err}");
+        let ok = g(vec![input, relu("a", 0)]).validate().unwrap();
+        assert_eq!(serde_json::from_str::<Network>(&serde_json::to_string(&ok).unwrap()).unwrap(), ok);
     }
 }

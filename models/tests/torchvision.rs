@@ -1,21 +1,21 @@
 //! The torchvision-compatible registry models: torchvision's parameter counts, and a name for every
 //! `state_dict` key (counted from torchvision's module definitions, not read from a torchvision file).
 
-use models::graph::{Graph, ParamKind};
+use models::graph::{Network, ParamKind};
 use models::zoo::{self, torchvision::Torchvision};
 
-fn shape(g: &Graph, param: &str) -> Vec<usize> {
-    g.params().unwrap().into_iter().find(|p| p.name == param).unwrap_or_else(|| panic!("{}: no parameter '{param}'", g.name)).shape
+fn shape(g: &Network, param: &str) -> Vec<usize> {
+    g.params().iter().find(|p| p.name == param).unwrap_or_else(|| panic!("{}: no parameter '{param}'", g.name)).shape.clone()
 }
 
 #[test]
 fn tv_vgg16_has_torchvisions_parameters_under_torchvisions_names() {
     let g = zoo::build("tv-vgg16", None, None).unwrap();
-    let c = g.param_count().unwrap();
+    let c = g.param_count();
     // torchvision vgg16(): sum(p.numel() for p in model.parameters()) = 138,357,544, no buffers
     assert_eq!((c.weights, c.bn_affine, c.bn_stats, c.prelu, c.trainable), (138_357_544, 0, 0, 0, 138_357_544));
     let tv = Torchvision::of("tv-vgg16").unwrap();
-    let keys: Vec<String> = g.params().unwrap().iter().map(|p| tv.to_torchvision(&p.name)).collect();
+    let keys: Vec<String> = g.params().iter().map(|p| tv.to_torchvision(&p.name)).collect();
     // 13 convolutions at their index in `features`, then classifier.0, .3, .6: 32 keys
     let convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28];
     let mut expected: Vec<String> = convs.iter().flat_map(|i| [format!("features.{i}.weight"), format!("features.{i}.bias")]).collect();
@@ -26,7 +26,7 @@ fn tv_vgg16_has_torchvisions_parameters_under_torchvisions_names() {
     assert_eq!(shape(&g, "classifier.weight"), [1000, 4096]);
     // no BatchNorm; the adaptive pool is the identity at 224 and left out: pool -> flatten
     let (id, _) = g.node("features.30").unwrap();
-    assert_eq!(g.shapes().unwrap()[id], [512, 7, 7]);
+    assert_eq!(g.shapes()[id], [512, 7, 7]);
     assert_eq!(g.nodes[g.consumers(id)[0]].name, "flatten");
     assert!(g.nodes.iter().all(|n| n.op.kind() != "BatchNorm"));
 }
@@ -34,16 +34,16 @@ fn tv_vgg16_has_torchvisions_parameters_under_torchvisions_names() {
 #[test]
 fn tv_resnet50_has_torchvisions_parameters_and_v1_5_strides() {
     let g = zoo::build("tv-resnet50", None, None).unwrap();
-    let c = g.param_count().unwrap();
+    let c = g.param_count();
     // torchvision resnet50(): 25,557,032 parameters, 53,120 running statistics (+ 53 num_batches_tracked)
     assert_eq!((c.weights + c.bn_affine, c.bn_stats, c.trainable), (25_557_032, 53_120, 25_557_032));
-    let params = g.params().unwrap();
+    let params = g.params();
     let bns = params.iter().filter(|p| p.kind == ParamKind::BnRunningMean).count();
     assert_eq!(bns, 53, "one BatchNorm per num_batches_tracked key");
     // 320 state_dict keys = 267 tensors + 53 num_batches_tracked
     assert_eq!(params.len(), 267);
     // v1.5: the stride is on the 3x3 conv; the 1x1 before it keeps the input's size
-    let shapes = g.shapes().unwrap();
+    let shapes = g.shapes();
     let out = |n: &str| shapes[g.node(n).unwrap().0].clone();
     assert_eq!(out("layer2.0.conv1"), [128, 56, 56]);
     assert_eq!(out("layer2.0.conv2"), [128, 28, 28]);
@@ -85,11 +85,11 @@ fn names_translate_both_ways_and_only_the_head_is_classifier() {
     }
     for t in [vgg, resnet] {
         let g = zoo::build(t.model, None, None).unwrap();
-        for p in g.params().unwrap() {
+        for p in g.params() {
             assert_eq!(t.from_torchvision(&t.to_torchvision(&p.name)).as_deref(), Some(p.name.as_str()), "{}", t.model);
         }
         // surgery's prefix selects the final layer and nothing else
-        let head: Vec<String> = g.params().unwrap().into_iter().map(|p| p.name).filter(|n| n == "classifier" || n.starts_with("classifier.")).collect();
+        let head: Vec<String> = g.params().iter().map(|p| p.name.clone()).filter(|n| n == "classifier" || n.starts_with("classifier.")).collect();
         assert_eq!(head, ["classifier.weight", "classifier.bias"], "{}", t.model);
     }
 }

@@ -1,19 +1,19 @@
 //! Zoo-wide checks: every registered model builds and has the shapes and parameter counts that the book
 //! (the book's chapter on each network) and the papers give.
 
-use models::graph::{Graph, GraphError, ParamKind};
+use models::graph::{GraphError, Network, ParamKind};
 use models::zoo::{self, ZooError, REGISTRY};
 
-fn shape_of(g: &Graph, node: &str) -> Vec<usize> {
+fn shape_of(g: &Network, node: &str) -> Vec<usize> {
     let (id, _) = g.node(node).unwrap_or_else(|| panic!("{}: no node '{node}'", g.name));
-    g.shapes().unwrap()[id].clone()
+    g.shapes()[id].clone()
 }
 
 #[test]
 fn every_model_builds_with_its_defaults_and_outputs_one_score_per_class() {
     for m in REGISTRY {
         let g = zoo::build(m.name, None, None).unwrap_or_else(|e| panic!("{e}"));
-        let shapes = g.shapes().unwrap();
+        let shapes = g.shapes();
         assert_eq!(shapes[g.output], vec![m.default_classes], "{}", m.name);
         assert_eq!(g.input_shape(), m.input, "{}", m.name);
         assert_eq!(g.name, m.name);
@@ -24,9 +24,9 @@ fn every_model_builds_with_its_defaults_and_outputs_one_score_per_class() {
 fn class_count_and_input_channels_are_options_of_every_model() {
     for m in REGISTRY {
         let g = zoo::build(m.name, Some(7), Some(5)).unwrap();
-        assert_eq!(g.shapes().unwrap()[g.output], vec![7], "{}", m.name);
+        assert_eq!(g.shapes()[g.output], vec![7], "{}", m.name);
         assert_eq!(g.input_shape()[0], 5, "{}", m.name);
-        let first_weight = g.params().unwrap().into_iter().find(|p| p.kind == ParamKind::Weight).unwrap();
+        let first_weight = g.params().iter().find(|p| p.kind == ParamKind::Weight).unwrap();
         assert_eq!(first_weight.shape[1], 5, "{}: first conv reads 5 channels", m.name);
         assert!(zoo::build(m.name, Some(0), None).is_err());
     }
@@ -36,13 +36,13 @@ fn class_count_and_input_channels_are_options_of_every_model() {
 fn parameter_names_are_unique_dotted_and_typed() {
     for m in REGISTRY {
         let g = zoo::build(m.name, None, None).unwrap();
-        let params = g.params().unwrap();
+        let params = g.params();
         let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
         names.sort();
         let n = names.len();
         names.dedup();
         assert_eq!(n, names.len(), "{}: duplicate parameter names", m.name);
-        for p in &params {
+        for p in params {
             assert!(p.name.contains('.') && !p.name.starts_with('.'), "{}", p.name);
             if p.kind.is_buffer() {
                 assert!(!p.trainable, "{}: buffers are not trained", p.name);
@@ -59,7 +59,7 @@ fn parameter_names_are_unique_dotted_and_typed() {
 #[test]
 fn alexnet_variants_have_the_books_parameter_counts() {
     for name in ["alexnet", "alexnet-bn-relu", "alexnet-relu-bn"] {
-        let c = zoo::build(name, None, None).unwrap().param_count().unwrap();
+        let c = zoo::build(name, None, None).unwrap().param_count();
         assert_eq!(c.weights, 62_378_344, "{name}");
         assert_eq!(c.bn_affine, 19_136, "{name}");
         assert_eq!(c.bn_stats, 19_136, "{name}");
@@ -84,11 +84,11 @@ fn alexnet_experiments_differ_only_in_unit_order_and_activation() {
 
 #[test]
 fn vgg_counts_match_the_book_and_the_paper_table() {
-    let c = zoo::build("vgg16", None, None).unwrap().param_count().unwrap();
+    let c = zoo::build("vgg16", None, None).unwrap().param_count();
     assert_eq!((c.weights, c.bn_affine, c.prelu), (138_357_544, 24_832, 12_416));
     // Conv + FC weights of configurations A, B and E (torchvision's vgg11/13/19 have the same layers).
     for (name, weights) in [("vgg11", 132_863_336), ("vgg13", 133_047_848), ("vgg19", 143_667_240)] {
-        assert_eq!(zoo::build(name, None, None).unwrap().param_count().unwrap().weights, weights, "{name}");
+        assert_eq!(zoo::build(name, None, None).unwrap().param_count().weights, weights, "{name}");
     }
     let g = zoo::build("vgg16", None, None).unwrap();
     for (block, shape) in [(1, [64, 112, 112]), (2, [128, 56, 56]), (3, [256, 28, 28]), (4, [512, 14, 14]), (5, [512, 7, 7])] {
@@ -99,7 +99,7 @@ fn vgg_counts_match_the_book_and_the_paper_table() {
 #[test]
 fn googlenet_concat_widths_match_the_book() {
     let g = zoo::build("googlenet", None, None).unwrap();
-    let shapes = g.shapes().unwrap();
+    let shapes = g.shapes();
     let widths: Vec<usize> = g.nodes.iter().enumerate().filter(|(_, n)| n.name.ends_with(".concat")).map(|(i, _)| shapes[i][0]).collect();
     assert_eq!(widths, [256, 480, 512, 512, 512, 528, 832, 832, 1024]);
     assert_eq!(shape_of(&g, "stem.pool2"), vec![192, 28, 28]);
@@ -147,7 +147,7 @@ fn resnets_have_the_books_stage_outputs_and_hand_counted_parameters() {
     let (proj, node) = g.node("stage2.unit1.shortcut").unwrap();
     assert_eq!(g.nodes[node.inputs[0]].name, "stage2.unit1.act1");
     assert!(g.node("stage2.unit2.shortcut").is_none());
-    assert_eq!(g.shapes().unwrap()[proj], vec![512, 28, 28]);
+    assert_eq!(g.shapes()[proj], vec![512, 28, 28]);
     let bottleneck = [64, 256, 512, 1024, 2048];
     let basic = [64, 64, 128, 256, 512];
     for (name, stages, filters, bn) in [
@@ -157,11 +157,11 @@ fn resnets_have_the_books_stage_outputs_and_hand_counted_parameters() {
         ("resnet101", [3, 4, 23, 3], bottleneck, true),
         ("resnet152", [3, 8, 36, 3], bottleneck, true),
     ] {
-        let c = zoo::build(name, None, None).unwrap().param_count().unwrap();
+        let c = zoo::build(name, None, None).unwrap().param_count();
         assert_eq!(c.total(), resnet_expected(stages, filters, bn, 1000), "{name}");
     }
     // "≈25.6M parameters including BN stats" (book.md §2.4)
-    let total = zoo::build("resnet50", None, None).unwrap().param_count().unwrap().total();
+    let total = zoo::build("resnet50", None, None).unwrap().param_count().total();
     assert!((25_500_000..25_700_000).contains(&total), "{total}");
 }
 
@@ -169,7 +169,7 @@ fn resnets_have_the_books_stage_outputs_and_hand_counted_parameters() {
 fn squeezenet_has_1_248_424_parameters_and_no_batchnorm() {
     for name in ["squeezenet", "squeezenet-relu"] {
         let g = zoo::build(name, None, None).unwrap();
-        let c = g.param_count().unwrap();
+        let c = g.param_count();
         assert_eq!((c.total(), c.weights), (1_248_424, 1_248_424), "{name}");
         assert_eq!(shape_of(&g, "fire4.concat"), vec![256, 55, 55]);
         assert_eq!(shape_of(&g, "pool8"), vec![512, 13, 13]);
@@ -183,7 +183,7 @@ fn squeezenet_has_1_248_424_parameters_and_no_batchnorm() {
 #[test]
 fn emotion_vgg_has_585_958_weights_for_six_classes() {
     let g = zoo::build("emotion-vgg", None, None).unwrap();
-    assert_eq!(g.param_count().unwrap().weights, 585_958);
+    assert_eq!(g.param_count().weights, 585_958);
     assert_eq!(shape_of(&g, "flatten"), vec![4608]);
     assert_eq!(shape_of(&g, "block3.pool"), vec![128, 6, 6]);
 }
@@ -194,9 +194,9 @@ fn age_gender_flattens_13_824_and_builds_for_both_tasks() {
     assert_eq!(shape_of(&g, "block1.conv"), vec![96, 56, 56]);
     assert_eq!(shape_of(&g, "flatten"), vec![13_824]);
     let gender = zoo::build("age-gender", Some(2), None).unwrap();
-    assert_eq!(gender.shapes().unwrap()[gender.output], vec![2]);
+    assert_eq!(gender.shapes()[gender.output], vec![2]);
     // ≈8.87M parameters (book.md §2.9)
-    let w = g.param_count().unwrap().weights;
+    let w = g.param_count().weights;
     assert!((8_800_000..8_950_000).contains(&w), "{w}");
 }
 
@@ -205,7 +205,7 @@ fn mini_vgg_is_small_enough_for_a_cpu() {
     let g = zoo::build("mini-vgg", None, None).unwrap();
     assert_eq!(shape_of(&g, "flatten"), vec![3136]);
     // convs 320 + 9,248 + 18,496 + 36,928, FC 3136*512+512 and 512*10+10
-    assert_eq!(g.param_count().unwrap().weights, 320 + 9_248 + 18_496 + 36_928 + 1_606_144 + 5_130);
+    assert_eq!(g.param_count().weights, 320 + 9_248 + 18_496 + 36_928 + 1_606_144 + 5_130);
 }
 
 #[test]
@@ -224,24 +224,25 @@ fn shape_errors_name_the_node() {
     use models::graph::{Init, Op};
     let mut b = GraphBuilder::new("bad", [3, 8, 8], Init::XavierUniform);
     let x = b.input();
-    b.push("head");
-    let x = b.then("conv", conv(4, 3).build(), x);
-    let y = b.linear("fc", x, 10); // Linear on a [4, 6, 6] map without Flatten
-    b.pop();
+    let y = {
+        let mut head = b.scope("head");
+        let x = head.then("conv", conv(4, 3), x);
+        head.linear("fc", x, 10) // Linear on a [4, 6, 6] map without Flatten
+    };
     let err = b.finish(y).unwrap_err();
     assert!(matches!(&err, GraphError::Node { node, .. } if node == "head.fc"), "{err}");
     assert!(err.to_string().contains("add Flatten first"), "{err}");
 
     let mut b = GraphBuilder::new("bad2", [3, 8, 8], Init::XavierUniform);
     let x = b.input();
-    let a = b.then("a", conv(4, 3).build(), x);
-    let c = b.then("c", conv(4, 1).build(), x);
+    let a = b.then("a", conv(4, 3), x);
+    let c = b.then("c", conv(4, 1), x);
     let s = b.add_op("sum", Op::Add, &[a, c]);
     let err = b.finish(s).unwrap_err().to_string();
     assert!(err.starts_with("node 'sum': Add inputs differ in shape"), "{err}");
 
     let mut b = GraphBuilder::new("bad3", [3, 4, 4], Init::XavierUniform);
     let x = b.input();
-    let y = b.then("big", conv(4, 7).build(), x);
+    let y = b.then("big", conv(4, 7), x);
     assert!(b.finish(y).unwrap_err().to_string().starts_with("node 'big': kernel [7, 7] does not fit the input 4x4"));
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use exporter::lower::{read_safetensors, write, LowerOptions};
 use models::builder::{conv, GraphBuilder};
-use models::graph::{Graph, Init, Op};
+use models::graph::{Init, Network, Op};
 use trainer::net::Net;
 
 fn python() -> PathBuf {
@@ -28,10 +28,10 @@ fn inputs(n: usize, seed: u64) -> Vec<f32> {
 
 /// A graph with the ops no registry model uses: PReLU, LeakyReLU, LRN, ceil-mode and padded pooling,
 /// global pooling, a grouped and dilated convolution without bias, a 1-D BatchNorm.
-fn odd_ops() -> Graph {
+fn odd_ops() -> Network {
     let mut b = GraphBuilder::new("odd-ops", [4, 17, 17], Init::MsraPrelu { slope: 0.25 });
     let x = b.input();
-    let x = b.then("conv", conv(8, 3).pad(2).dilation(2).groups(2).no_bias().build(), x);
+    let x = b.then("conv", conv(8, 3).pad(2).dilation(2).groups(2).no_bias(), x);
     let x = b.then("prelu", Op::Prelu { init: 0.25 }, x);
     let x = b.then("lrn", Op::Lrn { size: 5, alpha: 1e-2, beta: 0.75, k: 2.0 }, x);
     let x = b.then("pool", Op::MaxPool { kernel: [3, 3], stride: [2, 2], padding: [0, 0], ceil_mode: true }, x);
@@ -45,7 +45,7 @@ fn odd_ops() -> Graph {
     b.finish(y).unwrap()
 }
 
-fn check(graph: Graph, dir: &Path) {
+fn check(graph: Network, dir: &Path) {
     let name = graph.name.clone();
     let [c, h, w] = graph.input_shape();
     let shape = [3, c, h, w];

@@ -10,7 +10,7 @@ use exporter::fold::fold_batchnorm;
 use exporter::lower::{lower, read_safetensors, write, LowerOptions, Weights};
 use exporter::parity::fixed_inputs;
 use models::builder::{conv, GraphBuilder};
-use models::graph::{Graph, Init, Op, ParamKind};
+use models::graph::{Init, Network, Op, ParamKind};
 use tests::{run_bin, text};
 use trainer::net::Net;
 
@@ -43,19 +43,19 @@ fn top1_agreement(a: &[f32], b: &[f32], classes: usize) -> usize {
 /// BatchNorms in every position: after a convolution with and without bias (folded), after a linear
 /// layer that is the graph's output (folded, the output moves), on the input, after an activation and
 /// after a convolution whose output is also summed (all three kept).
-fn bn_cases() -> Graph {
+fn bn_cases() -> Network {
     let bn = Op::BatchNorm { eps: 1e-3, momentum: 0.5, fix_gamma: false };
     let mut b = GraphBuilder::new("bn-cases", [3, 12, 12], Init::XavierUniform);
     let x = b.input();
     let x = b.then("bn_in", bn.clone(), x); // kept: reads the input
-    let x = b.then("conv_a", conv(8, 3).pad(1).build(), x); // [8, 12, 12]
+    let x = b.then("conv_a", conv(8, 3).pad(1), x); // [8, 12, 12]
     let x = b.then("bn_a", bn.clone(), x); // folded
     let x = b.then("relu_a", Op::Relu, x);
-    let x = b.then("conv_b", conv(8, 3).pad(1).no_bias().build(), x);
+    let x = b.then("conv_b", conv(8, 3).pad(1).no_bias(), x);
     let x = b.then("bn_b", bn.clone(), x); // folded, conv_b gains a bias
     let x = b.then("relu_b", Op::Relu, x);
     let x = b.then("bn_c", bn.clone(), x); // kept: after an activation
-    let c = b.then("conv_c", conv(8, 1).build(), x);
+    let c = b.then("conv_c", conv(8, 1), x);
     let x = b.then("bn_d", bn.clone(), c); // kept: conv_c is read by the sum too
     let x = b.add_op("sum", Op::Add, &[x, c]);
     let x = b.then("pool", Op::MaxPool { kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceil_mode: false }, x); // [8, 6, 6]
@@ -70,10 +70,10 @@ fn bn_cases() -> Graph {
 
 /// A network with BatchNorm scales, shifts and running statistics far from their initial values, saved
 /// and read back as the exporter reads checkpoints.
-fn trained_like(graph: &Graph, dir: &Path) -> (Net, Weights) {
+fn trained_like(graph: &Network, dir: &Path) -> (Net, Weights) {
     let [c, h, w] = graph.input_shape();
     let net = Net::new_cpu(graph.clone(), 3).unwrap();
-    for spec in &net.specs {
+    for spec in net.graph.params() {
         let t = net.params[&spec.name].shallow_clone().set_requires_grad(false);
         match spec.kind {
             ParamKind::BnGamma => drop(t.shallow_clone().uniform_(0.5, 1.5)),
@@ -174,11 +174,11 @@ fn fp16_files_keep_a_float32_contract_and_agree_with_libtorch() {
 fn fp16_refuses_weights_beyond_its_range() {
     let mut b = GraphBuilder::new("big", [1, 4, 4], Init::XavierUniform);
     let x = b.input();
-    let x = b.then("conv", conv(2, 3).build(), x);
+    let x = b.then("conv", conv(2, 3), x);
     let x = b.flatten("flatten", x);
     let y = b.linear("classifier", x, 3);
     let g = b.finish(y).unwrap();
-    let mut weights: Weights = g.params().unwrap().into_iter().map(|p| (p.name.clone(), (p.shape.clone(), vec![0.5; p.numel()]))).collect();
+    let mut weights: Weights = g.params().iter().map(|p| (p.name.clone(), (p.shape.clone(), vec![0.5; p.numel()]))).collect();
     weights.get_mut("conv.weight").unwrap().1[3] = 70000.0;
     let fp16 = LowerOptions { fp16: true, ..LowerOptions::default() };
     let err = lower(&g, &weights, &fp16).unwrap_err().to_string();

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use data::records::RecordFile;
 use data::{Loader, LoaderOptions, Transform};
-use models::graph::{Graph, NodeId, Op};
+use models::graph::{Graph, Network, NodeId};
 use tch::{Device, Kind, Tensor};
 
 use crate::dataset::{labels_beside, short_side_beside};
@@ -37,40 +37,19 @@ use crate::train::{batch_spec, load_checkpoint_info};
 
 pub use experiment::features::{FeatureInfo, FeatureSet, FeatureWriter, FORMAT};
 
-/// Whether `op` pools (exhaustive, so a new op has to say whether it does).
-fn is_pool(op: &Op) -> bool {
-    match op {
-        Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => true,
-        Op::Input { .. }
-        | Op::Conv2d { .. }
-        | Op::BatchNorm { .. }
-        | Op::Relu
-        | Op::Elu { .. }
-        | Op::Prelu { .. }
-        | Op::LeakyRelu { .. }
-        | Op::Lrn { .. }
-        | Op::Linear { .. }
-        | Op::Dropout { .. }
-        | Op::Flatten
-        | Op::Concat
-        | Op::Add
-        | Op::Softmax => false,
-    }
-}
-
 /// The node `trainer features` reads: `layer` by name, or else the last pooling layer before the
 /// output, found by walking back from the output along first inputs (classifier <- dropout <- ... <-
 /// flatten <- pool). That is VGG16's pool5 (the book's `include_top=False` output), mini-vgg's
 /// `block2.pool`, and the global average pool of ResNet and GoogLeNet.
 pub fn feature_node(g: &Graph, layer: Option<&str>) -> Result<NodeId> {
-    let pools = || g.nodes.iter().filter(|n| is_pool(&n.op)).map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+    let pools = || g.nodes.iter().filter(|n| n.op.is_pool()).map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
     if let Some(name) = layer {
         return g.node(name).map(|(id, _)| id).with_context(|| format!("{}: no node '{name}' (its pooling layers: {})", g.name, pools()));
     }
     let mut id = g.output;
     loop {
         let node = &g.nodes[id];
-        if is_pool(&node.op) {
+        if node.op.is_pool() {
             return Ok(id);
         }
         match node.inputs.first() {
@@ -116,7 +95,7 @@ impl Extractor {
         let mut net = crate::train::net_for(&c, graph)?;
         net.load(&weights).with_context(|| format!("loading {}", weights.display()))?;
         let node = feature_node(&net.graph, layer)?;
-        let layer_shape = net.graph.shapes()?[node].clone();
+        let layer_shape = net.graph.shape(node).clone();
         let info = FeatureInfo {
             run: run.to_path_buf(),
             epoch,
@@ -140,7 +119,7 @@ impl Extractor {
 
     /// The network as it runs here (the node read is [`Extractor::node`]); the exporter lowers this
     /// graph, cut at that node, with the checkpoint's weights.
-    pub fn graph(&self) -> &Graph {
+    pub fn graph(&self) -> &Network {
         &self.net.graph
     }
 
@@ -265,7 +244,7 @@ mod tests {
         };
         let shape = |m: &str| {
             let g = models::zoo::build(m, Some(4), None).unwrap();
-            g.shapes().unwrap()[feature_node(&g, None).unwrap()].clone()
+            g.shape(feature_node(&g, None).unwrap()).clone()
         };
         assert_eq!((name("mini-vgg").as_str(), shape("mini-vgg")), ("block2.pool", vec![64, 7, 7]));
         // torchvision's VGG16 gives the book's 512x7x7 = 25,088 values; ResNet-50 its pooled 2,048

@@ -144,7 +144,7 @@ fn plan(tv: &Torchvision, file: Vec<(String, Tensor)>, num_classes: Option<usize
     }
     let file_classes = ours.get("classifier.weight").and_then(|(_, t)| t.size().first().copied()).map(|c| c as usize);
     let classes = num_classes.or(file_classes).unwrap_or_else(|| models::zoo::info(tv.model).map_or(1000, |i| i.default_classes));
-    let specs = models::zoo::build(tv.model, Some(classes), None).expect("a registry model builds with any class count").params().expect("valid graph");
+    let specs = models::zoo::build(tv.model, Some(classes), None).expect("a registry model builds with any class count").params().to_vec();
     let surgery = file_classes.is_some_and(|f| f != classes);
     let mut tensors = BTreeMap::new();
     let mut fresh = vec![];

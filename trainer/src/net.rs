@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use models::graph::{Graph, GraphError, Init, NodeId, Op, ParamKind, ParamSpec};
+use models::graph::{Conv2d, GraphError, Init, Network, NodeId, Op, ParamInit, ParamSpec};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +42,10 @@ impl Precision {
 
 /// A graph with its parameters on one device.
 pub struct Net {
-    pub graph: Graph,
+    /// The network; its parameter specs are `graph.params()`.
+    pub graph: Network,
     /// Every parameter and buffer, by its graph name.
     pub params: BTreeMap<String, Tensor>,
-    pub specs: Vec<ParamSpec>,
     pub device: Device,
     pub precision: Precision,
     /// Feature maps and conv weights in NHWC memory order (same shapes, other strides).
@@ -65,14 +65,15 @@ fn dims(s: &[usize]) -> Vec<i64> {
     s.iter().map(|&d| d as i64).collect()
 }
 
-/// Draws the initial value of one parameter (under `no_grad`), following the graph's scheme.
-fn initial_value(spec: &ParamSpec, op: &Op, init: Init, device: Device) -> Tensor {
+/// Draws the initial value of one parameter (under `no_grad`): weights by the graph's `scheme`, the
+/// rest as their spec says.
+fn initial_value(spec: &ParamSpec, scheme: Init, device: Device) -> Tensor {
     let shape = dims(&spec.shape);
     let opts = (Kind::Float, device);
-    match spec.kind {
-        ParamKind::Weight => {
+    match spec.init {
+        ParamInit::Scheme => {
             let (fi, fo) = (spec.fan_in as f64, spec.fan_out as f64);
-            match init {
+            match scheme {
                 Init::XavierUniform => {
                     let a = (6.0 / (fi + fo)).sqrt();
                     Tensor::empty(&shape, opts).uniform_(-a, a)
@@ -98,12 +99,9 @@ fn initial_value(spec: &ParamSpec, op: &Op, init: Init, device: Device) -> Tenso
                 }
             }
         }
-        ParamKind::Bias | ParamKind::BnBeta | ParamKind::BnRunningMean => Tensor::zeros(&shape, opts),
-        ParamKind::BnGamma | ParamKind::BnRunningVar => Tensor::ones(&shape, opts),
-        ParamKind::PreluSlope => {
-            let init = if let Op::Prelu { init } = op { *init } else { 0.25 };
-            Tensor::full(&shape, init, opts)
-        }
+        ParamInit::Zeros => Tensor::zeros(&shape, opts),
+        ParamInit::Ones => Tensor::ones(&shape, opts),
+        ParamInit::Const(v) => Tensor::full(&shape, v, opts),
     }
 }
 
@@ -125,17 +123,14 @@ fn lrn(x: &Tensor, size: usize, alpha: f64, beta: f64, k: f64) -> Tensor {
 impl Net {
     /// Creates every parameter of `graph` on `device`, initialised by the graph's scheme from the
     /// current libtorch seed.
-    pub fn new(graph: Graph, device: Device) -> Result<Self, NetError> {
-        let specs = graph.params()?;
+    pub fn new(graph: Network, device: Device) -> Result<Self, NetError> {
         let mut params = BTreeMap::new();
         let _guard = tch::no_grad_guard();
-        for spec in &specs {
-            let node = spec.name.rsplit_once('.').map(|(n, _)| n).unwrap_or_default();
-            let op = graph.node(node).map(|(_, n)| n.op.clone()).unwrap_or(Op::Relu);
-            let t = initial_value(spec, &op, graph.init, device);
+        for spec in graph.params() {
+            let t = initial_value(spec, graph.init, device);
             params.insert(spec.name.clone(), if spec.trainable { t.set_requires_grad(true) } else { t });
         }
-        Ok(Self { graph, params, specs, device, precision: Precision::Fp32, channels_last: false })
+        Ok(Self { graph, params, device, precision: Precision::Fp32, channels_last: false })
     }
 
     /// Switches precision and memory format (conv weights are re-laid out once, here).
@@ -171,7 +166,7 @@ impl Net {
 
     /// The trainable parameters with their specs, in graph order.
     pub fn trainable(&self) -> Vec<(&ParamSpec, &Tensor)> {
-        self.specs.iter().filter(|s| s.trainable).map(|s| (s, &self.params[&s.name])).collect()
+        self.graph.params().iter().filter(|s| s.trainable).map(|s| (s, &self.params[&s.name])).collect()
     }
 
     fn p(&self, name: &str) -> &Tensor {
@@ -210,7 +205,7 @@ impl Net {
                         x.shallow_clone()
                     }
                 }
-                Op::Conv2d { stride, padding, dilation, groups, bias, .. } => self.high(self.low(input(0)).conv2d(
+                Op::Conv2d(Conv2d { stride, padding, dilation, groups, bias, .. }) => self.high(self.low(input(0)).conv2d(
                     &self.low(self.p(&name("weight"))),
                     if *bias { Some(self.low(self.p(&name("bias")))) } else { None },
                     dims(stride),
@@ -263,7 +258,7 @@ impl Net {
     }
 
     /// A network on the CPU, initialised from libtorch's generator seeded with `seed`.
-    pub fn new_cpu(graph: Graph, seed: i64) -> Result<Self, NetError> {
+    pub fn new_cpu(graph: Network, seed: i64) -> Result<Self, NetError> {
         tch::manual_seed(seed);
         Self::new(graph, Device::Cpu)
     }
@@ -299,7 +294,7 @@ impl Net {
         let loaded: BTreeMap<String, Tensor> = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?.into_iter().collect();
         let _guard = tch::no_grad_guard();
         let mut n = 0;
-        for spec in &self.specs {
+        for spec in self.graph.params() {
             if skip.iter().any(|s| spec.name == *s || spec.name.starts_with(&format!("{s}."))) {
                 continue;
             }
@@ -319,7 +314,7 @@ impl Net {
         let err = |reason: String| NetError::Weights { path: path.display().to_string(), reason };
         let loaded: BTreeMap<String, Tensor> = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?.into_iter().collect();
         let _guard = tch::no_grad_guard();
-        for spec in &self.specs {
+        for spec in self.graph.params() {
             let t = loaded.get(&spec.name).ok_or_else(|| err(format!("missing parameter '{}'", spec.name)))?;
             if t.size() != dims(&spec.shape) {
                 return Err(err(format!("parameter '{}' has shape {:?}, the graph expects {:?}", spec.name, t.size(), spec.shape)));

@@ -286,7 +286,7 @@ mod tests {
     use tch::Kind;
 
     fn spec(kind: ParamKind) -> ParamSpec {
-        ParamSpec { name: "w".into(), shape: vec![3], kind, trainable: true, fan_in: 1, fan_out: 1 }
+        ParamSpec { name: "w".into(), shape: vec![3], kind, trainable: true, fan_in: 1, fan_out: 1, node: 1, init: models::graph::ParamInit::Scheme }
     }
 
     /// Runs `steps` updates of f(p) = sum(p²)/2 (gradient p) from p = [1, -2, 3].

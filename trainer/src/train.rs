@@ -348,7 +348,7 @@ pub fn build_net(c: &Config, num_classes: usize) -> Result<Net> {
 }
 
 /// The network of `graph` on `c`'s device, freshly initialised from `c`'s seed.
-pub fn net_for(c: &Config, graph: models::graph::Graph) -> Result<Net> {
+pub fn net_for(c: &Config, graph: models::graph::Network) -> Result<Net> {
     let device = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?[0];
     tch::manual_seed(c.train.seed as i64);
     let mut net = Net::new(graph, device)?;

@@ -16,7 +16,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn net(seed: i64) -> Net {
     let mut b = GraphBuilder::new("tiny", [2, 8, 8], Init::XavierUniform);
     let x = b.input();
-    let x = b.then("conv", conv(4, 3).pad(1).build(), x);
+    let x = b.then("conv", conv(4, 3).pad(1), x);
     let x = b.then("act", Op::Elu { alpha: 1.0 }, x);
     let x = b.then("pool", models::builder::max_pool(2, 2, 0), x);
     let x = b.flatten("flatten", x);

@@ -69,7 +69,7 @@ fn surgery_loads_everything_but_the_new_head() {
     let err = target.load_except(&file, &[]).unwrap_err().to_string();
     assert!(err.contains("classifier.weight") && err.contains("[10, 512]"), "{err}");
     let n = target.load_except(&file, &["classifier".to_string()]).unwrap();
-    assert_eq!(n, target.specs.len() - 2);
+    assert_eq!(n, target.graph.params().len() - 2);
     for (name, t) in &target.params {
         if name.starts_with("classifier.") {
             if name == "classifier.weight" {

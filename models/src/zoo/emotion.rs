@@ -8,30 +8,24 @@
 //! H, W, C; the parameter count is the same. Default 6 classes (disgust merged into angry, as the book
 //! does); 585,958 weights with 6 classes.
 
-use super::{unit, ModelOptions, Order};
-use crate::builder::{conv, max_pool, GraphBuilder, BN_KERAS, ELU_KERAS};
-use crate::graph::{Graph, GraphError, Init, Op};
+use super::blocks::{Order, Unit, VggStyle};
+use super::ModelOptions;
+use crate::builder::{conv, max_pool, BN_KERAS, ELU_KERAS};
+use crate::graph::{GraphError, Init, Network};
 
-pub(crate) fn build(o: &ModelOptions) -> Result<Graph, GraphError> {
-    let mut b = GraphBuilder::new("emotion-vgg", [o.in_channels, 48, 48], Init::HeNormal);
-    let mut x = b.input();
-    // [32, 24, 24] -> [64, 12, 12] -> [128, 6, 6]
-    for (i, f) in [32, 64, 128].into_iter().enumerate() {
-        b.push(&format!("block{}", i + 1));
-        for j in ["1", "2"] {
-            x = unit(&mut b, x, &format!("conv{j}"), conv(f, 3).pad(1).build(), ELU_KERAS, BN_KERAS, Order::ActBn, j);
-        }
-        x = b.then("pool", max_pool(2, 2, 0), x);
-        x = b.dropout("drop", x, 0.25);
-        b.pop();
+pub(crate) fn build(o: &ModelOptions) -> Result<Network, GraphError> {
+    VggStyle {
+        name: "emotion-vgg",
+        side: 48,
+        init: Init::HeNormal,
+        unit: Unit { act: ELU_KERAS, bn: BN_KERAS, order: Order::ActBn },
+        // [32, 24, 24] -> [64, 12, 12] -> [128, 6, 6] after each pool
+        blocks: [32, 64, 128].map(|f| vec![conv(f, 3).pad(1); 2]).into(),
+        number_single: true,
+        pool: max_pool(2, 2, 0),
+        block_dropout: 0.25,
+        fc: &[64, 64], // after flatten [4608]
+        fc_dropout: 0.5,
     }
-    x = b.flatten("flatten", x); // [4608]
-    for fc in ["fc1", "fc2"] {
-        b.push(fc);
-        x = unit(&mut b, x, "linear", Op::Linear { out_features: 64, bias: true }, ELU_KERAS, BN_KERAS, Order::ActBn, "");
-        x = b.dropout("drop", x, 0.5);
-        b.pop();
-    }
-    let logits = b.linear("classifier", x, o.num_classes);
-    b.finish(logits)
+    .build(o)
 }

@@ -8,14 +8,16 @@
 //! 512, 512, 528, 832, 832, 1024. The head is AvgPool 7x7 -> Dropout 0.4 -> FC.
 //! mxnet defaults made explicit: BatchNorm eps 1e-3, momentum 0.9, gamma fixed at 1. Initialiser: Xavier.
 
-use super::{unit, ModelOptions, Order};
+use super::blocks::{Order, Unit};
+use super::ModelOptions;
 use crate::builder::{avg_pool, conv, max_pool, GraphBuilder, BN_MXNET};
-use crate::graph::{Graph, GraphError, Init, NodeId, Op};
+use crate::graph::{GraphError, Init, Network, NodeId, Op};
 
 #[allow(clippy::too_many_arguments)] // the book's conv_module signature, argument for argument
 /// conv -> BN -> ReLU, named `{name}`, `bn{sfx}`, `act{sfx}` in the current scope.
 fn conv_module(b: &mut GraphBuilder, x: NodeId, name: &str, sfx: &str, filters: usize, k: usize, stride: usize, pad: usize) -> NodeId {
-    unit(b, x, name, conv(filters, k).stride(stride).pad(pad).build(), Op::Relu, BN_MXNET, Order::BnAct, sfx)
+    const UNIT: Unit = Unit { act: Op::Relu, bn: BN_MXNET, order: Order::BnAct };
+    UNIT.add(b, x, name, conv(filters, k).stride(stride).pad(pad), sfx)
 }
 
 /// (num1x1, num3x3Reduce, num3x3, num5x5Reduce, num5x5, num1x1Proj), as in the book's code.
@@ -23,7 +25,7 @@ type Inception = (usize, usize, usize, usize, usize, usize);
 
 fn inception(b: &mut GraphBuilder, x: NodeId, scope: &str, c: Inception) -> NodeId {
     let (n1, r3, n3, r5, n5, proj) = c;
-    b.push(scope);
+    let b = &mut b.scope(scope);
     let b1 = conv_module(b, x, "conv1x1", "_1x1", n1, 1, 1, 0);
     let b2 = conv_module(b, x, "conv3x3_reduce", "_3x3_reduce", r3, 1, 1, 0);
     let b2 = conv_module(b, b2, "conv3x3", "_3x3", n3, 3, 1, 1);
@@ -31,21 +33,20 @@ fn inception(b: &mut GraphBuilder, x: NodeId, scope: &str, c: Inception) -> Node
     let b3 = conv_module(b, b3, "conv5x5", "_5x5", n5, 5, 1, 2);
     let b4 = b.then("pool", max_pool(3, 1, 1), x);
     let b4 = conv_module(b, b4, "proj", "_proj", proj, 1, 1, 0);
-    let out = b.add_op("concat", Op::Concat, &[b1, b2, b3, b4]);
-    b.pop();
-    out
+    b.add_op("concat", Op::Concat, &[b1, b2, b3, b4])
 }
 
-pub(crate) fn build(o: &ModelOptions) -> Result<Graph, GraphError> {
+pub(crate) fn build(o: &ModelOptions) -> Result<Network, GraphError> {
     let mut b = GraphBuilder::new("googlenet", [o.in_channels, 224, 224], Init::XavierUniform);
     let x = b.input();
-    b.push("stem");
-    let x = conv_module(&mut b, x, "conv1", "1", 64, 7, 2, 3); // [64, 112, 112]
-    let x = b.then("pool1", max_pool(3, 2, 1), x); // [64, 56, 56]
-    let x = conv_module(&mut b, x, "conv2", "2", 64, 1, 1, 0); // [64, 56, 56]
-    let x = conv_module(&mut b, x, "conv3", "3", 192, 3, 1, 1); // [192, 56, 56]
-    let mut x = b.then("pool2", max_pool(3, 2, 1), x); // [192, 28, 28]
-    b.pop();
+    let mut x = {
+        let stem = &mut b.scope("stem");
+        let x = conv_module(stem, x, "conv1", "1", 64, 7, 2, 3); // [64, 112, 112]
+        let x = stem.then("pool1", max_pool(3, 2, 1), x); // [64, 56, 56]
+        let x = conv_module(stem, x, "conv2", "2", 64, 1, 1, 0); // [64, 56, 56]
+        let x = conv_module(stem, x, "conv3", "3", 192, 3, 1, 1); // [192, 56, 56]
+        stem.then("pool2", max_pool(3, 2, 1), x) // [192, 28, 28]
+    };
     let stages: [(&str, Inception); 9] = [
         ("inception3a", (64, 96, 128, 16, 32, 32)),     // [256, 28, 28]
         ("inception3b", (128, 128, 192, 32, 96, 64)),   // [480, 28, 28] -> pool [480, 14, 14]

@@ -6,6 +6,7 @@
 
 mod age_gender;
 mod alexnet;
+mod blocks;
 mod emotion;
 mod googlenet;
 mod mini_vgg;
@@ -16,8 +17,7 @@ mod vgg;
 
 use serde::Serialize;
 
-use crate::builder::GraphBuilder;
-use crate::graph::{Graph, GraphError, NodeId, Op};
+use crate::graph::{GraphError, Network, Op};
 use crate::meta::Task;
 
 /// What a user may change about a registry model without changing the architecture.
@@ -38,7 +38,7 @@ pub struct ModelInfo {
     pub default_classes: usize,
     pub summary: &'static str,
     #[serde(skip)]
-    build: fn(&ModelOptions) -> Result<Graph, GraphError>,
+    build: fn(&ModelOptions) -> Result<Network, GraphError>,
 }
 
 impl ModelInfo {
@@ -47,7 +47,7 @@ impl ModelInfo {
     }
 
     /// Builds the graph with these options.
-    pub fn build(&self, opts: &ModelOptions) -> Result<Graph, ZooError> {
+    pub fn build(&self, opts: &ModelOptions) -> Result<Network, ZooError> {
         if opts.num_classes == 0 || opts.in_channels == 0 {
             return Err(ZooError::BadOptions { model: self.name, reason: "num_classes and in_channels must be at least 1".into() });
         }
@@ -156,34 +156,8 @@ pub fn info(name: &str) -> Result<&'static ModelInfo, ZooError> {
 }
 
 /// Builds a registered model; `None` options take the model's defaults.
-pub fn build(name: &str, num_classes: Option<usize>, in_channels: Option<usize>) -> Result<Graph, ZooError> {
+pub fn build(name: &str, num_classes: Option<usize>, in_channels: Option<usize>) -> Result<Network, ZooError> {
     let m = info(name)?;
     let d = m.default_options();
     m.build(&ModelOptions { num_classes: num_classes.unwrap_or(d.num_classes), in_channels: in_channels.unwrap_or(d.in_channels) })
-}
-
-/// Where the activation goes relative to BatchNorm in a conv/linear unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Order {
-    /// layer -> activation -> BN (AlexNet Exp. 2/3, VGG, SqueezeNet, EmotionVGGNet, AgeGenderNet)
-    ActBn,
-    /// layer -> BN -> activation (AlexNet Exp. 1, GoogLeNet)
-    BnAct,
-}
-
-/// One `layer -> act -> bn` (or `layer -> bn -> act`) unit; the nodes are named `{layer}{suffix}`,
-/// `act{suffix}` and `bn{suffix}` in the current scope, the layer node `layer_name`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn unit(b: &mut GraphBuilder, x: NodeId, layer_name: &str, layer: Op, act: Op, bn: Op, order: Order, suffix: &str) -> NodeId {
-    let x = b.then(layer_name, layer, x);
-    match order {
-        Order::ActBn => {
-            let x = b.then(&format!("act{suffix}"), act, x);
-            b.then(&format!("bn{suffix}"), bn, x)
-        }
-        Order::BnAct => {
-            let x = b.then(&format!("bn{suffix}"), bn, x);
-            b.then(&format!("act{suffix}"), act, x)
-        }
-    }
 }

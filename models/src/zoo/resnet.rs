@@ -18,7 +18,7 @@
 
 use super::ModelOptions;
 use crate::builder::{avg_pool, conv, max_pool, GraphBuilder};
-use crate::graph::{Graph, GraphError, Init, NodeId, Op};
+use crate::graph::{GraphError, Init, Network, NodeId, Op};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Config {
@@ -42,54 +42,54 @@ fn residual(b: &mut GraphBuilder, x: NodeId, k: usize, stride: usize, project: b
     let bn1 = b.then("bn1", BN, x);
     let act1 = b.then("act1", Op::Relu, bn1);
     let body = if bottleneck {
-        let c1 = b.then("conv1", conv(k / 4, 1).no_bias().build(), act1);
+        let c1 = b.then("conv1", conv(k / 4, 1).no_bias(), act1);
         let a2 = {
             let t = b.then("bn2", BN, c1);
             b.then("act2", Op::Relu, t)
         };
-        let c2 = b.then("conv2", conv(k / 4, 3).stride(stride).pad(1).no_bias().build(), a2);
+        let c2 = b.then("conv2", conv(k / 4, 3).stride(stride).pad(1).no_bias(), a2);
         let a3 = {
             let t = b.then("bn3", BN, c2);
             b.then("act3", Op::Relu, t)
         };
-        b.then("conv3", conv(k, 1).no_bias().build(), a3)
+        b.then("conv3", conv(k, 1).no_bias(), a3)
     } else {
-        let c1 = b.then("conv1", conv(k, 3).stride(stride).pad(1).no_bias().build(), act1);
+        let c1 = b.then("conv1", conv(k, 3).stride(stride).pad(1).no_bias(), act1);
         let a2 = {
             let t = b.then("bn2", BN, c1);
             b.then("act2", Op::Relu, t)
         };
-        b.then("conv2", conv(k, 3).pad(1).no_bias().build(), a2)
+        b.then("conv2", conv(k, 3).pad(1).no_bias(), a2)
     };
-    let shortcut = if project { b.then("shortcut", conv(k, 1).stride(stride).no_bias().build(), act1) } else { x };
+    let shortcut = if project { b.then("shortcut", conv(k, 1).stride(stride).no_bias(), act1) } else { x };
     b.add_op("add", Op::Add, &[body, shortcut])
 }
 
-pub(crate) fn build(o: &ModelOptions, name: &str, cfg: Config) -> Result<Graph, GraphError> {
+pub(crate) fn build(o: &ModelOptions, name: &str, cfg: Config) -> Result<Network, GraphError> {
     let mut b = GraphBuilder::new(name, [o.in_channels, 224, 224], Init::MsraPrelu { slope: 0.25 });
     let x = b.input();
-    b.push("stem");
-    let x = b.then("bn0", BN_INPUT, x);
-    let x = b.then("conv", conv(cfg.filters[0], 7).stride(2).pad(3).no_bias().build(), x); // [64, 112, 112]
-    let x = b.then("bn", BN, x);
-    let x = b.then("act", Op::Relu, x);
-    let mut x = b.then("pool", max_pool(3, 2, 1), x); // [64, 56, 56]
-    b.pop();
+    let mut x = {
+        let mut stem = b.scope("stem");
+        let x = stem.then("bn0", BN_INPUT, x);
+        let x = stem.then("conv", conv(cfg.filters[0], 7).stride(2).pad(3).no_bias(), x); // [64, 112, 112]
+        let x = stem.then("bn", BN, x);
+        let x = stem.then("act", Op::Relu, x);
+        stem.then("pool", max_pool(3, 2, 1), x) // [64, 56, 56]
+    };
     let mut width = cfg.filters[0];
     for (i, &n) in cfg.stages.iter().enumerate() {
         let k = cfg.filters[i + 1];
         for j in 0..n {
             let stride = if i > 0 && j == 0 { 2 } else { 1 };
-            b.push(&format!("stage{}.unit{}", i + 1, j + 1));
-            x = residual(&mut b, x, k, stride, stride != 1 || width != k, cfg.bottleneck);
-            b.pop();
+            x = residual(&mut b.scope(&format!("stage{}.unit{}", i + 1, j + 1)), x, k, stride, stride != 1 || width != k, cfg.bottleneck);
             width = k;
         }
     }
-    b.push("post");
-    let x = b.then("bn", BN, x);
-    let x = b.then("act", Op::Relu, x);
-    b.pop();
+    let x = {
+        let mut post = b.scope("post");
+        let x = post.then("bn", BN, x);
+        post.then("act", Op::Relu, x)
+    };
     let x = b.then("avgpool", avg_pool(7, 1), x); // [2048, 1, 1]
     let x = b.flatten("flatten", x);
     let logits = b.linear("classifier", x, o.num_classes);

@@ -10,25 +10,23 @@
 
 use super::ModelOptions;
 use crate::builder::{avg_pool, conv, max_pool, GraphBuilder};
-use crate::graph::{Graph, GraphError, Init, NodeId, Op};
+use crate::graph::{GraphError, Init, Network, NodeId, Op};
 
 fn fire(b: &mut GraphBuilder, x: NodeId, scope: &str, squeeze: usize, expand: usize, act: &Op) -> NodeId {
-    b.push(scope);
-    let s = b.then("squeeze", conv(squeeze, 1).build(), x);
+    let mut b = b.scope(scope);
+    let s = b.then("squeeze", conv(squeeze, 1), x);
     let s = b.then("squeeze_act", act.clone(), s);
-    let e1 = b.then("expand1x1", conv(expand, 1).build(), s);
+    let e1 = b.then("expand1x1", conv(expand, 1), s);
     let e1 = b.then("expand1x1_act", act.clone(), e1);
-    let e3 = b.then("expand3x3", conv(expand, 3).pad(1).build(), s);
+    let e3 = b.then("expand3x3", conv(expand, 3).pad(1), s);
     let e3 = b.then("expand3x3_act", act.clone(), e3);
-    let out = b.add_op("concat", Op::Concat, &[e1, e3]);
-    b.pop();
-    out
+    b.add_op("concat", Op::Concat, &[e1, e3])
 }
 
-pub(crate) fn build(o: &ModelOptions, name: &str, act: Op) -> Result<Graph, GraphError> {
+pub(crate) fn build(o: &ModelOptions, name: &str, act: Op) -> Result<Network, GraphError> {
     let mut b = GraphBuilder::new(name, [o.in_channels, 227, 227], Init::XavierUniform);
     let x = b.input();
-    let x = b.then("conv1", conv(96, 7).stride(2).build(), x); // [96, 111, 111]
+    let x = b.then("conv1", conv(96, 7).stride(2), x); // [96, 111, 111]
     let x = b.then("act1", act.clone(), x);
     let mut x = b.then("pool1", max_pool(3, 2, 0), x); // [96, 55, 55]
     let fires: [(&str, usize, usize); 8] = [
@@ -48,7 +46,7 @@ pub(crate) fn build(o: &ModelOptions, name: &str, act: Op) -> Result<Graph, Grap
         }
     }
     let x = b.dropout("drop9", x, 0.5);
-    let x = b.then("classifier", conv(o.num_classes, 1).build(), x); // [classes, 13, 13]
+    let x = b.then("classifier", conv(o.num_classes, 1), x); // [classes, 13, 13]
     let x = b.then("act10", act, x);
     let x = b.then("avgpool", avg_pool(13, 1), x); // [classes, 1, 1]
     let logits = b.flatten("flatten", x);

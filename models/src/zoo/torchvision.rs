@@ -33,9 +33,10 @@
 //! equal width (VGG's linear layers: torchvision N(0, 0.01²), here σ ≈ 0.012 and 0.022, the head
 //! 0.028 at 1000 classes). Preprocessing: torchvision's ImageNet [`MEAN`] and [`STD`] on RGB pixels.
 
+use super::vgg::{Layer, VGG16};
 use super::ModelOptions;
 use crate::builder::{conv, max_pool, GraphBuilder};
-use crate::graph::{Graph, GraphError, Init, NodeId, Op};
+use crate::graph::{GraphError, Init, Network, NodeId, Op};
 
 /// torchvision's ImageNet mean, (0.485, 0.456, 0.406) x 255, in 0–255 pixel units (RGB).
 pub const MEAN: [f64; 3] = [123.675, 116.28, 103.53];
@@ -90,25 +91,24 @@ impl Torchvision {
 const INIT: Init = Init::MsraPrelu { slope: 0.0 };
 const BN: Op = Op::BatchNorm { eps: 1e-5, momentum: 0.1, fix_gamma: false };
 
-/// A max pool in a VGG layer table (torchvision's "M").
-const M: usize = 0;
-/// torchvision's `cfgs["D"]`: conv widths, `M` for a max pool 2x2/2.
-const VGG16_D: [usize; 18] = [64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M];
-
-/// `tv-vgg16`: nodes are named by their index in torchvision's `features` Sequential.
-pub(crate) fn vgg16(o: &ModelOptions) -> Result<Graph, GraphError> {
+/// `tv-vgg16`: torchvision's `make_layers(cfgs["D"])`, nodes named by their index in its `features`
+/// Sequential.
+pub(crate) fn vgg16(o: &ModelOptions) -> Result<Network, GraphError> {
     let mut b = GraphBuilder::new("tv-vgg16", [o.in_channels, 224, 224], INIT);
     let mut x = b.input();
     let mut i = 0;
     // [64,112,112] [128,56,56] [256,28,28] [512,14,14] [512,7,7] after the five pools
-    for &width in &VGG16_D {
-        if width == M {
-            x = b.then(&format!("features.{i}"), max_pool(2, 2, 0), x);
-            i += 1;
-        } else {
-            x = b.then(&format!("features.{i}"), conv(width, 3).pad(1).build(), x);
-            x = b.then(&format!("features.{}", i + 1), Op::Relu, x);
-            i += 2;
+    for &layer in VGG16 {
+        match layer {
+            Layer::M => {
+                x = b.then(&format!("features.{i}"), max_pool(2, 2, 0), x);
+                i += 1;
+            }
+            Layer::C(width) => {
+                x = b.then(&format!("features.{i}"), conv(width, 3).pad(1), x);
+                x = b.then(&format!("features.{}", i + 1), Op::Relu, x);
+                i += 2;
+            }
         }
     }
     x = b.flatten("flatten", x); // [25088]
@@ -123,16 +123,16 @@ pub(crate) fn vgg16(o: &ModelOptions) -> Result<Graph, GraphError> {
 
 /// One post-activation bottleneck in the current scope (`layerN.M`); returns the final ReLU.
 fn bottleneck(b: &mut GraphBuilder, x: NodeId, width: usize, stride: usize, downsample: bool) -> NodeId {
-    let y = b.then("conv1", conv(width, 1).no_bias().build(), x);
+    let y = b.then("conv1", conv(width, 1).no_bias(), x);
     let y = b.then("bn1", BN, y);
     let y = b.then("relu1", Op::Relu, y);
-    let y = b.then("conv2", conv(width, 3).stride(stride).pad(1).no_bias().build(), y);
+    let y = b.then("conv2", conv(width, 3).stride(stride).pad(1).no_bias(), y);
     let y = b.then("bn2", BN, y);
     let y = b.then("relu2", Op::Relu, y);
-    let y = b.then("conv3", conv(4 * width, 1).no_bias().build(), y);
+    let y = b.then("conv3", conv(4 * width, 1).no_bias(), y);
     let y = b.then("bn3", BN, y);
     let shortcut = if downsample {
-        let s = b.then("downsample.0", conv(4 * width, 1).stride(stride).no_bias().build(), x);
+        let s = b.then("downsample.0", conv(4 * width, 1).stride(stride).no_bias(), x);
         b.then("downsample.1", BN, s)
     } else {
         x
@@ -142,10 +142,10 @@ fn bottleneck(b: &mut GraphBuilder, x: NodeId, width: usize, stride: usize, down
 }
 
 /// `tv-resnet50`.
-pub(crate) fn resnet50(o: &ModelOptions) -> Result<Graph, GraphError> {
+pub(crate) fn resnet50(o: &ModelOptions) -> Result<Network, GraphError> {
     let mut b = GraphBuilder::new("tv-resnet50", [o.in_channels, 224, 224], INIT);
     let x = b.input();
-    let x = b.then("conv1", conv(64, 7).stride(2).pad(3).no_bias().build(), x); // [64, 112, 112]
+    let x = b.then("conv1", conv(64, 7).stride(2).pad(3).no_bias(), x); // [64, 112, 112]
     let x = b.then("bn1", BN, x);
     let x = b.then("relu", Op::Relu, x);
     let mut x = b.then("maxpool", max_pool(3, 2, 1), x); // [64, 56, 56]
@@ -154,9 +154,7 @@ pub(crate) fn resnet50(o: &ModelOptions) -> Result<Graph, GraphError> {
     for (stage, (blocks, width)) in [(3, 64), (4, 128), (6, 256), (3, 512)].into_iter().enumerate() {
         for j in 0..blocks {
             let stride = if stage > 0 && j == 0 { 2 } else { 1 };
-            b.push(&format!("layer{}.{j}", stage + 1));
-            x = bottleneck(&mut b, x, width, stride, stride != 1 || channels != 4 * width);
-            b.pop();
+            x = bottleneck(&mut b.scope(&format!("layer{}.{j}", stage + 1)), x, width, stride, stride != 1 || channels != 4 * width);
             channels = 4 * width;
         }
     }

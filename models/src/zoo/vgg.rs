@@ -10,39 +10,61 @@
 //! name (`block4.pool`). Initialiser: MSRAPrelu. VGG16 with 1000 classes: 138,357,544 weights
 //! + 24,832 BN gamma/beta + 12,416 PReLU slopes.
 
-use super::{unit, ModelOptions, Order};
-use crate::builder::{conv, max_pool, GraphBuilder, BN_MXNET};
-use crate::graph::{Graph, GraphError, Init, Op};
+use super::blocks::{Order, Unit, VggStyle};
+use super::ModelOptions;
+use crate::builder::{conv, max_pool, BN_MXNET};
+use crate::graph::{GraphError, Init, Network, Op};
 
-/// Convolutions per block (filters 64, 128, 256, 512, 512).
-pub(crate) type Config = [usize; 5];
-pub(crate) const VGG11: Config = [1, 1, 2, 2, 2];
-pub(crate) const VGG13: Config = [2, 2, 2, 2, 2];
-pub(crate) const VGG16: Config = [2, 2, 3, 3, 3];
-pub(crate) const VGG19: Config = [2, 2, 4, 4, 4];
-const FILTERS: [usize; 5] = [64, 128, 256, 512, 512];
+/// One entry of a VGG configuration (torchvision's `cfgs`): a 3x3 convolution (padding 1) to this many
+/// channels, or `M`, a max pool 2x2/2 that ends a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layer {
+    C(usize),
+    M,
+}
+use Layer::{C, M};
+
+/// A VGG configuration of the paper's table, as torchvision writes it.
+pub(crate) type Config = &'static [Layer];
+/// Configuration A (VGG11).
+pub(crate) const VGG11: Config = &[C(64), M, C(128), M, C(256), C(256), M, C(512), C(512), M, C(512), C(512), M];
+/// Configuration B (VGG13).
+pub(crate) const VGG13: Config = &[C(64), C(64), M, C(128), C(128), M, C(256), C(256), M, C(512), C(512), M, C(512), C(512), M];
+/// Configuration D (VGG16).
+#[rustfmt::skip]
+pub(crate) const VGG16: Config = &[
+    C(64), C(64), M, C(128), C(128), M, C(256), C(256), C(256), M, C(512), C(512), C(512), M, C(512), C(512), C(512), M,
+];
+/// Configuration E (VGG19).
+#[rustfmt::skip]
+pub(crate) const VGG19: Config = &[
+    C(64), C(64), M, C(128), C(128), M, C(256), C(256), C(256), C(256), M,
+    C(512), C(512), C(512), C(512), M, C(512), C(512), C(512), C(512), M,
+];
+
+/// The convolutions of each block (the runs between the pools) of a configuration.
+pub(crate) fn blocks(cfg: Config) -> Vec<Vec<crate::graph::Conv2d>> {
+    cfg.split(|l| *l == M)
+        .filter(|b| !b.is_empty())
+        .map(|b| b.iter().filter_map(|l| if let C(w) = l { Some(conv(*w, 3).pad(1)) } else { None }).collect())
+        .collect()
+}
+
 const PRELU: Op = Op::Prelu { init: 0.25 };
 
-pub(crate) fn build(o: &ModelOptions, name: &str, cfg: Config) -> Result<Graph, GraphError> {
-    let mut b = GraphBuilder::new(name, [o.in_channels, 224, 224], Init::MsraPrelu { slope: 0.25 });
-    let mut x = b.input();
-    // 224 -> 112 -> 56 -> 28 -> 14 -> 7: [64,112,112] [128,56,56] [256,28,28] [512,14,14] [512,7,7]
-    for (i, (&n, &f)) in cfg.iter().zip(FILTERS.iter()).enumerate() {
-        b.push(&format!("block{}", i + 1));
-        for j in 1..=n {
-            x = unit(&mut b, x, &format!("conv{j}"), conv(f, 3).pad(1).build(), PRELU, BN_MXNET, Order::ActBn, &j.to_string());
-        }
-        x = b.then("pool", max_pool(2, 2, 0), x);
-        x = b.dropout("drop", x, 0.25);
-        b.pop();
+pub(crate) fn build(o: &ModelOptions, name: &'static str, cfg: Config) -> Result<Network, GraphError> {
+    VggStyle {
+        name,
+        side: 224,
+        init: Init::MsraPrelu { slope: 0.25 },
+        unit: Unit { act: PRELU, bn: BN_MXNET, order: Order::ActBn },
+        // 224 -> 112 -> 56 -> 28 -> 14 -> 7: [64,112,112] [128,56,56] [256,28,28] [512,14,14] [512,7,7]
+        blocks: blocks(cfg),
+        number_single: true,
+        pool: max_pool(2, 2, 0),
+        block_dropout: 0.25,
+        fc: &[4096, 4096], // after flatten [25088]
+        fc_dropout: 0.5,
     }
-    x = b.flatten("flatten", x); // [25088]
-    for fc in ["fc1", "fc2"] {
-        b.push(fc);
-        x = unit(&mut b, x, "linear", Op::Linear { out_features: 4096, bias: true }, PRELU, BN_MXNET, Order::ActBn, "");
-        x = b.dropout("drop", x, 0.5);
-        b.pop();
-    }
-    let logits = b.linear("classifier", x, o.num_classes);
-    b.finish(logits)
+    .build(o)
 }

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use models::graph::{Graph, Op};
+use models::graph::{Graph, Network};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -125,20 +125,19 @@ impl RunDir {
 
     /// The recorded network, `None` for runs made before `graph.json` existed. A recorded graph is
     /// validated (shapes inferred) before it is returned.
-    pub fn read_graph(&self) -> Result<Option<Graph>, RunError> {
+    pub fn read_graph(&self) -> Result<Option<Network>, RunError> {
         let p = self.graph_path();
         if !p.is_file() {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&p).map_err(|source| RunError::Io { path: p.clone(), source })?;
         let g: Graph = serde_json::from_str(&text).map_err(|e| RunError::Format { path: p.clone(), reason: format!("not a graph: {e}") })?;
-        g.shapes().map_err(|e| RunError::Format { path: p, reason: e.to_string() })?;
-        Ok(Some(g))
+        Ok(Some(g.validate().map_err(|e| RunError::Format { path: p, reason: e.to_string() })?))
     }
 
     /// The run's network: `graph.json`, or for older runs the registry model `model` rebuilt with
     /// `in_channels` and the class count of its head in the checkpoint of `epoch`.
-    pub fn graph(&self, model: &str, in_channels: Option<usize>, epoch: usize) -> Result<Graph, RunError> {
+    pub fn graph(&self, model: &str, in_channels: Option<usize>, epoch: usize) -> Result<Network, RunError> {
         self.graph_or_rebuild(model, in_channels, || tensor_shapes(&self.checkpoint(epoch).0))
     }
 
@@ -147,13 +146,13 @@ impl RunDir {
         model: &str,
         in_channels: Option<usize>,
         weights: impl FnOnce() -> Result<Vec<(String, Vec<usize>)>, RunError>,
-    ) -> Result<Graph, RunError> {
+    ) -> Result<Network, RunError> {
         if let Some(g) = self.read_graph()? {
             return Ok(g);
         }
         let weights = weights()?;
         let probe = models::zoo::build(model, None, in_channels)?;
-        let head = probe.nodes.iter().rev().find(|n| matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. })).map(|n| n.name.clone());
+        let head = probe.nodes.iter().rev().find(|n| n.op.is_weight_layer()).map(|n| n.name.clone());
         let classes = head.and_then(|h| weights.iter().find(|(n, _)| *n == format!("{h}.weight")).map(|(_, d)| d[0]));
         let Some(classes) = classes else {
             return Err(RunError::Format {
@@ -206,7 +205,7 @@ mod tests {
         // no graph.json: rebuilt from the checkpoint's head
         assert_eq!(r.read_graph().unwrap(), None);
         let g7 = models::zoo::build("mini-vgg", Some(7), None).unwrap();
-        let head = g7.nodes.iter().rev().find(|n| matches!(n.op, Op::Linear { .. })).unwrap().name.clone();
+        let head = g7.nodes.iter().rev().find(|n| matches!(n.op, models::graph::Op::Linear { .. })).unwrap().name.clone();
         let weights = vec![(format!("{head}.weight"), vec![7, 512]), (format!("{head}.bias"), vec![7])];
         assert_eq!(r.graph_or_rebuild("mini-vgg", None, || Ok(weights.clone())).unwrap(), g7);
         assert!(r.graph_or_rebuild("mini-vgg", None, || Ok(vec![])).unwrap_err().to_string().contains("graph.json"));
