@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod device;
 pub mod doctor;
 pub mod features;
+pub mod idx_records;
 pub mod import;
 pub mod net;
 pub mod optim;

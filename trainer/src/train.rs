@@ -2,8 +2,9 @@
 //! every epoch, stop, change the learning rate, resume at epoch N.
 //!
 //! The run directory's files are [`crate::run_dir::RunDir`]'s.
-//! Resuming is exact: every epoch reseeds libtorch from (seed, epoch), so the shuffle, the flips and the
-//! dropout masks of epoch e do not depend on whether the run stopped before it.
+//! Resuming is exact: the loader draws the shuffle and the augmentation of epoch e from (seed, e, batch)
+//! and every step reseeds libtorch (dropout) from (seed, e, step), so nothing of epoch e depends on
+//! whether the run stopped before it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::dataset::{step_seed, BatchSpec, Dataset, PerChannel};
+use crate::dataset::{BatchSpec, Dataset, PerChannel};
 use crate::device::DeviceSpec;
 use crate::net::Net;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
@@ -59,11 +60,13 @@ pub struct ModelConfig {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// The training set: a record file from `trainer prepare` (`…/train.rec`), or an IDX prefix
-    /// (`…/fashion-mnist/train` reads `train-images-idx3-ubyte.gz` and `train-labels-idx1-ubyte.gz`).
+    /// (`…/fashion-mnist/train` reads `train-images-idx3-ubyte.gz` and `train-labels-idx1-ubyte.gz`),
+    /// packed into record files on first use and read from the cache after (crate::idx_records).
     pub train: PathBuf,
     /// The validation set (same forms), evaluated after every epoch.
     pub val: Option<PathBuf>,
-    /// Keep only the first N training samples (0 = all); for quick experiments and tests.
+    /// Keep only the first N training records (0 = all); for quick experiments and tests. An IDX set's
+    /// packed records are in a fixed class-stratified shuffle of the IDX order.
     #[serde(default)]
     pub limit_train: usize,
     #[serde(default)]
@@ -162,7 +165,8 @@ pub struct AugmentConfig {
     /// Random horizontal flips with probability 0.5.
     #[serde(default)]
     pub flip: bool,
-    /// Random translation by up to N pixels (zero padding then a random crop back to size; in-memory sets).
+    /// Random translation by up to N pixels (IDX sets: packed with a black border of N pixels, then a
+    /// random crop back to size; a record file's random crop is its own shift).
     #[serde(default)]
     pub shift: usize,
     /// Random rotation within ± degrees (record files).
@@ -400,10 +404,10 @@ fn rank_hits(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
 }
 
 /// Loss, rank-1 and rank-5 of `net` on `set` in eval mode.
-pub fn evaluate(net: &Net, set: &Dataset, spec: &BatchSpec, batch: usize, ordinal: bool) -> Result<EvalMetrics> {
+pub fn evaluate(net: &Net, set: &Dataset, ordinal: bool) -> Result<EvalMetrics> {
     let _guard = tch::no_grad_guard();
     let (mut loss, mut r1, mut r5, mut n, mut off) = (0.0, 0i64, 0i64, 0i64, 0i64);
-    for b in set.batches(0, 0, batch, spec, 0, net.device) {
+    for b in set.batches(0, 0, net.device) {
         let (x, y) = b?;
         let len = y.size()[0];
         let logits = net.forward(&x, false);
@@ -419,6 +423,11 @@ pub fn evaluate(net: &Net, set: &Dataset, spec: &BatchSpec, batch: usize, ordina
     let n_f = n.max(1) as f64;
     let one_off = ordinal.then(|| off as f64 / n_f);
     Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f, one_off })
+}
+
+/// The libtorch seed of one training step (its dropout masks).
+pub fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
+    (seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64).wrapping_mul(1_000_033).wrapping_add(step as i64)
 }
 
 /// How often a training epoch reports its progress when no terminal shows the progress bar.
@@ -512,7 +521,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         c.train.epochs,
         c.train.lr
     ))?;
-    let batches = train_set.batches_per_epoch(bs) as i64;
+    let batches = train_set.batches_per_epoch() as i64;
     let mut history = vec![];
     let mut interrupted = interrupted;
     for epoch in start + 1..=c.train.epochs {
@@ -528,9 +537,10 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         let mut window = (Instant::now(), 0i64);
         // Without a terminal (a pipe, a log file, CI) the bar is hidden: a line every HEARTBEAT instead.
         let mut last_note = Instant::now();
-        // The shuffle is drawn from (seed, epoch) and every step's randomness (augmentation, dropout)
-        // from (seed, epoch, step), so a run resumed at any step draws what an uninterrupted one draws.
-        let mut stream = train_set.batches(epoch, skip, bs, &train_spec, c.train.seed, reps.main().device);
+        // The loader draws the shuffle from (seed, epoch) and each batch's augmentation from (seed, epoch,
+        // batch); libtorch (dropout) is seeded from (seed, epoch, step) before each step. A run resumed at
+        // any step draws what an uninterrupted one draws.
+        let mut stream = train_set.batches(epoch, skip, reps.main().device);
         for b in skip as i64..batches {
             tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1));
             let Some(batch) = stream.next() else { break };
@@ -610,7 +620,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
         drop(stream);
-        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, &val_spec, 512, c.data.ordinal)).transpose()?;
+        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, c.data.ordinal)).transpose()?;
         let m = EpochMetrics {
             epoch,
             lr,
@@ -680,7 +690,7 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
     Ok(checkpoint_paths(run, 0).0)
 }
 
-/// `trainer eval`: a checkpoint (the latest when `epoch` is None) on an IDX set.
+/// `trainer eval`: a checkpoint (the latest when `epoch` is None) on a record file or an IDX set.
 pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Result<(usize, EvalMetrics)> {
     let dir = RunDir::new(run);
     let epoch = dir.epoch_or_latest(epoch)?;
@@ -691,7 +701,7 @@ pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Resu
     let set = Dataset::open(data, 0, &spec, batch, 0, false)?;
     let mut net = net_for(c, graph)?;
     restore(run, epoch, &mut net, None)?;
-    Ok((epoch, evaluate(&net, &set, &spec, batch, c.data.ordinal)?))
+    Ok((epoch, evaluate(&net, &set, c.data.ordinal)?))
 }
 
 #[cfg(test)]
