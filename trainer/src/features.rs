@@ -29,7 +29,7 @@ use data::{Loader, LoaderOptions, Transform};
 use models::graph::{Graph, NodeId, Op};
 use tch::{Device, Kind, Tensor};
 
-use crate::dataset::{labels_beside, short_side_beside};
+use crate::batches::{labels_beside, short_side_beside};
 use crate::device::DeviceSpec;
 use crate::net::{Net, Precision};
 use crate::run_dir::RunDir;

@@ -19,7 +19,7 @@ use models::zoo::torchvision::{Torchvision, MEAN, STD, TORCHVISION};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::dataset::PerChannel;
+use crate::batches::PerChannel;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::train::{self, AugmentConfig, CheckpointInfo, Config, DataConfig, ModelConfig, TrainConfig};
 

@@ -86,7 +86,7 @@ fn surgery_loads_everything_but_the_new_head() {
 fn one_off_accuracy_counts_predictions_within_one_bin() {
     use data::image::{DynamicImage, GrayImage};
     use data::records::{pack, Item, PackOptions, Source};
-    use trainer::dataset::{BatchSpec, Dataset};
+    use trainer::batches::{BatchSpec, RecordBatches};
     let net = Net::new(models::zoo::build("mini-vgg", Some(8), None).unwrap(), Device::Cpu).unwrap();
     tch::no_grad(|| {
         for (name, t) in &net.params {
@@ -107,7 +107,7 @@ fn one_off_accuracy_counts_predictions_within_one_bin() {
         .collect();
     pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true }, false).unwrap();
     let spec = BatchSpec { input: [1, 28, 28], mean: vec![0.0], std: vec![255.0], train: false, flip: false, shift: 0, rotate: 0.0, shear: 0.0 };
-    let m = trainer::train::evaluate(&net, &Dataset::open(&rec, 0, &spec, 4, 0, false).unwrap(), true).unwrap();
+    let m = trainer::train::evaluate(&net, &RecordBatches::open(&rec, 0, &spec, 4, 0, false).unwrap(), true).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(m.rank1, 2.0 / 6.0);
     assert_eq!(m.one_off, Some(4.0 / 6.0), "2, 1, 3 and 2 are within one bin of 2; 0 and 6 are not");

@@ -49,7 +49,7 @@ pub struct BatchSpec {
 }
 
 /// A record file read in batches: a `.rec` from `trainer prepare`, or an IDX set packed into one.
-pub struct Dataset {
+pub struct RecordBatches {
     loader: Loader,
     num_classes: usize,
     /// The record file read.
@@ -74,7 +74,7 @@ pub fn is_records(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "rec")
 }
 
-impl Dataset {
+impl RecordBatches {
     /// Opens a `.rec` file or an IDX prefix (packed into the cache on first use, see
     /// [`crate::idx_records`]); `limit` keeps the first N records (0 = all). Batches of `batch_size`,
     /// shuffled per epoch when `shuffle`, every random draw from (`seed`, epoch, batch).
@@ -115,7 +115,7 @@ impl Dataset {
             std: spec.std.clone(),
         };
         let opts = LoaderOptions { batch_size, shuffle, seed, ..LoaderOptions::default() };
-        Ok(Dataset { loader: Loader::new(file, transform, opts), num_classes, records, source: path.to_path_buf() })
+        Ok(RecordBatches { loader: Loader::new(file, transform, opts), num_classes, records, source: path.to_path_buf() })
     }
 
     pub fn len(&self) -> usize {
