@@ -3,12 +3,27 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use data::folder::DatasetDir;
-use data::records::RecordFile;
+use data::folder::{DatasetDir, FolderError};
+use data::records::{RecordError, RecordFile};
 use data::{Loader, LoaderOptions, Transform};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
+
+use crate::config::Config;
+use crate::idx_records::IdxRecordsError;
+
+/// Data that cannot be read as batches; each names its file.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    #[error(transparent)]
+    Idx(#[from] IdxRecordsError),
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: RecordError },
+}
 
 /// A per-channel value written as one number (every channel) or a list (one per channel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,8 +43,27 @@ impl PerChannel {
 }
 
 /// The channel means a `trainer prepare` run measured (a `mean.json`, whatever the config names it).
-pub fn means_from_file(path: &Path) -> Result<Vec<f64>> {
+pub fn means_from_file(path: &Path) -> Result<Vec<f64>, FolderError> {
     Ok(data::folder::read_means(path)?.values())
+}
+
+/// How `c` turns stored images into inputs of a network with input `[C, H, W]`.
+pub fn batch_spec(c: &Config, input: [usize; 3], train: bool) -> Result<BatchSpec, BatchError> {
+    let channels = input[0];
+    let mean = match &c.data.mean_file {
+        Some(f) => PerChannel::Each(means_from_file(f)?),
+        None => c.data.mean.clone(),
+    };
+    Ok(BatchSpec {
+        input,
+        mean: mean.values(channels),
+        std: c.data.std.values(channels),
+        train,
+        flip: c.augment.flip,
+        shift: c.augment.shift,
+        rotate: c.augment.rotate,
+        shear: c.augment.shear,
+    })
 }
 
 /// How batches are normalised and augmented.
@@ -60,13 +94,13 @@ pub struct RecordBatches {
 
 /// The class names in the `labels.txt` that `trainer prepare` wrote beside the record file `rec`, or
 /// `None` when there is none (a damaged one is an error).
-pub fn labels_beside(rec: &Path) -> Result<Option<Vec<String>>> {
-    Ok(DatasetDir::of_records(rec).labels()?)
+pub fn labels_beside(rec: &Path) -> Result<Option<Vec<String>>, FolderError> {
+    DatasetDir::of_records(rec).labels()
 }
 
 /// The shorter side of the `report.json` that `trainer prepare` wrote beside the record file `rec`.
-pub fn short_side_beside(rec: &Path) -> Result<Option<u32>> {
-    Ok(DatasetDir::of_records(rec).short_side()?)
+pub fn short_side_beside(rec: &Path) -> Result<Option<u32>, FolderError> {
+    DatasetDir::of_records(rec).short_side()
 }
 
 /// Whether `path` names a record file (else an IDX prefix).
@@ -78,7 +112,7 @@ impl RecordBatches {
     /// Opens a `.rec` file or an IDX prefix (packed into the cache on first use, see
     /// [`crate::idx_records`]); `limit` keeps the first N records (0 = all). Batches of `batch_size`,
     /// shuffled per epoch when `shuffle`, every random draw from (`seed`, epoch, batch).
-    pub fn open(path: &Path, limit: usize, spec: &BatchSpec, batch_size: usize, seed: u64, shuffle: bool) -> Result<Self> {
+    pub fn open(path: &Path, limit: usize, spec: &BatchSpec, batch_size: usize, seed: u64, shuffle: bool) -> Result<Self, BatchError> {
         let records = if is_records(path) {
             if spec.train && spec.shift > 0 {
                 tracing::warn!("augment.shift borders IDX sets only; {} is a record file, its random crops are its shifts", path.display());
@@ -91,7 +125,12 @@ impl RecordBatches {
             if packed.reused {
                 tracing::info!("{}: reading the records packed by an earlier run, {}", path.display(), packed.records.display());
             } else {
-                tracing::info!("{}: packed into {} (later runs reuse it; ${} moves the cache)", path.display(), packed.records.display(), crate::idx_records::CACHE_ENV);
+                tracing::info!(
+                    "{}: packed into {} (later runs reuse it; ${} moves the cache)",
+                    path.display(),
+                    packed.records.display(),
+                    crate::idx_records::CACHE_ENV
+                );
             }
             packed.records
         };
@@ -147,9 +186,9 @@ impl RecordBatches {
     /// The batches of `epoch` from batch `start` on, as (normalised input, labels) on `device`. The
     /// shuffle and every augmentation draw come from the loader's (seed, epoch, batch) streams, so a
     /// resumed epoch gets the batches an uninterrupted one gets.
-    pub fn batches(&self, epoch: usize, start: usize, device: Device) -> impl Iterator<Item = Result<(Tensor, Tensor)>> + '_ {
+    pub fn batches(&self, epoch: usize, start: usize, device: Device) -> impl Iterator<Item = Result<(Tensor, Tensor), BatchError>> + '_ {
         self.loader.epoch_from(epoch, start).map(move |b| {
-            let b = b.with_context(|| format!("reading {}", self.records.display()))?;
+            let b = b.map_err(|source| BatchError::Read { path: self.records.clone(), source })?;
             for (key, why) in &b.skipped {
                 tracing::warn!("{}: skipped {key}: {why}", self.records.display());
             }

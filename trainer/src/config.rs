@@ -3,12 +3,25 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::batches::PerChannel;
 use crate::device::DeviceSpec;
 use crate::optim::{OptimizerConfig, Schedule};
+
+/// A config that cannot be read, or a `--set` that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not valid TOML: {reason}")]
+    Toml { path: PathBuf, reason: Box<toml::de::Error> },
+    #[error("--set {set}: {reason}")]
+    Set { set: String, reason: String },
+    /// `sets` is empty or " (with --set a=1, b=2)".
+    #[error("{path}{sets}: invalid experiment config: {reason}")]
+    Invalid { path: PathBuf, sets: String, reason: Box<toml::de::Error> },
+}
 
 /// One experiment. Every field has a default except the model and the training data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,34 +179,35 @@ pub struct AugmentConfig {
 }
 
 impl Config {
-    pub fn from_file(path: &Path) -> Result<Self> {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         Self::from_file_with(path, &[])
     }
 
     /// Reads a config and applies `section.field=value` assignments (TOML values: `train.lr=0.1`,
     /// `augment.flip=true`, `train.devices=[0,1]`, `optimizer.name="adam"`; a bare word is a string).
-    pub fn from_file_with(path: &Path, sets: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut doc: toml::Table = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    pub fn from_file_with(path: &Path, sets: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|reason| ConfigError::Toml { path: path.to_path_buf(), reason: Box::new(reason) })?;
+        let bad_set = |set: &String, reason: String| ConfigError::Set { set: set.clone(), reason };
         for set in sets {
-            let (key, raw) = set.split_once('=').with_context(|| format!("--set {set}: expected section.field=value"))?;
+            let (key, raw) = set.split_once('=').ok_or_else(|| bad_set(set, "expected section.field=value".into()))?;
             let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
                 .map(|mut t| t.remove("v").expect("parsed key"))
                 .unwrap_or_else(|_| toml::Value::String(raw.to_string()));
             let mut parts: Vec<&str> = key.trim().split('.').collect();
-            let leaf = parts.pop().filter(|l| !l.is_empty()).with_context(|| format!("--set {set}: empty field name"))?;
+            let leaf = parts.pop().filter(|l| !l.is_empty()).ok_or_else(|| bad_set(set, "empty field name".into()))?;
             let mut table = &mut doc;
             for part in parts {
                 table = table
                     .entry(part)
                     .or_insert_with(|| toml::Value::Table(Default::default()))
                     .as_table_mut()
-                    .with_context(|| format!("--set {set}: '{part}' is not a section"))?;
+                    .ok_or_else(|| bad_set(set, format!("'{part}' is not a section")))?;
             }
             table.insert(leaf.to_string(), value);
         }
         let what = if sets.is_empty() { String::new() } else { format!(" (with --set {})", sets.join(", ")) };
-        Config::deserialize(toml::Value::Table(doc)).with_context(|| format!("{}{what}: invalid experiment config", path.display()))
+        Config::deserialize(toml::Value::Table(doc)).map_err(|reason| ConfigError::Invalid { path: path.to_path_buf(), sets: what, reason: Box::new(reason) })
     }
 }
 

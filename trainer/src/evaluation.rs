@@ -3,15 +3,27 @@
 
 use std::path::Path;
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::batches::RecordBatches;
+use crate::batches::{batch_spec, BatchError, RecordBatches};
 use crate::net::Net;
-use crate::run_dir::RunDir;
-use crate::run_files::{load_checkpoint_info, restore};
-use crate::train::{batch_spec, net_for};
+use crate::run_dir::{RunDir, RunError};
+use crate::run_files::{load_checkpoint_info, restore, RunFilesError};
+use crate::train::{net_for, BuildError};
+
+/// Why `trainer eval` could not evaluate a checkpoint (each names the run file or data it is about).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Batches(#[from] BatchError),
+    #[error(transparent)]
+    RunFiles(#[from] RunFilesError),
+    #[error(transparent)]
+    RunDir(#[from] RunError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
@@ -55,7 +67,7 @@ pub(crate) fn rank_hits(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
 }
 
 /// Loss, rank-1 and rank-5 of `net` on `set` in eval mode.
-pub fn evaluate(net: &Net, set: &RecordBatches, ordinal: bool) -> Result<EvalMetrics> {
+pub fn evaluate(net: &Net, set: &RecordBatches, ordinal: bool) -> Result<EvalMetrics, BatchError> {
     let _guard = tch::no_grad_guard();
     let (mut loss, mut r1, mut r5, mut n, mut off) = (0.0, 0i64, 0i64, 0i64, 0i64);
     for b in set.batches(0, 0, net.device) {
@@ -77,7 +89,7 @@ pub fn evaluate(net: &Net, set: &RecordBatches, ordinal: bool) -> Result<EvalMet
 }
 
 /// `trainer eval`: a checkpoint (the latest when `epoch` is None) on a record file or an IDX set.
-pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Result<(usize, EvalMetrics)> {
+pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Result<(usize, EvalMetrics), EvalError> {
     let dir = RunDir::new(run);
     let epoch = dir.epoch_or_latest(epoch)?;
     let info = load_checkpoint_info(run, epoch)?;

@@ -97,8 +97,14 @@ fn folder_name(images: &Path, prefix: &Path, border: u32) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     images.hash(&mut h);
     let parts: Vec<String> = prefix.components().rev().take(2).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-    let readable: String =
-        parts.into_iter().rev().collect::<Vec<_>>().join("-").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let readable: String = parts
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("-")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
     let border = if border > 0 { format!("-border{border}") } else { String::new() };
     format!("{readable}-{:016x}{border}", h.finish())
 }
@@ -141,7 +147,11 @@ pub fn packed_records(prefix: &Path, border: u32, root: &Path) -> Result<Packed,
         }
     }
     let opts = PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true };
-    data::prepare::write(prepared, &tmp, &opts, false).map_err(|e| IdxRecordsError::Pack { prefix: prefix.to_path_buf(), dir: dir.clone(), source: e.into() })?;
+    data::prepare::write(prepared, &tmp, &opts, false).map_err(|e| IdxRecordsError::Pack {
+        prefix: prefix.to_path_buf(),
+        dir: dir.clone(),
+        source: e.into(),
+    })?;
     let manifest = tmp.join("source.json");
     std::fs::write(&manifest, serde_json::to_vec_pretty(&want).expect("a manifest is JSON")).map_err(io(&manifest))?;
     if dir.exists() {

@@ -10,55 +10,78 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-
+pub use crate::batches::batch_spec;
 pub use crate::config::{AugmentConfig, Config, DataConfig, ModelConfig, Overrides, TrainConfig};
 pub use crate::evaluation::{eval, evaluate, EpochMetrics, EvalMetrics};
 pub use crate::run_files::{
-    checkpoint_paths, interrupted_paths, load_checkpoint_info, record_run, restore, save_checkpoint, saved_epochs, CheckpointInfo,
+    checkpoint_paths, interrupted_paths, load_checkpoint_info, load_interrupted, record_run, restore, save_checkpoint, saved_epochs, CheckpointInfo,
 };
 
-use crate::batches::{BatchSpec, PerChannel, RecordBatches};
+use crate::batches::{BatchError, RecordBatches};
 use crate::config::{d_mean, d_std};
+use crate::device::DeviceError;
 use crate::evaluation::rank_hits;
-use crate::net::Net;
+use crate::net::{Net, NetError};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::parallel::Replicas;
 use crate::run_dir::RunDir;
-use crate::run_files::{restore_from, RunLog};
+use crate::run_files::{restore_from, RunFilesError, RunLog};
+
+/// A network that cannot be built from a config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Zoo(#[from] models::zoo::ZooError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("building {model}: {source}")]
+    Net { model: String, source: NetError },
+}
+
+/// Why `trainer train` or `trainer init` stopped; each names the flag, file or step it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("--epochs {epochs} is the epoch to stop at and must be above --start-epoch {start}")]
+    Epochs { epochs: usize, start: usize },
+    #[error("train.batch_size must be at least 1")]
+    BatchSize,
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Batches(#[from] BatchError),
+    #[error(transparent)]
+    RunFiles(#[from] RunFilesError),
+    #[error("creating run directory {run}: {source}")]
+    RunDir { run: PathBuf, source: std::io::Error },
+    #[error("model.init_from {path}: {source}")]
+    InitFrom { path: PathBuf, source: NetError },
+    #[error("{run}: no checkpoint for epoch {epoch} to resume from (saved epochs: {saved:?})")]
+    NoCheckpoint { run: PathBuf, epoch: usize, saved: Vec<usize> },
+    /// `at` is "where it was interrupted" or "at epoch N".
+    #[error("resuming {run} {at}: {source}")]
+    Resume { run: PathBuf, at: String, source: Box<RunFilesError> },
+    #[error("replicating the network on {devices}: {source}")]
+    Replicas { devices: String, source: NetError },
+    #[error("epoch {epoch}, batch {batch}: the loss is {loss}; lower the learning rate (now {lr})")]
+    Diverged { epoch: usize, batch: i64, loss: f64, lr: f64 },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
 
 /// Builds the network of `c` on its device, with freshly initialised weights from `seed`.
-pub fn build_net(c: &Config, num_classes: usize) -> Result<Net> {
+pub fn build_net(c: &Config, num_classes: usize) -> Result<Net, BuildError> {
     let graph = models::zoo::build(&c.model.name, Some(c.model.num_classes.unwrap_or(num_classes)), c.model.in_channels)?;
     net_for(c, graph)
 }
 
 /// The network of `graph` on `c`'s device, freshly initialised from `c`'s seed.
-pub fn net_for(c: &Config, graph: models::graph::Graph) -> Result<Net> {
+pub fn net_for(c: &Config, graph: models::graph::Graph) -> Result<Net, BuildError> {
     let device = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?[0];
     tch::manual_seed(c.train.seed as i64);
-    let mut net = Net::new(graph, device)?;
+    let model = graph.name.clone();
+    let mut net = Net::new(graph, device).map_err(|source| BuildError::Net { model, source })?;
     net.set_compute(c.train.precision, c.train.channels_last);
     Ok(net)
-}
-
-/// How `c` turns stored images into inputs of a network with input `[C, H, W]`.
-pub fn batch_spec(c: &Config, input: [usize; 3], train: bool) -> Result<BatchSpec> {
-    let channels = input[0];
-    let mean = match &c.data.mean_file {
-        Some(f) => PerChannel::Each(crate::batches::means_from_file(f)?),
-        None => c.data.mean.clone(),
-    };
-    Ok(BatchSpec {
-        input,
-        mean: mean.values(channels),
-        std: c.data.std.values(channels),
-        train,
-        flip: c.augment.flip,
-        shift: c.augment.shift,
-        rotate: c.augment.rotate,
-        shear: c.augment.shear,
-    })
 }
 
 /// The libtorch seed of one training step (its dropout masks).
@@ -71,50 +94,53 @@ const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// `trainer train`: trains epochs `start_epoch + 1 ..= epochs`, resuming from the checkpoint of
 /// `start_epoch` when it is above 0 (or when an epoch-0 checkpoint from `trainer init` exists).
-pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
+pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, TrainError> {
     o.apply(&mut config);
     let c = config.clone();
     let run = c.train.run.clone();
     // An interrupted run continues inside the epoch it stopped in.
-    let interrupted = if o.resume {
-        let (_, side) = interrupted_paths(&run);
-        let text = std::fs::read_to_string(&side).with_context(|| format!("--resume: {} has no interrupted state ({})", run.display(), side.display()))?;
-        Some(serde_json::from_str::<CheckpointInfo>(&text).with_context(|| format!("{}: damaged", side.display()))?)
-    } else {
-        None
-    };
+    let interrupted = if o.resume { Some(load_interrupted(&run)?) } else { None };
     let start = interrupted.as_ref().map_or(o.start_epoch.unwrap_or(0), |i| i.epoch - 1);
     if c.train.epochs <= start {
-        bail!("--epochs {} is the epoch to stop at and must be above --start-epoch {start}", c.train.epochs);
+        return Err(TrainError::Epochs { epochs: c.train.epochs, start });
     }
     if c.train.batch_size == 0 {
-        bail!("train.batch_size must be at least 1");
+        return Err(TrainError::BatchSize);
     }
-    let input = models::zoo::info(&c.model.name)?.input;
+    let input = models::zoo::info(&c.model.name).map_err(BuildError::from)?.input;
     let input = [c.model.in_channels.unwrap_or(input[0]), input[1], input[2]];
     let (train_spec, val_spec) = (batch_spec(&c, input, true)?, batch_spec(&c, input, false)?);
-    let devices = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?;
+    let devices = crate::parallel::resolve_devices(&c.train.devices, c.train.device).map_err(BuildError::from)?;
     let bs = c.train.batch_size * devices.len();
     let train_set = RecordBatches::open(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true)?;
     let val_set = c.data.val.as_ref().map(|v| RecordBatches::open(v, c.data.limit_val, &val_spec, 512, 0, false)).transpose()?;
     let mut net = build_net(&c, train_set.num_classes())?;
     let mut opt = Optimizer::new(c.optimizer.clone());
-    std::fs::create_dir_all(&run).with_context(|| format!("creating run directory {}", run.display()))?;
+    std::fs::create_dir_all(&run).map_err(|source| TrainError::RunDir { run: run.clone(), source })?;
     if let (Some(src), None, 0) = (&c.model.init_from, &interrupted, start) {
-        let n = net.load_except(src, &c.model.init_skip).with_context(|| format!("model.init_from {}", src.display()))?;
+        let n = net.load_except(src, &c.model.init_skip).map_err(|source| TrainError::InitFrom { path: src.clone(), source })?;
         tracing::info!("initialised {n} tensors from {} (kept fresh: {:?})", src.display(), c.model.init_skip);
     }
     if interrupted.is_some() {
-        restore_from(&interrupted_paths(&run).0, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} where it was interrupted", run.display()))?;
+        restore_from(&interrupted_paths(&run).0, &mut net, Some(&mut opt)).map_err(|source| TrainError::Resume {
+            run: run.clone(),
+            at: "where it was interrupted".into(),
+            source: Box::new(source),
+        })?;
     } else if start > 0 || checkpoint_paths(&run, 0).0.is_file() {
         let have = saved_epochs(&run);
         if !have.contains(&start) {
-            bail!("{}: no checkpoint for epoch {start} to resume from (saved epochs: {have:?})", run.display());
+            return Err(TrainError::NoCheckpoint { run, epoch: start, saved: have });
         }
-        restore(&run, start, &mut net, Some(&mut opt)).with_context(|| format!("resuming {} at epoch {start}", run.display()))?;
+        restore(&run, start, &mut net, Some(&mut opt)).map_err(|source| TrainError::Resume {
+            run: run.clone(),
+            at: format!("at epoch {start}"),
+            source: Box::new(source),
+        })?;
     }
     record_run(&run, &c, &net.graph)?;
-    let reps = Replicas::new(net, &devices)?;
+    let on = devices.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join("+");
+    let reps = Replicas::new(net, &devices).map_err(|source| TrainError::Replicas { devices: on.clone(), source })?;
     let mut log = RunLog::open(&run, start)?;
     log.say(&format!(
         "{} {}: {} ({} train, {} val samples) on {}, batch {}, epochs {}..={}, lr {}",
@@ -127,7 +153,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         c.model.name,
         train_set.len(),
         val_set.as_ref().map_or(0, RecordBatches::len),
-        devices.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join("+"),
+        on,
         c.train.batch_size * devices.len(),
         start + 1,
         c.train.epochs,
@@ -169,7 +195,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             opt.step(&reps.main().trainable(), lr);
             reps.sync();
             if !l.is_finite() {
-                bail!("epoch {epoch}, batch {}: the loss is {l}; lower the learning rate (now {lr})", b + 1);
+                return Err(TrainError::Diverged { epoch, batch: b + 1, loss: l, lr });
             }
             let (a, bb) = rank_hits(&logits.detach(), &y);
             loss_sum += l * len as f64;
@@ -243,7 +269,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
             seconds: t0.elapsed().as_secs_f64(),
             samples_per_sec: seen as f64 / train_secs,
         };
-        log.json(&serde_json::to_value(&m)?)?;
+        log.json(&serde_json::to_value(&m).expect("epoch metrics are plain numbers"))?;
         let val_text = val.map_or(String::new(), |v| {
             let off = v.one_off.map_or(String::new(), |o| format!(" one-off {o:.4}"));
             format!(", val loss {:.4} rank-1 {:.4} rank-5 {:.4}{off}", v.loss, v.rank1, v.rank5)
@@ -267,7 +293,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
         }
         for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {
             if stale.exists() {
-                std::fs::remove_file(&stale)?;
+                std::fs::remove_file(&stale).map_err(|source| TrainError::Io { path: stale.clone(), source })?;
             }
         }
         history.push(m);
@@ -276,7 +302,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>> {
 }
 
 /// `trainer init`: a run directory holding a config and epoch-0 weights.
-pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: Option<PathBuf>) -> Result<PathBuf> {
+pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: Option<PathBuf>) -> Result<PathBuf, TrainError> {
     let config = Config {
         model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None, init_from: None, init_skip: vec![] },
         data: DataConfig {
