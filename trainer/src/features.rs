@@ -23,28 +23,68 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use data::records::RecordFile;
+use data::folder::FolderError;
+use data::records::{RecordError, RecordFile};
 use data::{Loader, LoaderOptions, Transform};
 use models::graph::{Graph, Network, NodeId};
 use tch::{Device, Kind, Tensor};
 
-use crate::dataset::{labels_beside, short_side_beside};
+use crate::batches::{batch_spec, labels_beside, short_side_beside, BatchError};
 use crate::device::DeviceSpec;
-use crate::net::{Net, Precision};
-use crate::run_dir::RunDir;
-use crate::train::{batch_spec, load_checkpoint_info};
+use crate::net::{Net, NetError, Precision};
+use crate::run_dir::{RunDir, RunError};
+use crate::run_files::{load_checkpoint_info, RunFilesError};
+use crate::train::BuildError;
 
 pub use experiment::features::{FeatureInfo, FeatureSet, FeatureWriter, FORMAT};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why features could not be extracted; each names the run, node or file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    #[error("{model}: no node '{name}' (its pooling layers: {pools})")]
+    NoNode { model: String, name: String, pools: String },
+    #[error("{model}: no pooling layer before the output; pick a node with --layer")]
+    NoPool { model: String },
+    #[error(transparent)]
+    RunDir(#[from] RunError),
+    #[error(transparent)]
+    RunFiles(#[from] RunFilesError),
+    #[error(transparent)]
+    Batches(#[from] BatchError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error("loading {path}: {source}")]
+    Load { path: PathBuf, source: NetError },
+    #[error("{values} values for a batch of shape {shape:?}")]
+    BatchShape { values: usize, shape: [usize; 4] },
+    #[error("reading the features of node {node}: {source}")]
+    Tensor { node: String, source: tch::TchError },
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: RecordError },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    File { path: PathBuf, source: BoxError },
+    #[error("features of {rec}: {source}")]
+    Sink { rec: PathBuf, source: BoxError },
+    #[error("{path}: no record could be read ({skipped} skipped)")]
+    NothingRead { path: PathBuf, skipped: usize },
+}
 
 /// The node `trainer features` reads: `layer` by name, or else the last pooling layer before the
 /// output, found by walking back from the output along first inputs (classifier <- dropout <- ... <-
 /// flatten <- pool). That is VGG16's pool5 (the book's `include_top=False` output), mini-vgg's
 /// `block2.pool`, and the global average pool of ResNet and GoogLeNet.
-pub fn feature_node(g: &Graph, layer: Option<&str>) -> Result<NodeId> {
+pub fn feature_node(g: &Graph, layer: Option<&str>) -> Result<NodeId, FeaturesError> {
     let pools = || g.nodes.iter().filter(|n| n.op.is_pool()).map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
     if let Some(name) = layer {
-        return g.node(name).map(|(id, _)| id).with_context(|| format!("{}: no node '{name}' (its pooling layers: {})", g.name, pools()));
+        return g.node(name).map(|(id, _)| id).ok_or_else(|| FeaturesError::NoNode { model: g.name.clone(), name: name.into(), pools: pools() });
     }
     let mut id = g.output;
     loop {
@@ -54,7 +94,7 @@ pub fn feature_node(g: &Graph, layer: Option<&str>) -> Result<NodeId> {
         }
         match node.inputs.first() {
             Some(&i) => id = i,
-            None => bail!("{}: no pooling layer before the output; pick a node with --layer", g.name),
+            None => return Err(FeaturesError::NoPool { model: g.name.clone() }),
         }
     }
 }
@@ -80,7 +120,7 @@ pub struct Extractor {
 impl Extractor {
     /// Loads the checkpoint of `epoch` (default: the latest) of `run` on `device`, reading `layer`
     /// (default: the last pooling layer, [`feature_node`]).
-    pub fn open(run: &Path, epoch: Option<usize>, layer: Option<&str>, device: DeviceSpec) -> Result<Self> {
+    pub fn open(run: &Path, epoch: Option<usize>, layer: Option<&str>, device: DeviceSpec) -> Result<Self, FeaturesError> {
         let dir = RunDir::new(run);
         let epoch = dir.epoch_or_latest(epoch)?;
         let mut c = load_checkpoint_info(run, epoch)?.config;
@@ -93,7 +133,7 @@ impl Extractor {
         c.train.precision = Precision::Fp32;
         c.train.channels_last = false;
         let mut net = crate::train::net_for(&c, graph)?;
-        net.load(&weights).with_context(|| format!("loading {}", weights.display()))?;
+        net.load(&weights).map_err(|source| FeaturesError::Load { path: weights.clone(), source })?;
         let node = feature_node(&net.graph, layer)?;
         let layer_shape = net.graph.shape(node).clone();
         let info = FeatureInfo {
@@ -129,24 +169,31 @@ impl Extractor {
     }
 
     /// [`Extractor::features`] of a float32 batch given as `[N, C, H, W]` values (for parity checks).
-    pub fn features_f32(&self, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+    pub fn features_f32(&self, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, FeaturesError> {
         if data.len() != shape.iter().product::<usize>() {
-            bail!("{} values for a batch of shape {shape:?}", data.len());
+            return Err(FeaturesError::BatchShape { values: data.len(), shape });
         }
         self.features(&Tensor::from_slice(data).view(shape.map(|d| d as i64)))
     }
 
     /// Flattened activations of a normalised batch `[N, C, H, W]`, row-major `[N, dim]`.
-    pub fn features(&self, x: &Tensor) -> Result<Vec<f32>> {
+    pub fn features(&self, x: &Tensor) -> Result<Vec<f32>, FeaturesError> {
         let _guard = tch::no_grad_guard();
         let y = self.net.forward_to(&x.to_device(self.net.device), false, self.node);
-        Ok(Vec::<f32>::try_from(y.flatten(0, -1).to_kind(Kind::Float).to_device(Device::Cpu))?)
+        Vec::<f32>::try_from(y.flatten(0, -1).to_kind(Kind::Float).to_device(Device::Cpu))
+            .map_err(|source| FeaturesError::Tensor { node: self.info.layer.clone(), source })
     }
 
     /// Streams `rec` through the network `batch` records at a time, in record order, with the
     /// evaluation preprocessing (centre crop to the input, the run's mean and std), and hands every
-    /// batch's rows, labels and keys to `sink`.
-    pub fn extract(&self, rec: &Path, batch: usize, progress: bool, mut sink: impl FnMut(&[f32], &[i64], &[String]) -> Result<()>) -> Result<Extracted> {
+    /// batch's rows, labels and keys to `sink` (whose error is reported as one about `rec`).
+    pub fn extract<E: Into<BoxError>>(
+        &self,
+        rec: &Path,
+        batch: usize,
+        progress: bool,
+        mut sink: impl FnMut(&[f32], &[i64], &[String]) -> Result<(), E>,
+    ) -> Result<Extracted, FeaturesError> {
         let file = RecordFile::open(rec)?;
         let total = file.len();
         let [c, h, w] = self.info.input;
@@ -164,14 +211,14 @@ impl Extractor {
         let bar = data::progress::bar(loader.batches_per_epoch() as u64, "features", progress);
         let (mut samples, mut skipped) = (0, vec![]);
         for batch in loader.epoch(0) {
-            let batch = batch.with_context(|| format!("reading {}", rec.display()))?;
+            let batch = batch.map_err(|source| FeaturesError::Read { path: rec.to_path_buf(), source })?;
             for (key, why) in &batch.skipped {
                 tracing::warn!("{}: skipped {key}: {why}", rec.display());
             }
             skipped.extend(batch.skipped.iter().cloned());
             if batch.n > 0 {
                 let x = Tensor::from_slice(&batch.data).view([batch.n as i64, c as i64, h as i64, w as i64]);
-                sink(&self.features(&x)?, &batch.labels, &batch.keys)?;
+                sink(&self.features(&x)?, &batch.labels, &batch.keys).map_err(|e| FeaturesError::Sink { rec: rec.to_path_buf(), source: e.into() })?;
                 samples += batch.n;
             }
             bar.inc(1);
@@ -181,8 +228,12 @@ impl Extractor {
     }
 }
 
+fn file_error<E: Into<BoxError>>(path: &Path) -> impl FnOnce(E) -> FeaturesError + '_ {
+    move |e| FeaturesError::File { path: path.to_path_buf(), source: e.into() }
+}
+
 /// The class names: `labels.txt` beside the record file, or the label numbers.
-fn label_names(rec: &Path, file: &RecordFile) -> Result<Vec<String>> {
+fn label_names(rec: &Path, file: &RecordFile) -> Result<Vec<String>, FolderError> {
     Ok(labels_beside(rec)?.unwrap_or_else(|| {
         let k = file.index.iter().map(|e| e.label).max().map_or(0, |m| m.max(-1) + 1);
         (0..k).map(|i| i.to_string()).collect()
@@ -190,16 +241,16 @@ fn label_names(rec: &Path, file: &RecordFile) -> Result<Vec<String>> {
 }
 
 /// `trainer features`: extracts `rec` with the network of `run` and writes a features file at `out`.
-pub fn extract_to_file(x: &Extractor, rec: &Path, out: &Path, batch: usize) -> Result<Extracted> {
+pub fn extract_to_file(x: &Extractor, rec: &Path, out: &Path, batch: usize) -> Result<Extracted, FeaturesError> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| FeaturesError::Io { path: dir.to_path_buf(), source })?;
     }
-    let mut w = FeatureWriter::create(out)?;
+    let mut w = FeatureWriter::create(out).map_err(file_error(out))?;
     let done = x.extract(rec, batch, true, |rows, labels, keys| w.push(rows, labels, keys))?;
     if w.is_empty() {
-        bail!("{}: no record could be read ({} skipped)", rec.display(), done.skipped.len());
+        return Err(FeaturesError::NothingRead { path: rec.to_path_buf(), skipped: done.skipped.len() });
     }
-    w.finish(&done.label_names, Some(&done.info))?;
+    w.finish(&done.label_names, Some(&done.info)).map_err(file_error(out))?;
     Ok(done)
 }
 

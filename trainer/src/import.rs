@@ -14,14 +14,40 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use models::zoo::torchvision::{Torchvision, MEAN, STD, TORCHVISION};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::dataset::PerChannel;
+use crate::batches::PerChannel;
+use crate::net::NetError;
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::train::{self, AugmentConfig, CheckpointInfo, Config, DataConfig, ModelConfig, TrainConfig};
+use crate::run_files::RunFilesError;
+use crate::train::{self, AugmentConfig, BuildError, CheckpointInfo, Config, DataConfig, ModelConfig, TrainConfig};
+
+/// Why weights could not be imported; each names the model, file or run directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("model '{model}' has no torchvision counterpart; import-weights takes {known}")]
+    NotTorchvision { model: String, known: String },
+    #[error("{run} already holds checkpoints (up to epoch {epoch}); import into a new run directory")]
+    NotEmpty { run: PathBuf, epoch: usize },
+    #[error("reading {path} as safetensors: {source}")]
+    Read { path: PathBuf, source: tch::TchError },
+    #[error("{path} does not fit {model} (torchvision {constructor}): {mismatch}")]
+    Mismatch { path: PathBuf, model: String, constructor: String, mismatch: Box<Mismatch> },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    RunFiles(#[from] RunFilesError),
+    #[error(transparent)]
+    Zoo(#[from] models::zoo::ZooError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Weights { path: PathBuf, source: NetError },
+    #[error("the logits of {run}: {source}")]
+    Logits { run: PathBuf, source: tch::TchError },
+}
 
 /// What `trainer import-weights` is asked to do.
 #[derive(Debug, Clone)]
@@ -198,17 +224,21 @@ fn config(o: &ImportOptions, classes: usize) -> Config {
 
 /// `trainer import-weights`: checks the whole file against the model, then writes
 /// `RUN/config.toml`, `RUN/checkpoints/epoch-0000.{safetensors,json}` and `RUN/import.json`.
-pub fn import_weights(o: &ImportOptions) -> Result<ImportReport> {
+pub fn import_weights(o: &ImportOptions) -> Result<ImportReport, ImportError> {
     let Some(tv) = Torchvision::of(&o.model) else {
         let known: Vec<&str> = TORCHVISION.iter().map(|t| t.model).collect();
-        bail!("model '{}' has no torchvision counterpart; import-weights takes {}", o.model, known.join(", "));
+        return Err(ImportError::NotTorchvision { model: o.model.clone(), known: known.join(", ") });
     };
     if let Some(e) = train::saved_epochs(&o.run).last() {
-        bail!("{} already holds checkpoints (up to epoch {e}); import into a new run directory", o.run.display());
+        return Err(ImportError::NotEmpty { run: o.run.clone(), epoch: *e });
     }
-    let file = Tensor::read_safetensors(&o.weights).with_context(|| format!("reading {} as safetensors", o.weights.display()))?;
-    let (plan, classes) = plan(tv, file, o.num_classes)
-        .map_err(|m| anyhow::anyhow!("{} does not fit {} (torchvision {}): {m}", o.weights.display(), tv.model, tv.constructor))?;
+    let file = Tensor::read_safetensors(&o.weights).map_err(|source| ImportError::Read { path: o.weights.clone(), source })?;
+    let (plan, classes) = plan(tv, file, o.num_classes).map_err(|mismatch| ImportError::Mismatch {
+        path: o.weights.clone(),
+        model: tv.model.into(),
+        constructor: tv.constructor.into(),
+        mismatch: Box::new(mismatch),
+    })?;
     let c = config(o, classes);
     let net = train::build_net(&c, classes)?;
     tch::no_grad(|| {
@@ -216,7 +246,7 @@ pub fn import_weights(o: &ImportOptions) -> Result<ImportReport> {
             net.params[name].shallow_clone().copy_(t);
         }
     });
-    std::fs::create_dir_all(&o.run).with_context(|| format!("creating {}", o.run.display()))?;
+    std::fs::create_dir_all(&o.run).map_err(|source| ImportError::Io { path: o.run.clone(), source })?;
     train::record_run(&o.run, &c, &net.graph)?;
     let info = CheckpointInfo {
         epoch: 0,
@@ -241,21 +271,23 @@ pub fn import_weights(o: &ImportOptions) -> Result<ImportReport> {
         seed: o.seed,
         checkpoint: train::checkpoint_paths(&o.run, 0).0,
     };
-    std::fs::write(crate::run_dir::RunDir::new(&o.run).import_report(), serde_json::to_vec_pretty(&report)?)?;
+    let path = crate::run_dir::RunDir::new(&o.run).import_report();
+    std::fs::write(&path, serde_json::to_vec_pretty(&report).expect("the report is plain data")).map_err(|source| ImportError::Io { path, source })?;
     Ok(report)
 }
 
 /// The logits of a run's epoch-`epoch` checkpoint on a float32 batch `[N, C, H, W]` (already
 /// normalised), in eval mode on the CPU: how an import is compared with the framework it came from.
-pub fn checkpoint_logits(run: &Path, epoch: usize, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+pub fn checkpoint_logits(run: &Path, epoch: usize, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, ImportError> {
     let c = train::load_checkpoint_info(run, epoch)?.config;
     let graph = models::zoo::build(&c.model.name, c.model.num_classes, c.model.in_channels)?;
-    let mut net = crate::net::Net::new_cpu(graph, 0)?;
-    net.load(&train::checkpoint_paths(run, epoch).0)?;
+    let weights = train::checkpoint_paths(run, epoch).0;
+    let mut net = crate::net::Net::new_cpu(graph, 0).map_err(|source| ImportError::Weights { path: weights.clone(), source })?;
+    net.load(&weights).map_err(|source| ImportError::Weights { path: weights.clone(), source })?;
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let x = Tensor::from_slice(data).view(dims.as_slice());
     let y = tch::no_grad(|| net.forward(&x, false));
-    Ok(Vec::<f32>::try_from(y.flatten(0, -1))?)
+    Vec::<f32>::try_from(y.flatten(0, -1)).map_err(|source| ImportError::Logits { run: run.to_path_buf(), source })
 }
 
 #[cfg(test)]

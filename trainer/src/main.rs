@@ -129,7 +129,8 @@ enum Command {
         run: PathBuf,
         #[arg(long)]
         epoch: Option<usize>,
-        /// IDX prefix, e.g. /usr/share/datasets/fashion-mnist/t10k.
+        /// A record file from `trainer prepare`, or an IDX prefix (packed into records on first use), e.g.
+        /// /usr/share/datasets/fashion-mnist/t10k.
         #[arg(long)]
         data: PathBuf,
         #[arg(long, default_value_t = 512)]

@@ -13,15 +13,41 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use data::image::{self, DynamicImage};
-use data::records::{pack, Item, PackOptions, Source};
+use data::records::{pack, Item, PackOptions, RecordError, Source};
 use serde::Serialize;
 
 use crate::device::DeviceSpec;
-use crate::features::{Extractor, FeatureSet};
+use crate::features::{Extractor, FeatureSet, FeaturesError};
 use crate::logreg::{argmax, Model};
 use data::files::{is_image, rel, walk};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why `trainer orientation-correct` stopped; each names the model, run, flag or file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum OrientationError {
+    #[error("{path}: {source}")]
+    Model { path: PathBuf, source: BoxError },
+    #[error("{model}: class '{label}' is not an angle of 0, 90, 180 or 270")]
+    NotAnAngle { model: String, label: String },
+    #[error("--run is needed: {model} does not say which run its features came from")]
+    NoRun { model: PathBuf },
+    #[error("{run} layer {layer} gives {got} features, the model {model} expects {want}")]
+    Dimension { run: PathBuf, layer: String, got: usize, model: PathBuf, want: usize },
+    #[error(transparent)]
+    Features(#[from] FeaturesError),
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: image::ImageError },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OrientationError + '_ {
+    move |source| OrientationError::Io { path: path.to_path_buf(), source }
+}
 
 /// `trainer orientation-correct` (its command-line arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -96,7 +122,7 @@ impl fmt::Display for CorrectReport {
 }
 
 /// The angle every model class stands for ("0", "90", "180", "270").
-fn class_angles(m: &Model) -> Result<Vec<u32>> {
+fn class_angles(m: &Model, path: &Path) -> Result<Vec<u32>, OrientationError> {
     m.labels
         .iter()
         .map(|l| {
@@ -104,7 +130,7 @@ fn class_angles(m: &Model) -> Result<Vec<u32>> {
                 .parse::<u32>()
                 .ok()
                 .filter(|a| a % 90 == 0 && *a < 360)
-                .with_context(|| format!("class '{l}' of the model is not an angle of 0, 90, 180 or 270"))
+                .ok_or_else(|| OrientationError::NotAnAngle { model: path.display().to_string(), label: l.clone() })
         })
         .collect()
 }
@@ -119,31 +145,32 @@ pub fn upright(img: DynamicImage, angle: u32) -> DynamicImage {
     }
 }
 
-fn save(img: &DynamicImage, path: &Path) -> Result<()> {
+fn save(img: &DynamicImage, path: &Path) -> Result<(), OrientationError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     let jpeg = path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg"));
     let written = if jpeg {
-        let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io(path))?);
         DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(file, 95))
     } else {
         img.save(path)
     };
-    written.with_context(|| format!("writing {}", path.display()))
+    written.map_err(|source| OrientationError::Write { path: path.to_path_buf(), source })
 }
 
 /// `trainer orientation-correct`.
-pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
-    let model = Model::load(&o.model)?;
-    let angles = class_angles(&model)?;
+pub fn correct(o: &CorrectOptions) -> Result<CorrectReport, OrientationError> {
+    let model_error = |e: BoxError| OrientationError::Model { path: o.model.clone(), source: e };
+    let model = Model::load(&o.model).map_err(|e| model_error(e.into()))?;
+    let angles = class_angles(&model, &o.model)?;
     let trained = model.features.as_ref();
-    let run = o.run.clone().or_else(|| trained.map(|f| f.run.clone())).context("--run is needed: the model does not say which run its features came from")?;
+    let run = o.run.clone().or_else(|| trained.map(|f| f.run.clone())).ok_or_else(|| OrientationError::NoRun { model: o.model.clone() })?;
     // the epoch the features came from, when it is the same run
     let epoch = o.epoch.or_else(|| trained.filter(|f| f.run == run).map(|f| f.epoch));
     let ex = Extractor::open(&run, epoch, trained.map(|f| f.layer.as_str()), o.device)?;
     if ex.info().dim() != model.dim() {
-        bail!("{} layer {} gives {} features, the model {} expects {}", run.display(), ex.info().layer, ex.info().dim(), o.model.display(), model.dim());
+        return Err(OrientationError::Dimension { run, layer: ex.info().layer.clone(), got: ex.info().dim(), model: o.model.clone(), want: model.dim() });
     }
     let short_side = match o.short_side.or_else(|| trained.and_then(|f| f.short_side)) {
         Some(s) => s,
@@ -155,7 +182,7 @@ pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
     let quality = o.quality.unwrap_or_else(|| if trained.and_then(|f| f.stored_as.as_deref()) == Some("png") { 0 } else { 95 });
 
     let mut files = vec![];
-    walk(&o.images, &mut files)?;
+    walk(&o.images, &mut files).map_err(io(&o.images))?;
     let mut skipped = vec![];
     let mut items = vec![];
     for f in files.into_iter().filter(|f| !f.starts_with(&o.out)) {
@@ -171,7 +198,7 @@ pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
 
     // the same packing as `trainer prepare`, into a scratch record file
     let scratch = o.out.join(".orientation-input");
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    std::fs::create_dir_all(&scratch).map_err(io(&scratch))?;
     let rec = scratch.join("images.rec");
     let packed = pack(&items, &rec, &PackOptions { short_side, jpeg_quality: quality, grayscale: false }, true)?;
     skipped.extend(packed.skipped);
@@ -179,15 +206,15 @@ pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
     let done = ex.extract(&rec, o.batch, true, |rows, _, k| {
         data.extend_from_slice(rows);
         keys.extend(k.iter().cloned());
-        Ok(())
+        Ok::<(), std::convert::Infallible>(())
     })?;
-    std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
+    std::fs::remove_dir_all(&scratch).map_err(io(&scratch))?;
     skipped.extend(done.skipped);
     let set =
         FeatureSet { n: keys.len(), dim: model.dim(), labels: vec![-1; keys.len()], data, keys, label_names: model.labels.clone(), info: Some(done.info) };
 
     let mut images = vec![];
-    for (key, p) in set.keys.iter().zip(model.predict_proba(&set)?) {
+    for (key, p) in set.keys.iter().zip(model.predict_proba(&set).map_err(|e| model_error(e.into()))?) {
         let best = argmax(&p);
         let angle = angles[best];
         let source = &sources[key];
@@ -202,7 +229,7 @@ pub fn correct(o: &CorrectOptions) -> Result<CorrectReport> {
     let turned = images.iter().filter(|c| c.angle != 0).count();
     let report = CorrectReport { images, skipped, turned, out: o.out.clone() };
     let path = o.out.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&report).expect("the report is plain data")).map_err(io(&path))?;
     Ok(report)
 }
 
@@ -230,8 +257,10 @@ mod tests {
             folds: 0,
             features: None,
         };
-        assert_eq!(class_angles(&m(&["0", "90", "180", "270"])).unwrap(), [0, 90, 180, 270]);
-        assert!(class_angles(&m(&["0", "cat"])).unwrap_err().to_string().contains("'cat'"));
-        assert!(class_angles(&m(&["45"])).is_err());
+        let path = Path::new("angles.json");
+        assert_eq!(class_angles(&m(&["0", "90", "180", "270"]), path).unwrap(), [0, 90, 180, 270]);
+        let err = class_angles(&m(&["0", "cat"]), path).unwrap_err().to_string();
+        assert!(err.contains("'cat'") && err.contains("angles.json"), "{err}");
+        assert!(class_angles(&m(&["45"]), path).is_err());
     }
 }

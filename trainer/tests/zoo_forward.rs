@@ -84,8 +84,9 @@ fn surgery_loads_everything_but_the_new_head() {
 
 #[test]
 fn one_off_accuracy_counts_predictions_within_one_bin() {
-    use trainer::data::ImageSet;
-    use trainer::dataset::{BatchSpec, Dataset};
+    use data::image::{DynamicImage, GrayImage};
+    use data::records::{pack, Item, PackOptions, Source};
+    use trainer::batches::{BatchSpec, RecordBatches};
     let net = Net::new(models::zoo::build("mini-vgg", Some(8), None).unwrap(), Device::Cpu).unwrap();
     tch::no_grad(|| {
         for (name, t) in &net.params {
@@ -95,15 +96,19 @@ fn one_off_accuracy_counts_predictions_within_one_bin() {
         // every prediction is bin 2
         let _ = net.params["classifier.bias"].shallow_clone().narrow(0, 2, 1).fill_(5.0);
     });
-    let labels = [2i64, 1, 3, 0, 6, 2];
-    let set = ImageSet {
-        images: Tensor::zeros([6, 1, 28, 28], (Kind::Uint8, Device::Cpu)),
-        labels: Tensor::from_slice(&labels),
-        num_classes: 8,
-        source: "test".into(),
-    };
+    let labels = [2i32, 1, 3, 0, 6, 2];
+    let dir = std::env::temp_dir().join(format!("dlcv-one-off-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rec = dir.join("bins.rec");
+    let items: Vec<Item> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &label)| Item { source: Source::Image(DynamicImage::ImageLuma8(GrayImage::new(28, 28))), key: format!("{i}"), label, boxes: vec![] })
+        .collect();
+    pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true }, false).unwrap();
     let spec = BatchSpec { input: [1, 28, 28], mean: vec![0.0], std: vec![255.0], train: false, flip: false, shift: 0, rotate: 0.0, shear: 0.0 };
-    let m = trainer::train::evaluate(&net, &Dataset::Memory(set), &spec, 4, true).unwrap();
+    let m = trainer::train::evaluate(&net, &RecordBatches::open(&rec, 0, &spec, 4, 0, false).unwrap(), true).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(m.rank1, 2.0 / 6.0);
     assert_eq!(m.one_off, Some(4.0 / 6.0), "2, 1, 3 and 2 are within one bin of 2; 0 and 6 are not");
 }
