@@ -43,7 +43,7 @@ pub(crate) const VGG19: Config = &[
 ];
 
 /// The convolutions of each block (the runs between the pools) of a configuration.
-pub(crate) fn blocks(cfg: Config) -> Vec<Vec<crate::graph::Conv2d>> {
+fn blocks(cfg: Config) -> Vec<Vec<crate::graph::Conv2d>> {
     cfg.split(|l| *l == M)
         .filter(|b| !b.is_empty())
         .map(|b| b.iter().filter_map(|l| if let C(w) = l { Some(conv(*w, 3).pad(1)) } else { None }).collect())
