@@ -8,8 +8,11 @@
 pub mod adience;
 pub mod cars;
 pub mod detection;
+pub mod fer2013;
+pub mod folder;
 pub mod idx;
 pub mod imagenet;
+pub mod orientation;
 pub mod simple;
 
 use std::collections::BTreeMap;
