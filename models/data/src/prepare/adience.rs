@@ -30,9 +30,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::records::{Item, Source};
-use anyhow::{bail, Context, Result};
 
-use super::{stratified_split, Prepared};
+use super::error::io;
+use super::{stratified_split, PrepareError, Prepared};
 
 /// Fraction of each class held out for validation.
 pub const VAL_FRACTION: f64 = 0.10;
@@ -122,11 +122,11 @@ fn fold_number(name: &str) -> Option<(bool, u32)> {
 }
 
 /// The fold files in `dir`, in fold order: the `fold_N_data.txt` set if there is one, else the frontal set.
-pub fn fold_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading the Adience fold directory {}", dir.display()))?;
+pub fn fold_files(dir: &Path) -> Result<Vec<PathBuf>, PrepareError> {
+    let entries = std::fs::read_dir(dir).map_err(io("reading the Adience fold directory", dir))?;
     let (mut full, mut frontal) = (vec![], vec![]);
     for e in entries {
-        let e = e.with_context(|| format!("reading the Adience fold directory {}", dir.display()))?;
+        let e = e.map_err(io("reading the Adience fold directory", dir))?;
         let name = e.file_name();
         let Some((is_frontal, n)) = name.to_str().and_then(fold_number) else { continue };
         if is_frontal {
@@ -137,7 +137,7 @@ pub fn fold_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut files = if full.is_empty() { frontal } else { full };
     if files.is_empty() {
-        bail!("no Adience fold files (fold_N_data.txt or fold_frontal_N_data.txt) in {}", dir.display());
+        return Err(PrepareError::NoFoldFiles { dir: dir.to_path_buf() });
     }
     files.sort();
     Ok(files.into_iter().map(|(_, p)| p).collect())
@@ -153,10 +153,11 @@ struct Columns {
 }
 
 impl Columns {
-    fn from_header(header: &str, file: &Path) -> Result<Self> {
+    fn from_header(header: &str, file: &Path, line: usize) -> Result<Self, PrepareError> {
         let names: Vec<&str> = header.split('\t').map(str::trim).collect();
-        let find = |col: &str| -> Result<usize> {
-            names.iter().position(|n| *n == col).with_context(|| format!("{}: the header has no '{col}' column (found: {})", file.display(), names.join(", ")))
+        let find = |col: &str| {
+            let reason = || format!("the header has no '{col}' column (found: {})", names.join(", "));
+            names.iter().position(|n| *n == col).ok_or_else(|| PrepareError::Parse { path: file.to_path_buf(), line, reason: reason() })
         };
         Ok(Self { user_id: find("user_id")?, original_image: find("original_image")?, face_id: find("face_id")?, age: find("age")?, gender: find("gender")? })
     }
@@ -168,19 +169,19 @@ impl Columns {
 
 /// Reads every fold file, keeps the rows with a valid label for the task and an existing image, and splits
 /// 80/10/10 stratified by class.
-pub fn build(o: &AdienceOptions) -> Result<Prepared> {
+pub fn build(o: &AdienceOptions) -> Result<Prepared, PrepareError> {
     let files = fold_files(&o.folds_dir())?;
     let mut read = 0usize;
     let mut dropped = vec![];
     let mut items = vec![];
     for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading the Adience fold file {}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(io("reading the Adience fold file", file))?;
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string());
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-        let Some((_, header)) = lines.find(|(_, l)| !l.trim().is_empty()) else {
-            bail!("{}: empty fold file (no header)", file.display());
+        let Some((header_line, header)) = lines.find(|(_, l)| !l.trim().is_empty()) else {
+            return Err(PrepareError::Format { path: file.clone(), reason: "empty fold file (no header)".into() });
         };
-        let cols = Columns::from_header(header, file)?;
+        let cols = Columns::from_header(header, file, header_line)?;
         for (line, row) in lines.filter(|(_, l)| !l.trim().is_empty()) {
             read += 1;
             match parse_row(row, &cols, o) {
@@ -194,7 +195,7 @@ pub fn build(o: &AdienceOptions) -> Result<Prepared> {
 }
 
 /// Validates one data row; the error is the reason it is dropped.
-fn parse_row(row: &str, cols: &Columns, o: &AdienceOptions) -> std::result::Result<Item, String> {
+fn parse_row(row: &str, cols: &Columns, o: &AdienceOptions) -> Result<Item, String> {
     let f: Vec<&str> = row.split('\t').map(str::trim).collect();
     if f.len() < cols.needed() {
         return Err(format!("too few columns ({}, needs {})", f.len(), cols.needed()));

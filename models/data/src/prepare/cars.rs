@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::records::{Item, Source};
-use anyhow::{Context, Result};
 
-use super::{stratified_split, Prepared};
+use super::error::{csv_err, io};
+use super::{stratified_split, PrepareError, Prepared};
 
 /// Fraction of each class held out for validation.
 pub const VAL_FRACTION: f64 = 0.15;
@@ -56,12 +56,12 @@ struct Row {
 }
 
 /// Reads `complete_dataset.csv`, checks that every image exists, and splits 70/15/15 stratified by make:model.
-pub fn build(o: &CarsOptions) -> Result<Prepared> {
+pub fn build(o: &CarsOptions) -> Result<Prepared, PrepareError> {
     let csv_path = o.csv_path();
-    let file = std::fs::File::open(&csv_path).with_context(|| format!("opening the Stanford Cars CSV {}", csv_path.display()))?;
+    let file = std::fs::File::open(&csv_path).map_err(io("opening the Stanford Cars CSV", &csv_path))?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(file);
     // Reading the header up front turns an empty or unreadable file into an error naming it.
-    reader.byte_headers().with_context(|| format!("reading the header of {}", csv_path.display()))?;
+    reader.byte_headers().map_err(csv_err("reading the header of", &csv_path))?;
 
     let mut read = 0usize;
     let mut dropped = vec![];
@@ -92,11 +92,11 @@ pub fn build(o: &CarsOptions) -> Result<Prepared> {
 }
 
 /// Validates one data row; the error is the reason it is dropped (without the row number).
-fn parse_row(record: &csv::ByteRecord, o: &CarsOptions) -> std::result::Result<Row, String> {
+fn parse_row(record: &csv::ByteRecord, o: &CarsOptions) -> Result<Row, String> {
     if record.len() < 3 {
         return Err(format!("too few columns ({}; needs image filename, make, model)", record.len()));
     }
-    let field = |i: usize, what: &str| -> std::result::Result<String, String> {
+    let field = |i: usize, what: &str| -> Result<String, String> {
         let s = std::str::from_utf8(&record[i]).map_err(|_| format!("{what} is not valid UTF-8"))?;
         if s.is_empty() {
             return Err(format!("empty {what}"));

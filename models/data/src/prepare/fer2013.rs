@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use crate::records::{Item, Source};
-use anyhow::{Context, Result};
 use image::{DynamicImage, GrayImage};
 
-use super::{Prepared, Split};
+use super::error::csv_err;
+use super::{PrepareError, Prepared, Split};
 
 pub const FER_LABELS: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
@@ -17,12 +17,16 @@ pub struct Fer2013Options {
     /// The book's 6-class variant: disgust becomes angry.
     pub merge_disgust: bool,
 }
+
 /// Reads the CSV row by row; a row that does not parse or holds an unknown emotion or usage is dropped.
-pub fn build(o: &Fer2013Options) -> Result<Prepared> {
+pub fn build(o: &Fer2013Options) -> Result<Prepared, PrepareError> {
     // the csv crate, as for Stanford Cars: quoting, CRLF and blank lines are its business, not ours
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_path(&o.csv).with_context(|| format!("reading {}", o.csv.display()))?;
-    let cols: Vec<String> = rdr.headers().with_context(|| format!("{}:1: unreadable header", o.csv.display()))?.iter().map(str::to_ascii_lowercase).collect();
-    let col = |name: &str| cols.iter().position(|c| c == name).with_context(|| format!("{}:1: no '{name}' column in the header", o.csv.display()));
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_path(&o.csv).map_err(csv_err("reading", &o.csv))?;
+    let cols: Vec<String> = rdr.headers().map_err(csv_err("reading the header of", &o.csv))?.iter().map(str::to_ascii_lowercase).collect();
+    let col = |name: &str| {
+        let reason = format!("no '{name}' column in the header");
+        cols.iter().position(|c| c == name).ok_or_else(|| PrepareError::Parse { path: o.csv.clone(), line: 1, reason })
+    };
     let (ce, cp, cu) = (col("emotion")?, col("pixels")?, col("usage")?);
     let name = o.csv.file_name().map_or("fer2013.csv".into(), |n| n.to_string_lossy().into_owned());
     let (mut train, mut val, mut test, mut dropped, mut read) = (vec![], vec![], vec![], vec![], 0);
@@ -132,5 +136,4 @@ mod tests {
         let img = image::load_from_memory(&rec.image).unwrap();
         assert_eq!((img.width(), img.height(), img.to_luma8().get_pixel(5, 5).0[0]), (48, 48, 30));
     }
-
 }

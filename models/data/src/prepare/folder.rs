@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use crate::files::{is_image, rel, sorted_entries};
 use crate::records::{Item, Source};
-use anyhow::{bail, Result};
 
-use super::{stratified_split, Prepared};
+use super::error::io;
+use super::{stratified_split, PrepareError, Prepared};
 
 pub struct FolderOptions {
     pub root: PathBuf,
@@ -19,15 +19,15 @@ pub struct FolderOptions {
 
 /// Every image file under a class sub-folder of `o.root` is one item of that class; other files are
 /// dropped.
-pub fn build(o: &FolderOptions) -> Result<Prepared> {
-    let classes: Vec<PathBuf> = sorted_entries(&o.root)?.into_iter().filter(|p| p.is_dir()).collect();
+pub fn build(o: &FolderOptions) -> Result<Prepared, PrepareError> {
+    let classes: Vec<PathBuf> = sorted_entries(&o.root).map_err(io("listing the dataset root", &o.root))?.into_iter().filter(|p| p.is_dir()).collect();
     if classes.is_empty() {
-        bail!("{}: no class sub-folders (expected ROOT/<class>/<images>)", o.root.display());
+        return Err(PrepareError::NoClassFolders { root: o.root.clone() });
     }
     let labels: Vec<String> = classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     let (mut items, mut dropped, mut read) = (vec![], vec![], 0);
     for (label, dir) in classes.iter().enumerate() {
-        for f in sorted_entries(dir)? {
+        for f in sorted_entries(dir).map_err(io("listing the class folder", dir))? {
             if f.is_dir() {
                 continue;
             }
@@ -97,5 +97,4 @@ mod tests {
         assert!(lst.lines().next().unwrap().starts_with("0\t"));
         assert_eq!(RecordFile::open(&out.join("train.rec")).unwrap().len(), train.written);
     }
-
 }

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use crate::files::{is_image, rel, walk};
 use crate::records::{Item, Source};
-use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::{stratified_split, Prepared};
+use super::error::io;
+use super::{stratified_split, PrepareError, Prepared};
 
 pub struct OrientationOptions {
     pub root: PathBuf,
@@ -25,10 +25,11 @@ pub struct OrientationOptions {
 }
 
 pub const ANGLES: [u32; 4] = [0, 90, 180, 270];
+
 /// Walks `o.root`, samples up to `o.limit` images and labels each rotated copy by its angle.
-pub fn build(o: &OrientationOptions) -> Result<Prepared> {
+pub fn build(o: &OrientationOptions) -> Result<Prepared, PrepareError> {
     let mut files = vec![];
-    walk(&o.root, &mut files)?;
+    walk(&o.root, &mut files).map_err(io("walking the image tree", &o.root))?;
     let read = files.len();
     let mut dropped = vec![];
     let mut images: Vec<PathBuf> = files
@@ -85,8 +86,7 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             img.save(&p).unwrap();
         }
-        let p = build(&OrientationOptions { root: d.join("imgs"), limit: 0, all_angles: true, val_fraction: 0.0, test_fraction: 0.25, seed: 3 })
-            .unwrap();
+        let p = build(&OrientationOptions { root: d.join("imgs"), limit: 0, all_angles: true, val_fraction: 0.0, test_fraction: 0.25, seed: 3 }).unwrap();
         assert_eq!(p.labels, ["0", "90", "180", "270"]);
         let out = d.join("out");
         let r = write(p, &out, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: false }, false).unwrap();
@@ -106,9 +106,7 @@ mod tests {
             };
             assert!(expected, "record {i} label {} is not rotated as labelled", rec.label);
         }
-        let sampled =
-            build(&OrientationOptions { root: d.join("imgs"), limit: 5, all_angles: false, val_fraction: 0.0, test_fraction: 0.0, seed: 3 })
-                .unwrap();
+        let sampled = build(&OrientationOptions { root: d.join("imgs"), limit: 5, all_angles: false, val_fraction: 0.0, test_fraction: 0.0, seed: 3 }).unwrap();
         assert_eq!(sampled.splits.iter().map(|s| s.items.len()).sum::<usize>(), 5);
         assert_eq!(sampled.dropped.len(), 3);
     }

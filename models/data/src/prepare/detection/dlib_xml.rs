@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::records::{BoundingBox, Item};
-use anyhow::{bail, Context, Result};
 
 use super::{drop_box, image_dimensions, splits_of, Images};
-use crate::prepare::Prepared;
+use crate::prepare::error::read_text;
+use crate::prepare::{PrepareError, Prepared};
 
 /// Options of [`build_dlib_xml`].
 #[derive(Debug, Clone)]
@@ -37,20 +37,19 @@ fn is_ignored(b: roxmltree::Node) -> bool {
     b.attribute("ignore").is_some_and(|v| v.trim() == "1")
 }
 
-/// Reads and parses one XML file and returns its text (the document borrows it).
-fn read_xml(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn parse_xml<'i>(path: &Path, text: &'i str) -> Result<roxmltree::Document<'i>> {
-    // roxmltree's messages end with the position, "at ROW:COL".
-    let doc = roxmltree::Document::parse(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+/// Parses the text of one XML file (the document borrows it) and checks it is a dlib `<dataset>`.
+fn parse_xml<'i>(path: &Path, text: &'i str) -> Result<roxmltree::Document<'i>, PrepareError> {
+    let doc = roxmltree::Document::parse(text).map_err(|source| {
+        let pos = source.pos();
+        PrepareError::Xml { path: path.to_path_buf(), line: pos.row, column: pos.col, source }
+    })?;
     let root = doc.root_element();
+    let format = |reason: String| PrepareError::Format { path: path.to_path_buf(), reason };
     if root.tag_name().name() != "dataset" {
-        bail!("{}: the root element is <{}>, expected <dataset>", path.display(), root.tag_name().name());
+        return Err(format(format!("the root element is <{}>, expected <dataset>", root.tag_name().name())));
     }
     if element(root, "images").next().is_none() {
-        bail!("{}: <dataset> has no <images> element", path.display());
+        return Err(format("<dataset> has no <images> element".into()));
     }
     Ok(doc)
 }
@@ -61,7 +60,7 @@ fn image_nodes<'a, 'i>(doc: &'a roxmltree::Document<'i>) -> impl Iterator<Item =
 
 /// The image size from `width`/`height` attributes of `<image>` when both are positive integers, else from
 /// the file's header.
-fn dlib_image_size(node: roxmltree::Node, path: &Path) -> std::result::Result<(u32, u32), String> {
+fn dlib_image_size(node: roxmltree::Node, path: &Path) -> Result<(u32, u32), String> {
     if !path.is_file() {
         return Err(format!("image file missing: {}", path.display()));
     }
@@ -73,7 +72,7 @@ fn dlib_image_size(node: roxmltree::Node, path: &Path) -> std::result::Result<(u
 }
 
 /// The box of a `<box>` element clipped to a `w`×`h` image, or why it is dropped.
-fn dlib_box(b: roxmltree::Node, class: u32, (w, h): (u32, u32)) -> std::result::Result<BoundingBox, String> {
+fn dlib_box(b: roxmltree::Node, class: u32, (w, h): (u32, u32)) -> Result<BoundingBox, String> {
     let mut v = [0f64; 4];
     for (k, name) in ["left", "top", "width", "height"].iter().enumerate() {
         let s = b.attribute(*name).ok_or_else(|| format!("no '{name}' attribute"))?;
@@ -149,10 +148,10 @@ fn dlib_split(
 /// dropped box is `("FILE.xml:LINE", reason)` (ignore flag, degenerate after clipping, unknown or
 /// missing label, missing or unreadable image), so `read` = boxes kept + `dropped.len()`. An image listed
 /// without boxes is kept (a negative) when its file exists.
-pub fn build_dlib_xml(o: &DlibXmlOptions) -> Result<Prepared> {
-    let train_text = read_xml(&o.train_xml)?;
+pub fn build_dlib_xml(o: &DlibXmlOptions) -> Result<Prepared, PrepareError> {
+    let train_text = read_text(&o.train_xml)?;
     let train_doc = parse_xml(&o.train_xml, &train_text)?;
-    let test_text = o.test_xml.as_deref().map(read_xml).transpose()?;
+    let test_text = o.test_xml.as_deref().map(read_text).transpose()?;
     let test_doc = match (&o.test_xml, &test_text) {
         (Some(p), Some(t)) => Some(parse_xml(p, t)?),
         (Some(_), None) | (None, Some(_)) | (None, None) => None,

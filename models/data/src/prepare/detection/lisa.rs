@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::records::BoundingBox;
-use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::{drop_box, splits_of, Images};
-use crate::prepare::Prepared;
+use crate::prepare::error::csv_err;
+use crate::prepare::{PrepareError, Prepared};
 
 /// The classes the book keeps from LISA.
 pub const LISA_BOOK_CLASSES: [&str; 3] = ["stop", "pedestrianCrossing", "signalAhead"];
@@ -46,7 +46,7 @@ struct LisaRow {
 }
 
 /// Parses the fields of one row: image path, tag, upper-left x, y, lower-right x, y, ….
-fn parse_lisa_row(rec: &csv::StringRecord) -> std::result::Result<(String, [f32; 4]), String> {
+fn parse_lisa_row(rec: &csv::StringRecord) -> Result<(String, [f32; 4]), String> {
     if rec.len() < 6 {
         return Err(format!("{} fields, expected at least 6 (path;tag;x0;y0;x1;y1)", rec.len()));
     }
@@ -69,26 +69,25 @@ fn parse_lisa_row(rec: &csv::StringRecord) -> std::result::Result<(String, [f32;
 ///
 /// `read` counts annotation rows; each dropped row is `("allAnnotations.csv:LINE", reason)` (a malformed
 /// row, a degenerate box, a class outside the filter), so `read` = boxes kept + `dropped.len()`.
-pub fn build_lisa(o: &LisaOptions) -> Result<Prepared> {
+pub fn build_lisa(o: &LisaOptions) -> Result<Prepared, PrepareError> {
     if !(0.0..=1.0).contains(&o.test_fraction) {
-        bail!("test fraction {} is not between 0 and 1", o.test_fraction);
+        return Err(PrepareError::Fraction { option: "test fraction", value: o.test_fraction });
     }
     let mut seen = BTreeSet::new();
     for c in &o.classes {
         if c.trim().is_empty() || !seen.insert(c.as_str()) {
-            bail!("class filter {:?}: '{c}' is empty or listed twice", o.classes);
+            return Err(PrepareError::ClassFilter { classes: o.classes.clone(), class: c.clone() });
         }
     }
     let file = o.root.join(LISA_CSV);
-    let mut reader =
-        csv::ReaderBuilder::new().delimiter(b';').has_headers(true).flexible(true).from_path(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut reader = csv::ReaderBuilder::new().delimiter(b';').has_headers(true).flexible(true).from_path(&file).map_err(csv_err("reading", &file))?;
 
     let mut read = 0;
     let mut dropped = vec![];
     let mut images = Images::default();
     let mut rows = vec![];
     for rec in reader.records() {
-        let rec = rec.with_context(|| format!("reading {}", file.display()))?;
+        let rec = rec.map_err(csv_err("reading", &file))?;
         read += 1;
         let line = rec.position().map_or(read + 1, |p| p.line() as usize);
         let at = format!("{LISA_CSV}:{line}");

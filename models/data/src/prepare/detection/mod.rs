@@ -89,16 +89,27 @@ fn splits_of(parts: Vec<(&str, Vec<Item>)>) -> Vec<Split> {
     parts.into_iter().filter(|(_, v)| !v.is_empty()).map(|(name, items)| Split { name: name.into(), items }).collect()
 }
 
+/// Why [`image_dimensions`] has no size for a file; its text becomes part of a dropped box's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageSizeError {
+    #[error("file missing")]
+    Missing,
+    #[error("image size 0")]
+    Empty,
+    /// The header is not one the `image` crate reads.
+    #[error(transparent)]
+    Header(#[from] image::ImageError),
+}
+
 /// Width and height of an image file, from its header only (the `image` crate reads the header of
 /// every format it decodes).
-pub fn image_dimensions(path: &Path) -> std::result::Result<(u32, u32), String> {
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32), ImageSizeError> {
     if !path.is_file() {
-        return Err("file missing".into());
+        return Err(ImageSizeError::Missing);
     }
-    match image::image_dimensions(path) {
-        Ok((0, _)) | Ok((_, 0)) => Err("image size 0".into()),
-        Ok(wh) => Ok(wh),
-        Err(e) => Err(e.to_string()),
+    match image::image_dimensions(path)? {
+        (0, _) | (_, 0) => Err(ImageSizeError::Empty),
+        wh => Ok(wh),
     }
 }
 
@@ -153,10 +164,12 @@ mod tests {
         let img = image::RgbImage::from_pixel(5, 6, image::Rgb([1, 2, 3]));
         img.save(d.join("a.jpg")).unwrap();
         img.save(d.join("b.png")).unwrap();
-        assert_eq!(image_dimensions(&d.join("a.jpg")), Ok((5, 6)));
-        assert_eq!(image_dimensions(&d.join("b.png")), Ok((5, 6)));
-        assert_eq!(image_dimensions(&d.join("none.png")), Err("file missing".into()));
+        assert_eq!(image_dimensions(&d.join("a.jpg")).unwrap(), (5, 6));
+        assert_eq!(image_dimensions(&d.join("b.png")).unwrap(), (5, 6));
+        let missing = image_dimensions(&d.join("none.png"));
+        assert!(matches!(missing, Err(ImageSizeError::Missing)), "{missing:?}");
+        assert_eq!(missing.unwrap_err().to_string(), "file missing");
         std::fs::write(d.join("c.jpg"), b"\xff\xd8 not really").unwrap();
-        assert!(image_dimensions(&d.join("c.jpg")).is_err());
+        assert!(matches!(image_dimensions(&d.join("c.jpg")), Err(ImageSizeError::Header(_))));
     }
 }
