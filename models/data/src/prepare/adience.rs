@@ -223,13 +223,6 @@ mod tests {
 
     const HEADER: &str = "user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\tfiducial_score";
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-adience-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     /// One fold-file row in the real format, with its image written unless `image` is false.
     fn row(root: &Path, user: &str, face: usize, age: &str, gender: &str, image: bool) -> String {
         let original = format!("{}_{face:04}_o.jpg", 10000 + face);
@@ -245,9 +238,10 @@ mod tests {
     /// (so 8 bins × 2 genders × 2 × 5 = 160 good rows, 20 per bin, 80 per gender), then bad rows:
     /// fold 0: age "(8, 23)" (gender m) and a missing image (age (25, 32), gender f);
     /// fold 1: age "None" with gender "u", and age "35" with gender "f";
-    /// fold 2: a row with too few columns. Returns the root.
-    fn fixture(name: &str) -> PathBuf {
-        let root = tmp(name);
+    /// fold 2: a row with too few columns. Returns the root, a scratch folder removed when it drops.
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
         let folds = root.join("folds");
         std::fs::create_dir_all(&folds).unwrap();
         let mut face = 0;
@@ -279,7 +273,7 @@ mod tests {
             }
             std::fs::write(folds.join(format!("fold_{k}_data.txt")), text).unwrap();
         }
-        root
+        dir
     }
 
     fn opts(root: &Path, task: AdienceTask, seed: u64) -> AdienceOptions {
@@ -300,7 +294,8 @@ mod tests {
 
     #[test]
     fn adience_age_labels_counts_and_dropped_rows() {
-        let root = fixture("age");
+        let scratch = fixture();
+        let root = scratch.path().to_path_buf();
         let p = build(&opts(&root, AdienceTask::Age, 3)).unwrap();
         assert_eq!(p.kind, "adience-age");
         assert_eq!(p.labels, ["0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"]);
@@ -323,12 +318,12 @@ mod tests {
             assert!(f.is_file());
             assert_eq!(f, &root.join(&it.key));
         }
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_gender_labels_counts_and_dropped_rows() {
-        let root = fixture("gender");
+        let scratch = fixture();
+        let root = scratch.path().to_path_buf();
         let p = build(&opts(&root, AdienceTask::Gender, 3)).unwrap();
         assert_eq!(p.kind, "adience-gender");
         assert_eq!(p.labels, ["female", "male"]);
@@ -345,12 +340,12 @@ mod tests {
         let all: Vec<Item> = p.splits.iter().flat_map(|s| s.items.clone()).collect();
         // f = 0, m = 1
         assert_eq!(per_class(&all), [(0, 81), (1, 81)].into_iter().collect());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_splits_are_stratified_and_deterministic() {
-        let root = fixture("split");
+        let scratch = fixture();
+        let root = scratch.path().to_path_buf();
         let a = build(&opts(&root, AdienceTask::Age, 11)).unwrap();
         let b = build(&opts(&root, AdienceTask::Age, 11)).unwrap();
         let c = build(&opts(&root, AdienceTask::Age, 12)).unwrap();
@@ -367,13 +362,13 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 160);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_fold_discovery() {
         // frontal files alone are used; when both sets exist the full set wins; folds can sit in ROOT
-        let root = tmp("discovery");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let r = row(&root, "u1", 1, "(0, 2)", "f", true);
         std::fs::write(root.join("fold_frontal_1_data.txt"), format!("{HEADER}\n{r}")).unwrap();
         std::fs::write(root.join("fold_frontal_0_data.txt"), format!("{HEADER}\n{r}{r}")).unwrap();
@@ -390,12 +385,12 @@ mod tests {
         assert_eq!(fold_number("fold_12_data.txt"), Some((false, 12)));
         assert_eq!(fold_number("fold_frontal_3_data.txt"), Some((true, 3)));
         assert_eq!(fold_number("fold_x_data.txt"), None);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_errors_name_the_file() {
-        let root = tmp("errors");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let err = build(&opts(&root, AdienceTask::Age, 0)).err().expect("no fold files");
         let msg = format!("{err:#}");
         assert!(msg.contains("no Adience fold files") && msg.contains(&root.display().to_string()), "{msg}");
@@ -415,7 +410,6 @@ mod tests {
         let missing = AdienceOptions { folds: Some(root.join("nope")), ..opts(&root, AdienceTask::Age, 0) };
         let msg = format!("{:#}", build(&missing).err().expect("no such dir"));
         assert!(msg.contains("nope"), "{msg}");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -95,16 +95,10 @@ mod tests {
     use crate::prepare::write;
     use crate::records::{PackOptions, RecordFile};
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-prep-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn fer2013_rows_map_to_splits_and_bad_rows_are_dropped() {
-        let d = tmp("fer");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         let px = |v: u8| vec![v.to_string(); 2304].join(" ");
         let csv = format!(
             "emotion,pixels,Usage\n0,{},Training\n1,{},Training\n3,{},PrivateTest\n6,{},PublicTest\n9,{},Training\n2,1 2 3,Training\n4,{},Elsewhere\n",

@@ -51,13 +51,6 @@ mod tests {
     use image::DynamicImage;
     use std::path::Path;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-prep-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     fn png(path: &Path, w: u32, h: u32, value: u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb([value, value / 2, 7]))).save(path).unwrap();
@@ -65,7 +58,8 @@ mod tests {
 
     #[test]
     fn folder_splits_by_class_skips_broken_images_and_reconciles() {
-        let d = tmp("folder");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         let root = d.join("data");
         for i in 0..10 {
             png(&root.join(format!("cat/{i}.png")), 20, 10, 200);

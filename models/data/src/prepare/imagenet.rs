@@ -351,14 +351,15 @@ mod tests {
     /// is missing; plus a row of an unknown synset (its file exists) and a malformed line → 18 rows.
     /// Val: 6 rows; image 3 is blacklisted and image 5's ground truth is class 4 (out of range).
     struct Fixture {
+        /// Removes the tree when the fixture drops.
+        _scratch: tempfile::TempDir,
         root: PathBuf,
     }
 
     impl Fixture {
         fn new(name: &str) -> Self {
-            let root = std::env::temp_dir().join(format!("dlcv-imagenet-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&root);
-            let f = Fixture { root };
+            let scratch = tempfile::Builder::new().prefix(&format!("dlcv-imagenet-{name}-")).tempdir().unwrap();
+            let f = Fixture { root: scratch.path().to_path_buf(), _scratch: scratch };
             f.write(MAP, "n02119789 1 kit_fox\nn02100735 2 English_setter\nn02110185 3 Siberian_husky\n");
             let mut train = String::new();
             let mut counter = 0;
@@ -399,12 +400,6 @@ mod tests {
 
         fn opts(&self, test_per_class: usize, seed: u64) -> ImagenetOptions {
             ImagenetOptions { root: self.root.clone(), test_per_class, seed }
-        }
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.root);
         }
     }
 

@@ -68,16 +68,10 @@ mod tests {
     use crate::prepare::write;
     use crate::records::{PackOptions, RecordFile};
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-prep-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn orientation_rotates_and_labels_by_angle() {
-        let d = tmp("orient");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         // a 30x20 image whose top-left pixel is bright: its rotations are told apart by shape and corner
         for i in 0..8 {
             let mut img = image::RgbImage::from_pixel(30, 20, image::Rgb([0, 0, 0]));

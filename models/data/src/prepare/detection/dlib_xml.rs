@@ -221,7 +221,8 @@ mod tests {
 
     #[test]
     fn dlib_boxes_clipping_ignore_and_reconciliation() {
-        let d = tmp("dlib");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         std::fs::create_dir_all(d.join("img")).unwrap();
         std::fs::write(d.join("img/a.png"), png(100, 80)).unwrap();
         std::fs::write(d.join("img/b.jpg"), jpeg(64, 48)).unwrap();
@@ -266,7 +267,8 @@ mod tests {
 
     #[test]
     fn dlib_unlabelled_dataset_is_one_class_and_train_only() {
-        let d = tmp("dlib_single");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         std::fs::write(d.join("f.png"), png(20, 20)).unwrap();
         std::fs::write(d.join("faces.xml"), "<dataset><images><image file='f.png'><box top='1' left='2' width='3' height='4'/></image></images></dataset>")
             .unwrap();
@@ -278,7 +280,8 @@ mod tests {
 
     #[test]
     fn dlib_errors_name_the_file() {
-        let d = tmp("dlib_err");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         std::fs::write(d.join("broken.xml"), "<dataset>\n<images>\n<image file='a.png'>\n</images>\n</dataset>").unwrap();
         let e = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("broken.xml"), test_xml: None }).err().unwrap().to_string();
         assert!(e.contains("broken.xml") && e.contains("4:"), "{e}");

@@ -140,7 +140,8 @@ mod tests {
     const LISA_HEADER: &str = "Filename;Annotation tag;Upper left corner X;Upper left corner Y;Lower right corner X;Lower right corner Y;Occluded,On another road;Origin file;Origin frame number;Origin track;Origin track frame number\n";
     #[test]
     fn lisa_filter_classes_boxes_and_drops() {
-        let root = tmp("lisa_filter");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let csv = format!(
             "{LISA_HEADER}\
              a/1.png;stop;10;20;30;40;0,0;x;1;x;1\n\
@@ -183,7 +184,8 @@ mod tests {
 
     #[test]
     fn lisa_without_filter_uses_sorted_class_names() {
-        let root = tmp("lisa_all");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let csv = format!("{LISA_HEADER}b.png;yield;1;2;3;4\na.png;stop;1;2;3;4\na.png;addedLane;0;0;9;9\n");
         std::fs::write(root.join("allAnnotations.csv"), csv).unwrap();
         let p = build_lisa(&LisaOptions { root, classes: vec![], test_fraction: 0.0, seed: 1 }).unwrap();
@@ -195,7 +197,8 @@ mod tests {
 
     #[test]
     fn lisa_splits_images_not_boxes_deterministically() {
-        let root = tmp("lisa_split");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let mut csv = LISA_HEADER.to_string();
         let mut rows = 0;
         for i in 0..40 {
@@ -225,7 +228,8 @@ mod tests {
 
     #[test]
     fn lisa_errors_name_the_file() {
-        let root = tmp("lisa_err");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let e = build_lisa(&LisaOptions::book(&root)).err().unwrap();
         assert!(format!("{e:#}").contains("allAnnotations.csv"), "{e:#}");
         let e = build_lisa(&LisaOptions { test_fraction: 1.5, ..LisaOptions::book(&root) }).err().unwrap();

@@ -118,13 +118,6 @@ mod testutil {
     use super::*;
     use crate::prepare::Prepared;
 
-    pub(super) fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("trainer-detection-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     /// A real encoded image of `w`x`h` in `format`.
     pub(super) fn encoded(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
         let mut b = std::io::Cursor::new(vec![]);
@@ -155,12 +148,12 @@ mod testutil {
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::tmp;
     use super::*;
 
     #[test]
     fn dimensions_from_image_headers() {
-        let d = tmp("dims");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         let img = image::RgbImage::from_pixel(5, 6, image::Rgb([1, 2, 3]));
         img.save(d.join("a.jpg")).unwrap();
         img.save(d.join("b.png")).unwrap();
