@@ -30,12 +30,10 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
-/// An empty scratch folder `dlcv-NAME-PID` in the temp dir (emptied first if an earlier run left it).
-pub fn fresh_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dlcv-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
-    d
+/// A new empty scratch folder `dlcv-NAME-XXXXXX` in the temp dir, unique to this call (tests running in
+/// parallel never share one) and removed with its contents when the returned guard drops.
+pub fn fresh_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("dlcv-{name}-")).tempdir().unwrap_or_else(|e| panic!("cannot create a scratch folder for {name}: {e}"))
 }
 
 /// True where an NVIDIA GPU is visible; GPU tests are `#[ignore]`d and run by `make test-gpu`.

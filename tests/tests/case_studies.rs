@@ -82,7 +82,8 @@ fn imagenet_tree(root: &Path) {
 
 #[test]
 fn imagenet_five_networks_resume_with_a_new_rate_then_cars_surgery_and_top5() {
-    let dir = fresh_dir("case-imagenet");
+    let scratch = fresh_dir("case-imagenet");
+    let dir = scratch.path().to_path_buf();
     imagenet_tree(&dir.join("ILSVRC2015"));
     let data = dir.join("imagenet");
     ok(&["trainer", "-q", "prepare", "imagenet", s(&dir.join("ILSVRC2015")), "--out", s(&data), "--test-per-class", "2", "--short-side", "64"]);
@@ -138,12 +139,12 @@ fn imagenet_five_networks_resume_with_a_new_rate_then_cars_surgery_and_top5() {
     ok(&["edge-demo", "-q", "classify", "--model", s(&onnx), "--source", s(&single), "--top", "5", "--output", s(&dir.join("top5"))]);
     let drawn = image::open(dir.join("top5/car.jpg")).unwrap();
     assert_eq!((drawn.width(), drawn.height()), image::open(&car).map(|i| (i.width(), i.height())).unwrap());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn emotion_recipe_trains_emotion_vgg_and_runs_the_real_time_detector_with_it() {
-    let dir = fresh_dir("case-emotion");
+    let scratch = fresh_dir("case-emotion");
+    let dir = scratch.path().to_path_buf();
     // the Kaggle CSV: emotion, pixels (48x48 grey, space-separated), Usage
     let mut csv = String::from("emotion,pixels,Usage\n");
     for i in 0..49 {
@@ -172,12 +173,12 @@ fn emotion_recipe_trains_emotion_vgg_and_runs_the_real_time_detector_with_it() {
     let face = &lines[0]["faces"][0];
     assert!(labels.contains(&face["label"].as_str().unwrap()), "{face}");
     assert_eq!(face["probabilities"].as_object().unwrap().len(), 6);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn age_and_gender_recipes_report_one_off_and_predict_with_ten_crops() {
-    let dir = fresh_dir("case-adience");
+    let scratch = fresh_dir("case-adience");
+    let dir = scratch.path().to_path_buf();
     let root = dir.join("adience");
     let bins = ["(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)"];
     let header = "user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\tfiducial_score\n";
@@ -233,5 +234,4 @@ fn age_and_gender_recipes_report_one_off_and_predict_with_ten_crops() {
     let names = ["0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"];
     assert!(names.contains(&first["faces"][0]["age"]["label"].as_str().unwrap()), "{first}");
     assert!(["female", "male"].contains(&first["faces"][0]["gender"]["label"].as_str().unwrap()), "{first}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

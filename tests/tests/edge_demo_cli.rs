@@ -44,7 +44,8 @@ fn majority(lines: &[serde_json::Value], range: std::ops::Range<u64>) -> (String
 
 #[test]
 fn emotion_labels_the_astronaut_and_obama_happy_on_a_real_video() {
-    let dir = fresh_dir("edge-emotion");
+    let scratch = fresh_dir("edge-emotion");
+    let dir = scratch.path().to_path_buf();
     let video = faces_video(&dir);
     let labels = fer_labels(&dir);
     let (out, jsonl) = (dir.join("annotated.mp4"), dir.join("frames.jsonl"));
@@ -80,12 +81,12 @@ fn emotion_labels_the_astronaut_and_obama_happy_on_a_real_video() {
     // the annotated video: the frame with the 260-pixel panel beside it, every frame written
     let o = run_bin("edge-demo", &["doctor", "--source", s(&out)]);
     assert!(o.status.success() && text(&o).contains("900x480 frames, 225 frames"), "{}", text(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn age_gender_classify_and_folders_run_and_skip_broken_images() {
-    let dir = fresh_dir("edge-pipelines");
+    let scratch = fresh_dir("edge-pipelines");
+    let dir = scratch.path().to_path_buf();
     let labels = fer_labels(&dir);
     // an image folder: the three faces and one broken file
     let folder = dir.join("images");
@@ -147,12 +148,12 @@ fn age_gender_classify_and_folders_run_and_skip_broken_images() {
     args.extend(flags.clone());
     let o = run_bin("edge-demo", &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!o.status.success() && text(&o).contains("labels are rotation angles"), "{}", text(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn edge_demo_errors_name_what_is_wrong() {
-    let dir = fresh_dir("edge-errors");
+    let scratch = fresh_dir("edge-errors");
+    let dir = scratch.path().to_path_buf();
     let labels = fer_labels(&dir);
     let model = assets_dir().join("fer_emotion.onnx");
     let faces = assets_dir().join("faces");
@@ -175,5 +176,4 @@ fn edge_demo_errors_name_what_is_wrong() {
     // a model whose input does not fit the preprocessing
     let o = run_bin("edge-demo", &["emotion", "--model", s(&model), "--size", "48x48", "--source", s(&faces)]);
     assert!(!o.status.success() && text(&o).contains("expects [N, 64, 64, 1]"), "{}", text(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }

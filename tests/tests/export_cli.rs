@@ -5,8 +5,8 @@ use tests::{run_bin, text};
 
 #[test]
 fn export_writes_a_verified_self_describing_file_or_refuses() {
-    let dir = std::env::temp_dir().join(format!("dlcv-export-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tests::fresh_dir("export-cli");
+    let dir = scratch.path().to_path_buf();
     let run = dir.join("run");
     let o = run_bin("trainer", &["init", "--model", "emotion-vgg", "--num-classes", "6", "--run", run.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
@@ -45,5 +45,4 @@ fn export_writes_a_verified_self_describing_file_or_refuses() {
     let o = run_bin("exporter", &["export", "--run", run.to_str().unwrap(), "--out", refused.to_str().unwrap(), "--fp16", "--tolerance", "1e-6"]);
     assert!(!o.status.success() && !refused.exists(), "{}", text(&o));
     assert!(text(&o).contains("on 4 fixed pseudo-random images: max |Δp|") && text(&o).contains("> 1e-6"), "{}", text(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -92,21 +92,20 @@ fn check(graph: Network, dir: &Path) {
 
 #[test]
 fn exported_models_compute_what_the_trainer_computes() {
-    let dir = std::env::temp_dir().join(format!("dlcv-export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tests::fresh_dir("export");
+    let dir = scratch.path().to_path_buf();
     check(odd_ops(), &dir);
     for name in ["mini-vgg", "emotion-vgg", "squeezenet-relu", "resnet18", "googlenet", "alexnet"] {
         check(models::zoo::build(name, Some(11), None).unwrap(), &dir);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The rest of the registry, VGG19 and ResNet-152 included (about 90 s on 2 cores): together with the
 /// test above, every registered model is exported, checked and run.
 #[test]
 fn every_other_registry_model_exports_with_parity() {
-    let dir = std::env::temp_dir().join(format!("dlcv-export-all-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tests::fresh_dir("export-all");
+    let dir = scratch.path().to_path_buf();
     let fast = ["mini-vgg", "emotion-vgg", "squeezenet-relu", "resnet18", "googlenet", "alexnet"];
     for m in models::zoo::REGISTRY.iter().filter(|m| !fast.contains(&m.name)) {
         check(models::zoo::build(m.name, Some(11), None).unwrap(), &dir);
@@ -114,5 +113,4 @@ fn every_other_registry_model_exports_with_parity() {
             let _ = std::fs::remove_file(f.path()); // keep the disk use to one model at a time
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

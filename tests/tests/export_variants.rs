@@ -18,13 +18,6 @@ fn python() -> PathBuf {
     std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| tests::repo_root().join(".venv/bin/python"))
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dlcv-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Pseudo-random values in [-2, 2), one stream per small seed.
 fn inputs(n: usize, seed: u64) -> Vec<f32> {
     fixed_inputs(n, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
@@ -112,7 +105,8 @@ fn run_file(onnx: &Path, x: &[f32], shape: [usize; 4]) -> Vec<f32> {
 
 #[test]
 fn folded_batchnorm_leaves_fewer_nodes_and_the_same_function() {
-    let dir = temp_dir("export-fold");
+    let scratch = tests::fresh_dir("export-fold");
+    let dir = scratch.path().to_path_buf();
     for (graph, folded, kept) in [(bn_cases(), 4, 3), (models::zoo::build("resnet18", Some(11), None).unwrap(), 9, 10)] {
         let name = graph.name.clone();
         let (net, weights) = trained_like(&graph, &dir);
@@ -136,12 +130,12 @@ fn folded_batchnorm_leaves_fewer_nodes_and_the_same_function() {
         println!("{name}: {folded} BatchNorms folded, {kept} kept; max |Δp| vs libtorch {d:.2e}");
         assert!(d < 1e-5, "{name}: the folded file differs from libtorch by {d}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn fp16_files_keep_a_float32_contract_and_agree_with_libtorch() {
-    let dir = temp_dir("export-fp16");
+    let scratch = tests::fresh_dir("export-fp16");
+    let dir = scratch.path().to_path_buf();
     let fp16 = LowerOptions { fp16: true, logits: true, ..LowerOptions::default() };
     for graph in [bn_cases(), models::zoo::build("resnet18", Some(11), None).unwrap(), models::zoo::build("emotion-vgg", Some(6), None).unwrap()] {
         let name = graph.name.clone();
@@ -167,7 +161,6 @@ fn fp16_files_keep_a_float32_contract_and_agree_with_libtorch() {
             assert!(d > 1e-7, "{name} {what}: no float16 rounding at all?");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -244,7 +237,8 @@ fn parity_of(onnx: &Path) -> serde_json::Value {
 
 #[test]
 fn a_run_with_data_is_also_checked_on_its_own_samples() {
-    let dir = temp_dir("export-samples");
+    let scratch = tests::fresh_dir("export-samples");
+    let dir = scratch.path().to_path_buf();
     let (train_pixels, train_labels) = bars(200, 11);
     write_idx_set(&dir.join("train"), &train_pixels, &train_labels);
     let (val_pixels, val_labels) = bars(32, 12);
@@ -324,5 +318,4 @@ fn a_run_with_data_is_also_checked_on_its_own_samples() {
     assert!(o.status.success(), "{}", text(&o));
     let p = parity_of(&onnx);
     assert!(p["samples"].is_null() && p["samples_note"].as_str().unwrap().starts_with("the run's data is not here"), "{p}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -76,7 +76,8 @@ fn python() -> PathBuf {
 
 #[test]
 fn rotated_set_features_logreg_grid_search_and_corrected_images() {
-    let d = fresh_dir("orientation-case");
+    let scratch = fresh_dir("orientation-case");
+    let d = scratch.path().to_path_buf();
     let (scenes, data, run) = (d.join("scenes"), d.join("data"), d.join("run"));
     for i in 0..48u64 {
         let w = 32 + (i as u32 % 3) * 6; // some landscape images, some square
@@ -298,5 +299,4 @@ fn rotated_set_features_logreg_grid_search_and_corrected_images() {
         let written = image::open(turned_back.join(file_name)).unwrap().to_rgb8();
         assert_eq!(written, turned(&turned(upright, *angle), (360 - rotation as u32) % 360), "{name}");
     }
-    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -45,8 +45,8 @@ fn trained_pattern_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf,
 
 #[test]
 fn runtime_eval_matches_trainer_eval_and_predicts_and_benches() {
-    let dir = std::env::temp_dir().join(format!("dlcv-runtime-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tests::fresh_dir("runtime-cli");
+    let dir = scratch.path().to_path_buf();
     let (run, rec, onnx) = trained_pattern_model(&dir);
     let test_rec = rec.join("test.rec");
 
@@ -111,14 +111,14 @@ fn runtime_eval_matches_trainer_eval_and_predicts_and_benches() {
         assert!(p50 > 0.0 && p50 <= p90 && p90 <= p99 && r["iterations"].as_u64().unwrap() >= 5, "{r}");
     }
     assert_eq!(b["end_to_end"][0]["images"], 70, "{b}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn runtime_runs_a_model_made_elsewhere_from_flags_and_names_what_is_wrong() {
     let model = assets_dir().join("fer_emotion.onnx");
     let faces = assets_dir().join("faces");
-    let labels = std::env::temp_dir().join(format!("fer-labels-{}.txt", std::process::id()));
+    let scratch = tests::fresh_dir("fer-labels");
+    let labels = scratch.path().join("fer-labels.txt");
     std::fs::write(&labels, "angry\ndisgust\nfear\nhappy\nsad\nsurprise\nneutral\n").unwrap();
     let flags = ["--size", "64x64", "--layout", "nhwc", "--gray", "--mean", "127.5", "--std", "127.5", "--labels", s(&labels)];
     let mut args = vec!["predict", "--model", s(&model), "--top", "7", "--json"];
@@ -171,5 +171,4 @@ fn runtime_runs_a_model_made_elsewhere_from_flags_and_names_what_is_wrong() {
     assert!(!o.status.success() && text(&o).contains("/nonexistent.onnx: no such file"), "{}", text(&o));
     let o = run_bin("runtime", &["predict", "--model", s(&labels), "--size", "8x8", s(&faces)]);
     assert!(!o.status.success() && text(&o).contains(s(&labels)), "{}", text(&o));
-    let _ = std::fs::remove_file(&labels);
 }

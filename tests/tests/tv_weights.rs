@@ -86,11 +86,11 @@ fn max_abs(a: &[f32]) -> f32 {
 }
 
 /// torchvision's file and logits, imported into a run, then the trainer's and ONNX Runtime's logits
-/// compared with torchvision's. Returns the work folder and the imported run for further steps.
-fn parity(model: &str, tv: &str, state_dict_keys: usize, nbt: usize) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("dlcv-tv-{tv}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// compared with torchvision's. Returns the work folder (removed when it drops) and the imported run for
+/// further steps.
+fn parity(model: &str, tv: &str, state_dict_keys: usize, nbt: usize) -> (tempfile::TempDir, PathBuf) {
+    let scratch = tests::fresh_dir(&format!("tv-{tv}"));
+    let dir = scratch.path().to_path_buf();
     let x = images();
     let x_path = dir.join("x.f32");
     std::fs::write(&x_path, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
@@ -143,14 +143,13 @@ fn parity(model: &str, tv: &str, state_dict_keys: usize, nbt: usize) -> (PathBuf
         |v: &[f32]| v.chunks(1000).map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b }).0).collect::<Vec<_>>();
     assert_eq!(top1(&ours), top1(&expected), "{model}");
     assert_eq!(top1(&file_logits), top1(&expected), "{model}");
-    (dir, run)
+    (scratch, run)
 }
 
 #[test]
 fn tv_resnet50_from_torchvision_gives_torchvisions_outputs_in_the_trainer_and_in_onnx() {
     // 320 keys: 267 tensors + 53 num_batches_tracked
-    let (dir, _) = parity("tv-resnet50", "resnet50", 320, 53);
-    let _ = std::fs::remove_dir_all(&dir);
+    let (_scratch, _) = parity("tv-resnet50", "resnet50", 320, 53);
 }
 
 /// VGG16 is 138M parameters (528 MB a copy); this also runs the recipe: fine-tuning from the imported
@@ -158,7 +157,8 @@ fn tv_resnet50_from_torchvision_gives_torchvisions_outputs_in_the_trainer_and_in
 /// must come through training unchanged, then `trainer eval` on the result.
 #[test]
 fn tv_vgg16_from_torchvision_gives_torchvisions_outputs_and_fine_tunes_with_the_recipe() {
-    let (dir, imported_run) = parity("tv-vgg16", "vgg16", 32, 0);
+    let (scratch, imported_run) = parity("tv-vgg16", "vgg16", 32, 0);
+    let dir = scratch.path().to_path_buf();
     let data_root = dir.join("images");
     tests::pattern_dataset(&data_root, 4, 64, 3);
     let data = dir.join("data");
@@ -204,5 +204,4 @@ fn tv_vgg16_from_torchvision_gives_torchvisions_outputs_and_fine_tunes_with_the_
     let m: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     assert_eq!(m["epoch"], 1, "{m}");
     assert!(m["metrics"]["samples"].as_u64().unwrap() >= 1, "{m}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -51,9 +51,8 @@ fn weights(run: &Path) -> BTreeMap<String, Tensor> {
 
 #[test]
 fn sigint_saves_the_step_and_resume_matches_an_uninterrupted_run() {
-    let dir = std::env::temp_dir().join(format!("dlcv-sigint-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let (a, b) = (dir.join("straight"), dir.join("interrupted"));
 
     let cfg_a = write_config(&dir, &a);
@@ -85,5 +84,4 @@ fn sigint_saves_the_step_and_resume_matches_an_uninterrupted_run() {
     for (k, t) in &wa {
         assert!(t.equal(&wb[k]), "{k}: interrupted + resumed differs from straight");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

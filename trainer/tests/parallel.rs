@@ -84,8 +84,8 @@ fn a_channels_last_net_saves_and_loads_back_the_same_weights() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut n = net(6);
     n.set_compute(trainer::net::Precision::Fp32, true);
-    let dir = std::env::temp_dir().join(format!("dlcv-cl-save-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let path = dir.join("w.safetensors");
     n.save(&path).expect("channels-last weights save");
     let mut back = net(7);
@@ -93,5 +93,4 @@ fn a_channels_last_net_saves_and_loads_back_the_same_weights() {
     for (name, t) in &n.params {
         assert!(t.contiguous().equal(&back.params[name]), "{name}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

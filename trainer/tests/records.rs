@@ -31,8 +31,8 @@ fn make_folder(root: &Path, per_class: usize) {
 
 #[test]
 fn prepare_a_folder_then_train_and_evaluate_on_the_records() {
-    let dir = std::env::temp_dir().join(format!("dlcv-records-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     make_folder(&dir.join("images"), 60);
     let data = dir.join("data");
     let trainer = env!("CARGO_BIN_EXE_trainer");
@@ -95,5 +95,4 @@ shear = 0.05
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["metrics"]["samples"], 12);
     assert!(e["metrics"]["rank1"].as_f64().unwrap() >= 0.8, "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,10 +54,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dlcv-workflow-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A path `NAME` (not created) in a fresh scratch folder, which is removed when the guard drops.
+fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join(name);
+    (scratch, path)
 }
 
 fn tensors(path: &Path) -> BTreeMap<String, Tensor> {
@@ -67,7 +68,7 @@ fn tensors(path: &Path) -> BTreeMap<String, Tensor> {
 #[test]
 fn four_epochs_straight_equal_two_plus_resume_for_two() {
     let _serial = serial();
-    let (a, b) = (tmp("straight"), tmp("resumed"));
+    let ((_scratch_a, a), (_scratch_b, b)) = (tmp("straight"), tmp("resumed"));
     let straight = train::train(config(&a), &Overrides::default()).unwrap();
     assert_eq!(straight.iter().map(|m| m.epoch).collect::<Vec<_>>(), [1, 2, 3, 4]);
     // the step schedule halves the rate after epoch 2
@@ -101,13 +102,12 @@ fn four_epochs_straight_equal_two_plus_resume_for_two() {
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
     // and the training did something: the loss fell
     assert!(straight[3].train_loss < straight[0].train_loss, "{straight:?}");
-    let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
 }
 
 #[test]
 fn a_new_rate_on_resume_is_used_and_recorded() {
     let _serial = serial();
-    let r = tmp("lr");
+    let (_scratch, r) = tmp("lr");
     train::train(config(&r), &Overrides { epochs: Some(1), ..Overrides::default() }).unwrap();
     let resumed = train::train(config(&r), &Overrides { start_epoch: Some(1), epochs: Some(2), lr: Some(0.001), ..Overrides::default() }).unwrap();
     assert_eq!(resumed[0].lr, 0.001);
@@ -115,24 +115,22 @@ fn a_new_rate_on_resume_is_used_and_recorded() {
     let (epoch, m) = train::eval(&r, None, Path::new(&format!("{FASHION}/t10k")), 256).unwrap();
     assert_eq!((epoch, m.samples), (2, 10_000));
     assert!(m.rank5 >= m.rank1 && m.rank1 > 0.1, "{m:?}");
-    let _ = std::fs::remove_dir_all(&r);
 }
 
 #[test]
 fn bad_resume_requests_are_refused_with_the_reason() {
     let _serial = serial();
-    let r = tmp("bad");
+    let (_scratch, r) = tmp("bad");
     let err = train::train(config(&r), &Overrides { start_epoch: Some(3), ..Overrides::default() }).unwrap_err().to_string();
     assert!(err.contains("no checkpoint for epoch 3"), "{err}");
     let err = train::train(config(&r), &Overrides { start_epoch: Some(4), epochs: Some(4), ..Overrides::default() }).unwrap_err().to_string();
     assert!(err.contains("--epochs 4 is the epoch to stop at"), "{err}");
-    let _ = std::fs::remove_dir_all(&r);
 }
 
 #[test]
 fn init_writes_epoch_zero_that_training_starts_from() {
     let _serial = serial();
-    let r = tmp("init");
+    let (_scratch, r) = tmp("init");
     train::init("mini-vgg", 10, 3, &r, None).unwrap();
     let w0 = tensors(&train::checkpoint_paths(&r, 0).0);
     assert!(w0.contains_key("block1.conv1.weight") && w0.contains_key("classifier.bias"));
@@ -143,12 +141,11 @@ fn init_writes_epoch_zero_that_training_starts_from() {
     let mut c = config(&r);
     c.train.epochs = 1;
     train::train(c, &Overrides::default()).unwrap();
-    let _ = std::fs::remove_dir_all(&r);
 }
 
 #[test]
 fn every_config_field_can_be_set_from_the_command_line() {
-    let dir = tmp("set");
+    let (_scratch, dir) = tmp("set");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("exp.toml");
     std::fs::write(&path, toml::to_string(&config(&dir)).unwrap()).unwrap();
@@ -163,5 +160,4 @@ fn every_config_field_can_be_set_from_the_command_line() {
     assert!(err.contains("exp.toml (with --set train.lr=fast): invalid experiment config"), "{err}");
     let err = format!("{:#}", Config::from_file_with(&path, &["train.no_such=1".to_string()]).unwrap_err());
     assert!(err.contains("no_such"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -57,8 +57,8 @@ fn elu_alpha_and_prelu_slope_are_applied() {
 
 #[test]
 fn surgery_loads_everything_but_the_new_head() {
-    let dir = std::env::temp_dir().join(format!("dlcv-surgery-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     tch::manual_seed(1);
     let source = Net::new(models::zoo::build("mini-vgg", Some(10), None).unwrap(), Device::Cpu).unwrap();
     let file = dir.join("pretrained.safetensors");
@@ -79,7 +79,6 @@ fn surgery_loads_everything_but_the_new_head() {
             assert!(t.equal(&source.params[name]), "{name} was not transferred");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -124,8 +124,8 @@ mod tests {
 
     #[test]
     fn reads_plain_and_gzipped_idx_and_rejects_damage() {
-        let dir = std::env::temp_dir().join(format!("dlcv-idx-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let pixels: Vec<u8> = (0..3 * 2 * 2).map(|i| i as u8).collect();
         std::fs::write(dir.join("t-images-idx3-ubyte"), idx(&[3, 2, 2], &pixels)).unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -143,6 +143,5 @@ mod tests {
         assert!(err.contains("t-images-idx3-ubyte") && err.contains("promises 12 bytes"), "{err}");
         let err = load(&dir.join("missing"), 0).err().unwrap().to_string();
         assert!(err.contains("missing-images-idx3-ubyte"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

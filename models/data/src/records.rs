@@ -460,13 +460,6 @@ pub fn pack(items: &[Item], path: &Path, o: &PackOptions, progress: bool) -> Res
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-rec-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     fn gradient(w: u32, h: u32) -> DynamicImage {
         DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 100])))
     }
@@ -497,7 +490,8 @@ mod tests {
 
     #[test]
     fn pack_resizes_skips_bad_files_and_reconciles() {
-        let d = tmp("pack");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         let good = d.join("good.png");
         gradient(400, 300).save(&good).unwrap();
         let bad = d.join("bad.jpg");
@@ -535,7 +529,8 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_is_caught_by_the_checksum_and_named() {
-        let d = tmp("crc");
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
         let rec = d.join("val.rec");
         let items: Vec<Item> = (0..3).map(|i| Item { source: Source::Image(gradient(20, 20)), key: format!("k{i}"), label: i, boxes: vec![] }).collect();
         pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 90, grayscale: true }, false).unwrap();

@@ -30,9 +30,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::records::{Item, Source};
-use anyhow::{bail, Context, Result};
 
-use super::{stratified_split, Prepared};
+use super::error::io;
+use super::{stratified_split, PrepareError, Prepared};
 
 /// Fraction of each class held out for validation.
 pub const VAL_FRACTION: f64 = 0.10;
@@ -122,11 +122,11 @@ fn fold_number(name: &str) -> Option<(bool, u32)> {
 }
 
 /// The fold files in `dir`, in fold order: the `fold_N_data.txt` set if there is one, else the frontal set.
-pub fn fold_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading the Adience fold directory {}", dir.display()))?;
+pub fn fold_files(dir: &Path) -> Result<Vec<PathBuf>, PrepareError> {
+    let entries = std::fs::read_dir(dir).map_err(io("reading the Adience fold directory", dir))?;
     let (mut full, mut frontal) = (vec![], vec![]);
     for e in entries {
-        let e = e.with_context(|| format!("reading the Adience fold directory {}", dir.display()))?;
+        let e = e.map_err(io("reading the Adience fold directory", dir))?;
         let name = e.file_name();
         let Some((is_frontal, n)) = name.to_str().and_then(fold_number) else { continue };
         if is_frontal {
@@ -137,7 +137,7 @@ pub fn fold_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut files = if full.is_empty() { frontal } else { full };
     if files.is_empty() {
-        bail!("no Adience fold files (fold_N_data.txt or fold_frontal_N_data.txt) in {}", dir.display());
+        return Err(PrepareError::NoFoldFiles { dir: dir.to_path_buf() });
     }
     files.sort();
     Ok(files.into_iter().map(|(_, p)| p).collect())
@@ -153,10 +153,11 @@ struct Columns {
 }
 
 impl Columns {
-    fn from_header(header: &str, file: &Path) -> Result<Self> {
+    fn from_header(header: &str, file: &Path, line: usize) -> Result<Self, PrepareError> {
         let names: Vec<&str> = header.split('\t').map(str::trim).collect();
-        let find = |col: &str| -> Result<usize> {
-            names.iter().position(|n| *n == col).with_context(|| format!("{}: the header has no '{col}' column (found: {})", file.display(), names.join(", ")))
+        let find = |col: &str| {
+            let reason = || format!("the header has no '{col}' column (found: {})", names.join(", "));
+            names.iter().position(|n| *n == col).ok_or_else(|| PrepareError::Parse { path: file.to_path_buf(), line, reason: reason() })
         };
         Ok(Self { user_id: find("user_id")?, original_image: find("original_image")?, face_id: find("face_id")?, age: find("age")?, gender: find("gender")? })
     }
@@ -168,19 +169,19 @@ impl Columns {
 
 /// Reads every fold file, keeps the rows with a valid label for the task and an existing image, and splits
 /// 80/10/10 stratified by class.
-pub fn build(o: &AdienceOptions) -> Result<Prepared> {
+pub fn build(o: &AdienceOptions) -> Result<Prepared, PrepareError> {
     let files = fold_files(&o.folds_dir())?;
     let mut read = 0usize;
     let mut dropped = vec![];
     let mut items = vec![];
     for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading the Adience fold file {}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(io("reading the Adience fold file", file))?;
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string());
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-        let Some((_, header)) = lines.find(|(_, l)| !l.trim().is_empty()) else {
-            bail!("{}: empty fold file (no header)", file.display());
+        let Some((header_line, header)) = lines.find(|(_, l)| !l.trim().is_empty()) else {
+            return Err(PrepareError::Format { path: file.clone(), reason: "empty fold file (no header)".into() });
         };
-        let cols = Columns::from_header(header, file)?;
+        let cols = Columns::from_header(header, file, header_line)?;
         for (line, row) in lines.filter(|(_, l)| !l.trim().is_empty()) {
             read += 1;
             match parse_row(row, &cols, o) {
@@ -194,7 +195,7 @@ pub fn build(o: &AdienceOptions) -> Result<Prepared> {
 }
 
 /// Validates one data row; the error is the reason it is dropped.
-fn parse_row(row: &str, cols: &Columns, o: &AdienceOptions) -> std::result::Result<Item, String> {
+fn parse_row(row: &str, cols: &Columns, o: &AdienceOptions) -> Result<Item, String> {
     let f: Vec<&str> = row.split('\t').map(str::trim).collect();
     if f.len() < cols.needed() {
         return Err(format!("too few columns ({}, needs {})", f.len(), cols.needed()));
@@ -222,13 +223,6 @@ mod tests {
 
     const HEADER: &str = "user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\tfiducial_score";
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-adience-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     /// One fold-file row in the real format, with its image written unless `image` is false.
     fn row(root: &Path, user: &str, face: usize, age: &str, gender: &str, image: bool) -> String {
         let original = format!("{}_{face:04}_o.jpg", 10000 + face);
@@ -244,9 +238,10 @@ mod tests {
     /// (so 8 bins × 2 genders × 2 × 5 = 160 good rows, 20 per bin, 80 per gender), then bad rows:
     /// fold 0: age "(8, 23)" (gender m) and a missing image (age (25, 32), gender f);
     /// fold 1: age "None" with gender "u", and age "35" with gender "f";
-    /// fold 2: a row with too few columns. Returns the root.
-    fn fixture(name: &str) -> PathBuf {
-        let root = tmp(name);
+    /// fold 2: a row with too few columns. Returns the root, a scratch folder removed when it drops.
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
         let folds = root.join("folds");
         std::fs::create_dir_all(&folds).unwrap();
         let mut face = 0;
@@ -278,7 +273,7 @@ mod tests {
             }
             std::fs::write(folds.join(format!("fold_{k}_data.txt")), text).unwrap();
         }
-        root
+        dir
     }
 
     fn opts(root: &Path, task: AdienceTask, seed: u64) -> AdienceOptions {
@@ -299,7 +294,8 @@ mod tests {
 
     #[test]
     fn adience_age_labels_counts_and_dropped_rows() {
-        let root = fixture("age");
+        let scratch = fixture();
+        let root = scratch.path().to_path_buf();
         let p = build(&opts(&root, AdienceTask::Age, 3)).unwrap();
         assert_eq!(p.kind, "adience-age");
         assert_eq!(p.labels, ["0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"]);
@@ -322,12 +318,12 @@ mod tests {
             assert!(f.is_file());
             assert_eq!(f, &root.join(&it.key));
         }
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_gender_labels_counts_and_dropped_rows() {
-        let root = fixture("gender");
+        let scratch = fixture();
+        let root = scratch.path().to_path_buf();
         let p = build(&opts(&root, AdienceTask::Gender, 3)).unwrap();
         assert_eq!(p.kind, "adience-gender");
         assert_eq!(p.labels, ["female", "male"]);
@@ -344,12 +340,12 @@ mod tests {
         let all: Vec<Item> = p.splits.iter().flat_map(|s| s.items.clone()).collect();
         // f = 0, m = 1
         assert_eq!(per_class(&all), [(0, 81), (1, 81)].into_iter().collect());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_splits_are_stratified_and_deterministic() {
-        let root = fixture("split");
+        let scratch = fixture();
+        let root = scratch.path().to_path_buf();
         let a = build(&opts(&root, AdienceTask::Age, 11)).unwrap();
         let b = build(&opts(&root, AdienceTask::Age, 11)).unwrap();
         let c = build(&opts(&root, AdienceTask::Age, 12)).unwrap();
@@ -366,13 +362,13 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 160);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_fold_discovery() {
         // frontal files alone are used; when both sets exist the full set wins; folds can sit in ROOT
-        let root = tmp("discovery");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let r = row(&root, "u1", 1, "(0, 2)", "f", true);
         std::fs::write(root.join("fold_frontal_1_data.txt"), format!("{HEADER}\n{r}")).unwrap();
         std::fs::write(root.join("fold_frontal_0_data.txt"), format!("{HEADER}\n{r}{r}")).unwrap();
@@ -389,12 +385,12 @@ mod tests {
         assert_eq!(fold_number("fold_12_data.txt"), Some((false, 12)));
         assert_eq!(fold_number("fold_frontal_3_data.txt"), Some((true, 3)));
         assert_eq!(fold_number("fold_x_data.txt"), None);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn adience_errors_name_the_file() {
-        let root = tmp("errors");
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let err = build(&opts(&root, AdienceTask::Age, 0)).err().expect("no fold files");
         let msg = format!("{err:#}");
         assert!(msg.contains("no Adience fold files") && msg.contains(&root.display().to_string()), "{msg}");
@@ -414,7 +410,6 @@ mod tests {
         let missing = AdienceOptions { folds: Some(root.join("nope")), ..opts(&root, AdienceTask::Age, 0) };
         let msg = format!("{:#}", build(&missing).err().expect("no such dir"));
         assert!(msg.contains("nope"), "{msg}");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::records::{Item, Source};
-use anyhow::{Context, Result};
 
-use super::{stratified_split, Prepared};
+use super::error::{csv_err, io};
+use super::{stratified_split, PrepareError, Prepared};
 
 /// Fraction of each class held out for validation.
 pub const VAL_FRACTION: f64 = 0.15;
@@ -56,12 +56,12 @@ struct Row {
 }
 
 /// Reads `complete_dataset.csv`, checks that every image exists, and splits 70/15/15 stratified by make:model.
-pub fn build(o: &CarsOptions) -> Result<Prepared> {
+pub fn build(o: &CarsOptions) -> Result<Prepared, PrepareError> {
     let csv_path = o.csv_path();
-    let file = std::fs::File::open(&csv_path).with_context(|| format!("opening the Stanford Cars CSV {}", csv_path.display()))?;
+    let file = std::fs::File::open(&csv_path).map_err(io("opening the Stanford Cars CSV", &csv_path))?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(file);
     // Reading the header up front turns an empty or unreadable file into an error naming it.
-    reader.byte_headers().with_context(|| format!("reading the header of {}", csv_path.display()))?;
+    reader.byte_headers().map_err(csv_err("reading the header of", &csv_path))?;
 
     let mut read = 0usize;
     let mut dropped = vec![];
@@ -92,11 +92,11 @@ pub fn build(o: &CarsOptions) -> Result<Prepared> {
 }
 
 /// Validates one data row; the error is the reason it is dropped (without the row number).
-fn parse_row(record: &csv::ByteRecord, o: &CarsOptions) -> std::result::Result<Row, String> {
+fn parse_row(record: &csv::ByteRecord, o: &CarsOptions) -> Result<Row, String> {
     if record.len() < 3 {
         return Err(format!("too few columns ({}; needs image filename, make, model)", record.len()));
     }
-    let field = |i: usize, what: &str| -> std::result::Result<String, String> {
+    let field = |i: usize, what: &str| -> Result<String, String> {
         let s = std::str::from_utf8(&record[i]).map_err(|_| format!("{what} is not valid UTF-8"))?;
         if s.is_empty() {
             return Err(format!("empty {what}"));
@@ -119,17 +119,13 @@ mod tests {
     use std::collections::HashMap;
     use std::path::Path;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-cars-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("car_ims")).unwrap();
-        d
-    }
-
     /// Writes a fixture in the real layout: `per_class` images for each (make, model), one row with too few
-    /// columns, one row whose image is missing, one with an empty model. Returns the root.
-    fn fixture(name: &str, per_class: usize) -> PathBuf {
-        let root = tmp(name);
+    /// columns, one row whose image is missing, one with an empty model. Returns the root, a scratch folder
+    /// removed when it drops.
+    fn fixture(per_class: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("car_ims")).unwrap();
         let classes = [("Audi", "A5", "Coupe"), ("BMW", "M3", "Sedan"), ("Aston Martin", "Vanquish", "Coupe"), ("Audi", "A4", "Sedan")];
         let mut csv = String::from("Image Filename,Make,Model,Vehicle Type,Year\n");
         let mut n = 0;
@@ -147,7 +143,7 @@ mod tests {
         std::fs::write(root.join(format!("car_ims/{:06}.jpg", n + 3)), b"x").unwrap();
         csv.push_str(&format!("car_ims/{:06}.jpg,BMW,,Sedan,2012\n", n + 3));
         std::fs::write(root.join("complete_dataset.csv"), csv).unwrap();
-        root
+        dir
     }
 
     fn opts(root: &Path, seed: u64) -> CarsOptions {
@@ -160,7 +156,8 @@ mod tests {
 
     #[test]
     fn cars_labels_counts_and_dropped_rows() {
-        let root = fixture("labels", 20);
+        let scratch = fixture(20);
+        let root = scratch.path().to_path_buf();
         let p = build(&opts(&root, 7)).unwrap();
         assert_eq!(p.kind, "cars");
         assert!(!p.grayscale);
@@ -183,12 +180,12 @@ mod tests {
             assert_eq!(f, &root.join(&it.key));
             assert!(it.boxes.is_empty());
         }
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn cars_splits_are_stratified_and_deterministic() {
-        let root = fixture("split", 20);
+        let scratch = fixture(20);
+        let root = scratch.path().to_path_buf();
         let a = build(&opts(&root, 1)).unwrap();
         let b = build(&opts(&root, 1)).unwrap();
         let c = build(&opts(&root, 2)).unwrap();
@@ -209,12 +206,12 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 80, "every kept row lands in exactly one split");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn cars_explicit_csv_and_missing_csv_error() {
-        let root = fixture("csv", 2);
+        let scratch = fixture(2);
+        let root = scratch.path().to_path_buf();
         let moved = root.join("labels.csv");
         std::fs::rename(root.join("complete_dataset.csv"), &moved).unwrap();
         let err = build(&opts(&root, 0)).err().expect("no default CSV");
@@ -223,6 +220,5 @@ mod tests {
         let p = build(&CarsOptions { csv: Some(moved), ..opts(&root, 0) }).unwrap();
         assert_eq!(p.read, 11);
         assert_eq!(total(&p), 8);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

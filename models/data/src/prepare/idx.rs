@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::records::{Item, Source};
-use anyhow::{bail, Result};
 use image::{DynamicImage, GrayImage};
 
-use super::{stratified_split, Prepared, Split};
+use super::{stratified_split, PrepareError, Prepared, Split};
 use crate::idx::{idx_files, read_idx};
 
 /// Fashion-MNIST's class names (its README), used when the path names Fashion-MNIST.
@@ -25,12 +24,12 @@ pub struct IdxOptions {
     pub seed: u64,
 }
 
-fn items(prefix: &Path, tag: &str) -> Result<(Vec<Item>, usize)> {
+fn items(prefix: &Path, tag: &str) -> Result<(Vec<Item>, usize), PrepareError> {
     let (img_path, lbl_path) = idx_files(prefix)?;
     let (dims, pixels) = read_idx(&img_path)?;
     let (ldims, labels) = read_idx(&lbl_path)?;
     if dims.len() != 3 || ldims.len() != 1 || ldims[0] != dims[0] {
-        bail!("{} {:?} and {} {:?} do not describe one image set", img_path.display(), dims, lbl_path.display(), ldims);
+        return Err(PrepareError::IdxMismatch { images: img_path, image_dims: dims, labels: lbl_path, label_dims: ldims });
     }
     let (h, w) = (dims[1], dims[2]);
     let items = (0..dims[0])
@@ -43,11 +42,11 @@ fn items(prefix: &Path, tag: &str) -> Result<(Vec<Item>, usize)> {
     Ok((items, dims[0]))
 }
 
-pub fn build(o: &IdxOptions) -> Result<Prepared> {
+pub fn build(o: &IdxOptions) -> Result<Prepared, PrepareError> {
     let (train, mut read) = items(&o.train, &o.train.file_name().map_or("train".into(), |n| n.to_string_lossy().into_owned()))?;
     let classes = train.iter().map(|i| i.label).max().map_or(0, |m| m as usize + 1);
     let labels = match &o.labels {
-        Some(l) if l.len() < classes => bail!("{} label names for {classes} classes", l.len()),
+        Some(l) if l.len() < classes => return Err(PrepareError::LabelNames { given: l.len(), classes }),
         Some(l) => l.clone(),
         None if o.train.to_string_lossy().to_lowercase().contains("fashion") && classes == 10 => FASHION_MNIST.iter().map(|s| s.to_string()).collect(),
         None => (0..classes).map(|c| c.to_string()).collect(),

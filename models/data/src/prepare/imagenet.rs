@@ -41,12 +41,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::records::{Item, Source};
-use anyhow::{anyhow, bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::{Prepared, Split};
+use super::error::{io, read_text};
+use super::{PrepareError, Prepared, Split};
 
 /// Where the tree is and how to carve the test split.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ struct Class {
 }
 
 /// Reads the ImageNet tree under `o.root` into train / val / test splits (see the module doc).
-pub fn build(o: &ImagenetOptions) -> Result<Prepared> {
+pub fn build(o: &ImagenetOptions) -> Result<Prepared, PrepareError> {
     let root = &o.root;
     let classes = read_map(&root.join(MAP))?;
     let by_wnid: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.wnid.as_str(), i)).collect();
@@ -141,7 +141,8 @@ pub fn build(o: &ImagenetOptions) -> Result<Prepared> {
             } else {
                 format!("its line {} has no row in {}", truth[rows.len()].0, val_path.display())
             };
-            bail!("{}: {} class numbers, but {} has {} rows ({where_})", gt_path.display(), truth.len(), val_path.display(), rows.len());
+            let reason = format!("{} class numbers, but {} has {} rows ({where_})", truth.len(), val_path.display(), rows.len());
+            return Err(PrepareError::Format { path: gt_path, reason });
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (&(n, line), &(gt_n, gt_line)) in rows.iter().zip(&truth) {
@@ -193,16 +194,15 @@ pub fn build(o: &ImagenetOptions) -> Result<Prepared> {
     for (c, rows) in by_class {
         if rows.len() < o.test_per_class {
             let k = &classes[c];
-            bail!(
-                "{}: class {} ({}, {} line {}) has {} usable training images, fewer than the {} to move to the test split",
-                root.join(TRAIN_LIST).display(),
-                k.wnid,
-                k.name,
-                MAP,
-                k.line,
-                rows.len(),
-                o.test_per_class
-            );
+            return Err(PrepareError::TooFewTrainImages {
+                list: root.join(TRAIN_LIST),
+                wnid: k.wnid.clone(),
+                name: k.name.clone(),
+                map: MAP,
+                map_line: k.line,
+                have: rows.len(),
+                want: o.test_per_class,
+            });
         }
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.shuffle(&mut rng);
@@ -233,17 +233,13 @@ fn item(root: &Path, key: String, class: usize) -> Item {
     Item { source: Source::File(root.join(&key)), key, label: class as i32, boxes: vec![] }
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
 /// Non-blank lines with their 1-based line numbers (CR and surrounding blanks trimmed).
 fn numbered_rows(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty())
 }
 
 /// A `train_cls.txt` / `val.txt` row: a partial path and a positive integer.
-fn parse_row(line: &str) -> std::result::Result<(&str, usize), String> {
+fn parse_row(line: &str) -> Result<(&str, usize), String> {
     let f: Vec<&str> = line.split_whitespace().collect();
     let [partial, number] = f.as_slice() else {
         return Err(format!("expected '<partial path> <number>', got '{line}'"));
@@ -256,45 +252,47 @@ fn parse_row(line: &str) -> std::result::Result<(&str, usize), String> {
 }
 
 /// `map_clsloc.txt`: classes in the order of their 1-based numbers, which must be 1..=N, each once.
-fn read_map(path: &Path) -> Result<Vec<Class>> {
+fn read_map(path: &Path) -> Result<Vec<Class>, PrepareError> {
     let text = read_text(path)?;
     let mut slots: Vec<Option<Class>> = vec![];
     let mut wnids: HashMap<String, usize> = HashMap::new();
     let mut rows = 0usize;
     for (n, line) in numbered_rows(&text) {
         rows += 1;
-        let at = || format!("{}:{n}", path.display());
+        let bad = |reason: String| PrepareError::Parse { path: path.to_path_buf(), line: n, reason };
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 3 {
-            bail!("{}: expected '<WordNet id> <class number> <label>', got '{line}'", at());
+            return Err(bad(format!("expected '<WordNet id> <class number> <label>', got '{line}'")));
         }
         let wnid = f[0].to_string();
-        let number: usize = f[1].parse().map_err(|_| anyhow!("{}: '{}' is not a class number", at(), f[1]))?;
+        let number: usize = f[1].parse().map_err(|_| bad(format!("'{}' is not a class number", f[1])))?;
         if number == 0 {
-            bail!("{}: class numbers start at 1", at());
+            return Err(bad("class numbers start at 1".into()));
         }
         if let Some(first) = wnids.insert(wnid.clone(), n) {
-            bail!("{}: WordNet id {wnid} already defined on line {first}", at());
+            return Err(bad(format!("WordNet id {wnid} already defined on line {first}")));
         }
         if slots.len() < number {
             slots.resize_with(number, || None);
         }
         if let Some(prev) = &slots[number - 1] {
-            bail!("{}: class number {number} already used on line {}", at(), prev.line);
+            return Err(bad(format!("class number {number} already used on line {}", prev.line)));
         }
         let name = f[2..].join(" ").replace('_', " ");
         slots[number - 1] = Some(Class { wnid, name, line: n });
     }
     if rows == 0 {
-        bail!("{}: no classes", path.display());
+        return Err(PrepareError::Format { path: path.to_path_buf(), reason: "no classes".into() });
     }
-    slots.into_iter().enumerate().map(|(i, c)| c.ok_or_else(|| anyhow!("{}: class number {} is missing", path.display(), i + 1))).collect()
+    let missing = |i: usize| PrepareError::Format { path: path.to_path_buf(), reason: format!("class number {} is missing", i + 1) };
+    slots.into_iter().enumerate().map(|(i, c)| c.ok_or_else(|| missing(i))).collect()
 }
 
 /// The blacklist: 1-based val image numbers.
-fn read_blacklist(path: &Path) -> Result<HashSet<usize>> {
+fn read_blacklist(path: &Path) -> Result<HashSet<usize>, PrepareError> {
     let text = read_text(path)?;
-    numbered_rows(&text).map(|(n, l)| l.parse::<usize>().map_err(|_| anyhow!("{}:{n}: '{l}' is not a validation image number", path.display()))).collect()
+    let bad = |line: usize, l: &str| PrepareError::Parse { path: path.to_path_buf(), line, reason: format!("'{l}' is not a validation image number") };
+    numbered_rows(&text).map(|(n, l)| l.parse::<usize>().map_err(|_| bad(n, l))).collect()
 }
 
 /// Which files exist, one `read_dir` per folder.
@@ -309,7 +307,7 @@ impl<'a> Listing<'a> {
     }
 
     /// Whether `key` (relative to the root) is a file.
-    fn exists(&mut self, key: &str) -> Result<bool> {
+    fn exists(&mut self, key: &str) -> Result<bool, PrepareError> {
         let path = self.root.join(key);
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return Ok(false);
@@ -323,16 +321,16 @@ impl<'a> Listing<'a> {
 }
 
 /// The names of the regular files (or links to them) in `dir`; a folder that is not there has none.
-fn list_files(dir: &Path) -> Result<HashSet<OsString>> {
+fn list_files(dir: &Path) -> Result<HashSet<OsString>, PrepareError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => return Ok(HashSet::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        Err(e) => return Err(io("listing", dir)(e)),
     };
     let mut names = HashSet::new();
     for e in entries {
-        let e = e.with_context(|| format!("listing {}", dir.display()))?;
-        let ft = e.file_type().with_context(|| format!("reading {}", e.path().display()))?;
+        let e = e.map_err(io("listing", dir))?;
+        let ft = e.file_type().map_err(io("reading", &e.path()))?;
         if ft.is_file() || (ft.is_symlink() && e.path().is_file()) {
             names.insert(e.file_name());
         }
@@ -353,14 +351,15 @@ mod tests {
     /// is missing; plus a row of an unknown synset (its file exists) and a malformed line → 18 rows.
     /// Val: 6 rows; image 3 is blacklisted and image 5's ground truth is class 4 (out of range).
     struct Fixture {
+        /// Removes the tree when the fixture drops.
+        _scratch: tempfile::TempDir,
         root: PathBuf,
     }
 
     impl Fixture {
         fn new(name: &str) -> Self {
-            let root = std::env::temp_dir().join(format!("dlcv-imagenet-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&root);
-            let f = Fixture { root };
+            let scratch = tempfile::Builder::new().prefix(&format!("dlcv-imagenet-{name}-")).tempdir().unwrap();
+            let f = Fixture { root: scratch.path().to_path_buf(), _scratch: scratch };
             f.write(MAP, "n02119789 1 kit_fox\nn02100735 2 English_setter\nn02110185 3 Siberian_husky\n");
             let mut train = String::new();
             let mut counter = 0;
@@ -401,12 +400,6 @@ mod tests {
 
         fn opts(&self, test_per_class: usize, seed: u64) -> ImagenetOptions {
             ImagenetOptions { root: self.root.clone(), test_per_class, seed }
-        }
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.root);
         }
     }
 

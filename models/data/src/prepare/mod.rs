@@ -4,12 +4,17 @@
 //! Every builder returns a [`Prepared`]: the label names and, per split, the items to pack, plus what it
 //! read and what it dropped before packing (invalid rows, unknown classes) with the reason.
 //! [`write`] then packs each split in parallel and writes the prepared folder ([`crate::folder`]).
+//! What stops a builder is a [`PrepareError`] naming the file, line or option.
 
 pub mod adience;
 pub mod cars;
 pub mod detection;
+mod error;
+pub mod fer2013;
+pub mod folder;
 pub mod idx;
 pub mod imagenet;
+pub mod orientation;
 pub mod simple;
 
 use std::collections::BTreeMap;
@@ -18,7 +23,7 @@ use std::path::Path;
 use crate::folder::{DatasetDir, Means, Skipped};
 pub use crate::folder::{Report, SplitReport};
 use crate::records::{pack, Item, PackOptions, PackReport};
-use anyhow::{Context, Result};
+pub use error::PrepareError;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -45,7 +50,7 @@ pub struct Prepared {
 }
 
 /// Packs every split of `p` into `out` and writes the lists, label map, means and report.
-pub fn write(p: Prepared, out: &Path, opts: &PackOptions, progress: bool) -> Result<Report> {
+pub fn write(p: Prepared, out: &Path, opts: &PackOptions, progress: bool) -> Result<Report, PrepareError> {
     let dir = DatasetDir::new(out);
     dir.create()?;
     dir.write_labels(&p.labels)?;
@@ -54,7 +59,7 @@ pub fn write(p: Prepared, out: &Path, opts: &PackOptions, progress: bool) -> Res
     let mut train_means = vec![];
     for split in &p.splits {
         let rec = dir.records(&split.name);
-        let r: PackReport = pack(&split.items, &rec, &opts, progress).with_context(|| format!("packing {}", rec.display()))?;
+        let r: PackReport = pack(&split.items, &rec, &opts, progress).map_err(|source| PrepareError::Pack { path: rec.clone(), source })?;
         let skipped: std::collections::HashSet<&str> = r.skipped.iter().map(|(k, _)| k.as_str()).collect();
         let mut lst = String::new();
         let mut per_class = BTreeMap::new();
