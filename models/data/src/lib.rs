@@ -19,6 +19,7 @@ pub mod folder;
 pub mod idx;
 pub mod labels;
 pub mod loader;
+pub mod metrics;
 pub mod pool;
 pub mod prepare;
 pub mod progress;
