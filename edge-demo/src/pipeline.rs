@@ -46,9 +46,7 @@ pub struct Outcome {
     pub corrected: Option<Mat>,
 }
 
-pub fn argmax(p: &[f32]) -> usize {
-    runtime::model::top_k(p, 1)[0].0
-}
+pub use data::metrics::argmax;
 
 /// A model with its role in the pipeline.
 pub struct Pipeline {
@@ -124,7 +122,7 @@ impl Pipeline {
         let s = Instant::now();
         let best = argmax(&p);
         let mut annotated = frame.try_clone()?;
-        for (rank, (i, prob)) in runtime::model::top_k(&p, self.top.max(1)).into_iter().enumerate() {
+        for (rank, (i, prob)) in data::metrics::top_k(&p, self.top.max(1)).into_iter().enumerate() {
             let y = 24 + 24 * rank as i32;
             vision::draw_label(&mut annotated, Point::new(8, y), &format!("{}. {}: {:.1}%", rank + 1, self.model.label(i), 100.0 * prob))?;
         }

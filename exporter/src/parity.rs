@@ -74,8 +74,9 @@ pub struct Comparison {
     pub accuracy_file: Option<f64>,
 }
 
+/// The most probable class of every `classes`-wide row.
 fn argmax(v: &[f32], classes: usize) -> Vec<usize> {
-    v.chunks(classes.max(1)).map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)).collect()
+    v.chunks(classes.max(1)).map(data::metrics::argmax).collect()
 }
 
 impl Comparison {

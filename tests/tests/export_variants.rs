@@ -36,7 +36,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn top1_agreement(a: &[f32], b: &[f32], classes: usize) -> usize {
-    let top = |v: &[f32]| -> Vec<usize> { v.chunks(classes).map(|r| r.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0).collect() };
+    let top = |v: &[f32]| -> Vec<usize> { v.chunks(classes).map(data::metrics::argmax).collect() };
     top(a).iter().zip(top(b)).filter(|(x, y)| **x == *y).count()
 }
 

@@ -64,16 +64,9 @@ fn read_f32(path: &Path) -> Vec<f32> {
     std::fs::read(path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
+/// Probabilities of each row, computed in f64.
 fn softmax_rows(logits: &[f32], classes: usize) -> Vec<f32> {
-    logits
-        .chunks(classes)
-        .flat_map(|row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            e.into_iter().map(move |v| (v / sum) as f32)
-        })
-        .collect()
+    logits.chunks(classes).flat_map(|row| data::metrics::softmax(&row.iter().map(|&v| f64::from(v)).collect::<Vec<_>>())).map(|p| p as f32).collect()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
