@@ -8,7 +8,6 @@ use std::process::Command;
 
 use exporter::fold::fold_batchnorm;
 use exporter::lower::{lower, read_safetensors, write, LowerOptions, Weights};
-use exporter::parity::fixed_inputs;
 use models::builder::{conv, GraphBuilder};
 use models::graph::{Graph, Init, Op, ParamKind};
 use tests::{run_bin, text};
@@ -27,7 +26,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Pseudo-random values in [-2, 2), one stream per small seed.
 fn inputs(n: usize, seed: u64) -> Vec<f32> {
-    fixed_inputs(n, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    data::rng::Xorshift64::seeded(seed).uniform(n, -2.0, 2.0)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

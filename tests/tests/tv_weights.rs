@@ -27,13 +27,7 @@ fn python() -> PathBuf {
 
 /// Two fixed images, already normalised: values in [-2, 2).
 fn images() -> Vec<f32> {
-    let mut state = 0x853C_49E6_748F_EA9Bu64;
-    (0..SHAPE.iter().product::<usize>())
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
+    data::rng::Xorshift64::new(0x853C_49E6_748F_EA9B).uniform(SHAPE.iter().product(), -2.0, 2.0)
 }
 
 /// The oracle: torchvision's model at a fixed seed, BatchNorm randomised, eval mode.

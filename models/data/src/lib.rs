@@ -8,7 +8,8 @@
 //! - [`loader`]: record files → batches on worker threads, in order ([`pool`] is the ordered worker
 //!   pool the loader, the runtime and the video CLI share);
 //! - [`idx`]: MNIST-family IDX files; [`labels`]: the one `labels.txt` reader;
-//! - [`metrics`]: argmax, softmax, top-k and the classification report.
+//! - [`metrics`]: argmax, softmax, top-k and the classification report;
+//! - [`rng`]: the fixed-sequence generator behind every fixed pseudo-random input.
 //!
 //! No libtorch, ONNX Runtime or OpenCV: its tests run on any machine. Its one native library is
 //! libjpeg-turbo (the default `turbojpeg` feature; without it the `image` crate decodes everything).
@@ -24,6 +25,7 @@ pub mod pool;
 pub mod prepare;
 pub mod progress;
 pub mod records;
+pub mod rng;
 pub mod transform;
 
 /// The image crate the pipeline decodes and encodes with.
