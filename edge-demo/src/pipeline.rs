@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use data::rotation::angle_of;
 use opencv::core::{Mat, Point, Rect};
 use opencv::prelude::*;
 use runtime::data::average_crops;
@@ -83,11 +84,6 @@ fn probabilities(model: &Model, p: &[f32]) -> Value {
 fn face_json(model: &Model, r: Rect, p: &[f32]) -> Value {
     let best = argmax(p);
     json!({"box": [r.x, r.y, r.width, r.height], "label": model.label(best), "probability": p[best], "probabilities": probabilities(model, p)})
-}
-
-/// The rotation (clockwise degrees) an orientation label names.
-fn angle_of(label: &str) -> Option<i32> {
-    label.trim().trim_end_matches("deg").trim_end_matches('°').parse().ok().filter(|a| [0, 90, 180, 270].contains(a))
 }
 
 impl Pipeline {
@@ -211,16 +207,5 @@ impl Pipeline {
         t.draw = s.elapsed().as_secs_f64() * 1e3;
         let json = json!({"rotation": angle, "probability": p[best], "probabilities": probabilities(&self.model, &p)});
         Ok(Outcome { json, annotated, corrected: Some(corrected) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_rotation_labels() {
-        assert_eq!(super::angle_of("90"), Some(90));
-        assert_eq!(super::angle_of("270deg"), Some(270));
-        assert_eq!(super::angle_of("45"), None);
-        assert_eq!(super::angle_of("cat"), None);
     }
 }

@@ -97,16 +97,7 @@ impl fmt::Display for CorrectReport {
 
 /// The angle every model class stands for ("0", "90", "180", "270").
 fn class_angles(m: &Model) -> Result<Vec<u32>> {
-    m.labels
-        .iter()
-        .map(|l| {
-            l.trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|a| a % 90 == 0 && *a < 360)
-                .with_context(|| format!("class '{l}' of the model is not an angle of 0, 90, 180 or 270"))
-        })
-        .collect()
+    m.labels.iter().map(|l| data::rotation::angle_of(l).with_context(|| format!("class '{l}' of the model is not an angle of 0, 90, 180 or 270"))).collect()
 }
 
 /// Undoes a clockwise turn by `angle`: a further turn by 360 - angle.

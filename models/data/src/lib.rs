@@ -7,7 +7,8 @@
 //! - [`transform`]: pixels → normalised network inputs (augmentation or the evaluation crop);
 //! - [`loader`]: record files → batches on worker threads, in order ([`pool`] is the ordered worker
 //!   pool the loader, the runtime and the video CLI share);
-//! - [`idx`]: MNIST-family IDX files; [`labels`]: the one `labels.txt` reader;
+//! - [`idx`]: MNIST-family IDX files; [`labels`]: the one `labels.txt` reader; [`rotation`]: the
+//!   angle an orientation label names;
 //! - [`metrics`]: argmax, softmax, top-k and the classification report;
 //! - [`rng`]: the fixed-sequence generator behind every fixed pseudo-random input.
 //!
@@ -26,6 +27,7 @@ pub mod prepare;
 pub mod progress;
 pub mod records;
 pub mod rng;
+pub mod rotation;
 pub mod transform;
 
 /// The image crate the pipeline decodes and encodes with.
