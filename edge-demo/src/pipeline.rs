@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use data::rotation::angle_of;
 use opencv::core::{Mat, Point, Rect};
 use opencv::prelude::*;
-use runtime::data::average_crops;
+use runtime::images::average_crops;
 use runtime::Model;
 use serde_json::{json, Value};
 

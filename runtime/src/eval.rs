@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::data::{average_crops, prepare, Batches, Prepared, Skipped, Source};
+use crate::images::{average_crops, prepare, Batches, Prepared, Skipped, Source};
 use crate::metrics::{Counts, Summary};
 use crate::model::{top_k, Model};
 
