@@ -14,7 +14,7 @@ use opencv::{highgui, imgcodecs, imgproc, videoio};
 use serde::Serialize;
 
 use crate::pipeline::{Pipeline, StageTimes};
-use crate::source::{Capture, SourceSpec};
+use crate::source::{Capture, Frame, SourceSpec};
 
 /// Where results go.
 #[derive(Debug, Clone, Default)]
@@ -151,11 +151,33 @@ fn has_display() -> bool {
 
 /// One processed frame on its way to the outputs.
 struct Done {
-    seq: usize,
-    frame: crate::source::Frame,
+    frame: Frame,
     out: crate::pipeline::Outcome,
     times: StageTimes,
     wait_ms: f64,
+}
+
+/// What the workers take frames from, one at a time: the capture, until it ends, `--max-frames` frames
+/// were taken or the loop is told to stop. Each frame comes with the milliseconds it took to arrive.
+struct Frames {
+    capture: Capture,
+    taken: usize,
+    max: Option<usize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Iterator for Frames {
+    type Item = (Frame, f64);
+
+    fn next(&mut self) -> Option<(Frame, f64)> {
+        if self.stop.load(Ordering::Relaxed) || self.max.is_some_and(|m| self.taken >= m) {
+            return None;
+        }
+        let s = Instant::now();
+        let frame = self.capture.next_frame()?;
+        self.taken += 1;
+        Some((frame, s.elapsed().as_secs_f64() * 1e3))
+    }
 }
 
 /// Runs the pipelines made by `make` over `source` until it ends, `max_frames` is reached, `q` is pressed
@@ -183,7 +205,6 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
     }
     let capture = Capture::start(source)?;
     let fps = capture.fps();
-    let capture = std::sync::Mutex::new((capture, 0usize));
     let mut json = match &o.json {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("--json {}: cannot create", p.display()))?)),
         None => None,
@@ -197,84 +218,47 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
     let (mut wait, mut detect, mut infer, mut draw, mut write) = (vec![], vec![], vec![], vec![], vec![]);
     let start = Instant::now();
     let mut frames = 0;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Done>>(2 * workers);
-    std::thread::scope(|scope| -> Result<()> {
-        for mut p in pipelines {
-            let (tx, capture, stop) = (tx.clone(), &capture, &stop);
-            scope.spawn(move || loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let s = Instant::now();
-                let next = {
-                    let mut g = capture.lock().expect("capture");
-                    if o.max_frames.is_some_and(|m| g.1 >= m) {
-                        None
-                    } else {
-                        g.0.next_frame().map(|f| {
-                            g.1 += 1;
-                            (g.1 - 1, f)
-                        })
-                    }
-                };
-                let Some((seq, frame)) = next else { return };
-                let wait_ms = s.elapsed().as_secs_f64() * 1e3;
-                let mut times = StageTimes::default();
-                let done = p.process(&frame.image, &mut times).map(|out| Done { seq, frame, out, times, wait_ms });
-                let failed = done.is_err();
-                if tx.send(done).is_err() || failed {
-                    return;
-                }
-            });
+    // the pipelines work on frames concurrently; the results come back in frame order
+    let input = Frames { capture, taken: 0, max: o.max_frames, stop: stop.clone() };
+    let mut results = data::pool::map_ordered(input, pipelines, 2 * workers, |p: &mut Pipeline, (frame, wait_ms): (Frame, f64)| {
+        let mut times = StageTimes::default();
+        p.process(&frame.image, &mut times).map(|out| Done { frame, out, times, wait_ms })
+    });
+    let written = results.by_ref().try_for_each(|done| -> Result<()> {
+        let d = done?;
+        let s = Instant::now();
+        let to_write = if matches!(sink, Sink::Folder(_)) { d.out.corrected.as_ref().unwrap_or(&d.out.annotated) } else { &d.out.annotated };
+        sink.write(to_write, d.frame.name.as_deref(), d.frame.index)?;
+        if let Some(j) = json.as_mut() {
+            let mut line = serde_json::json!({"frame": d.frame.index, "timestamp_ms": d.frame.timestamp_ms});
+            if let Some(n) = &d.frame.name {
+                line["image"] = serde_json::json!(n);
+            }
+            if let (Some(l), Some(r)) = (line.as_object_mut(), d.out.json.as_object()) {
+                l.extend(r.clone());
+            }
+            writeln!(j, "{line}")?;
         }
-        drop(tx);
-        // frames come back in any order: write them in sequence
-        let mut pending = std::collections::BTreeMap::new();
-        let mut next_seq = 0;
-        for done in rx.iter() {
-            let done = match done {
-                Ok(d) => d,
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-            pending.insert(done.seq, done);
-            while let Some(d) = pending.remove(&next_seq) {
-                next_seq += 1;
-                let s = Instant::now();
-                let to_write = if matches!(sink, Sink::Folder(_)) { d.out.corrected.as_ref().unwrap_or(&d.out.annotated) } else { &d.out.annotated };
-                sink.write(to_write, d.frame.name.as_deref(), d.frame.index)?;
-                if let Some(j) = json.as_mut() {
-                    let mut line = serde_json::json!({"frame": d.frame.index, "timestamp_ms": d.frame.timestamp_ms});
-                    if let Some(n) = &d.frame.name {
-                        line["image"] = serde_json::json!(n);
-                    }
-                    if let (Some(l), Some(r)) = (line.as_object_mut(), d.out.json.as_object()) {
-                        l.extend(r.clone());
-                    }
-                    writeln!(j, "{line}")?;
-                }
-                if show {
-                    highgui::imshow("edge-demo", &d.out.annotated)?;
-                    if highgui::wait_key(1)? == i32::from(b'q') {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                write.push(s.elapsed().as_secs_f64() * 1e3);
-                wait.push(d.wait_ms);
-                detect.push(d.times.detect);
-                infer.push(d.times.infer);
-                draw.push(d.times.draw);
-                frames += 1;
-                bar.inc(1);
+        if show {
+            highgui::imshow("edge-demo", &d.out.annotated)?;
+            if highgui::wait_key(1)? == i32::from(b'q') {
+                stop.store(true, Ordering::Relaxed);
             }
         }
+        write.push(s.elapsed().as_secs_f64() * 1e3);
+        wait.push(d.wait_ms);
+        detect.push(d.times.detect);
+        infer.push(d.times.infer);
+        draw.push(d.times.draw);
+        frames += 1;
+        bar.inc(1);
         Ok(())
-    })?;
+    });
+    // a failure stops the workers too (each finishes the frame it holds); then the capture stops
+    let cap = results.finish().capture.finish();
+    written?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let cap = capture.into_inner().expect("capture").0.finish();
     sink.finish()?;
     let summary = Summary {
         frames,

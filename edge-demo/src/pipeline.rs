@@ -11,9 +11,10 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use data::rotation::angle_of;
 use opencv::core::{Mat, Point, Rect};
 use opencv::prelude::*;
-use runtime::data::average_crops;
+use runtime::images::average_crops;
 use runtime::Model;
 use serde_json::{json, Value};
 
@@ -46,9 +47,7 @@ pub struct Outcome {
     pub corrected: Option<Mat>,
 }
 
-pub fn argmax(p: &[f32]) -> usize {
-    runtime::model::top_k(p, 1)[0].0
-}
+pub use data::metrics::argmax;
 
 /// A model with its role in the pipeline.
 pub struct Pipeline {
@@ -87,11 +86,6 @@ fn face_json(model: &Model, r: Rect, p: &[f32]) -> Value {
     json!({"box": [r.x, r.y, r.width, r.height], "label": model.label(best), "probability": p[best], "probabilities": probabilities(model, p)})
 }
 
-/// The rotation (clockwise degrees) an orientation label names.
-fn angle_of(label: &str) -> Option<i32> {
-    label.trim().trim_end_matches("deg").trim_end_matches('°').parse().ok().filter(|a| [0, 90, 180, 270].contains(a))
-}
-
 impl Pipeline {
     /// Checks that the models fit the pipeline.
     pub fn check(&self) -> Result<()> {
@@ -124,7 +118,7 @@ impl Pipeline {
         let s = Instant::now();
         let best = argmax(&p);
         let mut annotated = frame.try_clone()?;
-        for (rank, (i, prob)) in runtime::model::top_k(&p, self.top.max(1)).into_iter().enumerate() {
+        for (rank, (i, prob)) in data::metrics::top_k(&p, self.top.max(1)).into_iter().enumerate() {
             let y = 24 + 24 * rank as i32;
             vision::draw_label(&mut annotated, Point::new(8, y), &format!("{}. {}: {:.1}%", rank + 1, self.model.label(i), 100.0 * prob))?;
         }
@@ -213,16 +207,5 @@ impl Pipeline {
         t.draw = s.elapsed().as_secs_f64() * 1e3;
         let json = json!({"rotation": angle, "probability": p[best], "probabilities": probabilities(&self.model, &p)});
         Ok(Outcome { json, annotated, corrected: Some(corrected) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_rotation_labels() {
-        assert_eq!(super::angle_of("90"), Some(90));
-        assert_eq!(super::angle_of("270deg"), Some(270));
-        assert_eq!(super::angle_of("45"), None);
-        assert_eq!(super::angle_of("cat"), None);
     }
 }

@@ -224,17 +224,11 @@ pub fn export(a: &HeadExportOptions) -> Result<HeadExportReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use data::metrics::softmax;
     use trainer::logreg::{Standardize, FORMAT};
 
     fn uniform(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
         fixed_inputs(n, seed).into_iter().map(|v| lo + (v as f64 + 2.0) / 4.0 * (hi - lo)).collect()
-    }
-
-    fn softmax(z: &[f64]) -> Vec<f64> {
-        let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
-        let s: f64 = e.iter().sum();
-        e.iter().map(|v| v / s).collect()
     }
 
     /// For random W, b, μ, σ and x: softmax(W'x + b') with the folded head as the file stores it (f32)

@@ -14,17 +14,9 @@
 use serde::Serialize;
 
 /// `n` pseudo-random values in [-2, 2), the same on every machine for a given nonzero `seed`
-/// (xorshift64): the check's fixed inputs.
+/// (`data::rng`'s xorshift64 from state `seed`): the check's fixed inputs.
 pub fn fixed_inputs(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
+    data::rng::Xorshift64::new(seed).uniform(n, -2.0, 2.0)
 }
 
 /// What an export changes relative to the checkpoint run in libtorch float32.
@@ -74,8 +66,9 @@ pub struct Comparison {
     pub accuracy_file: Option<f64>,
 }
 
+/// The most probable class of every `classes`-wide row.
 fn argmax(v: &[f32], classes: usize) -> Vec<usize> {
-    v.chunks(classes.max(1)).map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)).collect()
+    v.chunks(classes.max(1)).map(data::metrics::argmax).collect()
 }
 
 impl Comparison {

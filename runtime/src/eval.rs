@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::data::{average_crops, prepare, Batches, Prepared, Skipped, Source};
+use crate::images::{average_crops, prepare, Batches, Prepared, Skipped, Source};
 use crate::metrics::{Counts, Summary};
 use crate::model::{top_k, Model};
 
@@ -185,15 +185,7 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// `min_iters` timed runs and until `min_time` has passed.
 pub fn bench_model(model: &mut Model, batch: usize, warmup: usize, min_iters: usize, min_time: Duration) -> Result<BenchRow> {
     let n = batch * model.preprocess.sample_len();
-    let mut state = 0x2545F4914F6CDD1Du64;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
+    let data = data::rng::Xorshift64::new(0x2545F4914F6CDD1D).uniform(n, -1.0, 1.0);
     for _ in 0..warmup {
         model.run(&data, batch)?;
     }

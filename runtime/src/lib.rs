@@ -3,13 +3,14 @@
 //!
 //! - [`model::Model`]: a session plus the preprocessing and labels from the file's metadata or flags;
 //! - [`preprocess`]: image → input tensor (the flag contract shared with edge-demo), 10-crop;
-//! - [`data`]: record files and image folders decoded in parallel, overlapping inference;
+//! - [`images`]: where images come from (record files, class folders, loose files) and the batches
+//!   decoded and preprocessed from them in parallel, overlapping inference;
 //! - [`eval`]: evaluation, prediction and benchmarks; [`metrics`]: rank-1/5, one-off, per-class report.
 
-pub mod data;
 pub mod doctor;
 pub mod engine;
 pub mod eval;
+pub mod images;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;

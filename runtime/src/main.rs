@@ -158,7 +158,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { model, data, batch, ten_crop, one_off, workers, json } => {
             let mut m = model.open(true)?;
-            let workers = workers.unwrap_or_else(runtime::data::default_workers);
+            let workers = workers.unwrap_or_else(runtime::images::default_workers);
             let report = eval::evaluate(&mut m, &data, &EvalOptions { batch, ten_crop, one_off, workers, progress })?;
             println!("{report}");
             if let Some(path) = json {
@@ -167,7 +167,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict { model, images, top, ten_crop, batch, workers, json } => {
             let mut m = model.open(true)?;
-            let workers = workers.unwrap_or_else(runtime::data::default_workers);
+            let workers = workers.unwrap_or_else(runtime::images::default_workers);
             let (preds, skipped) = eval::predict(&mut m, &images, top.max(1), ten_crop, batch, workers)?;
             for p in &preds {
                 if json {
@@ -195,7 +195,7 @@ fn run(cli: Cli) -> Result<()> {
             for &b in &batch {
                 rows.push(eval::bench_model(&mut m, b.max(1), warmup, iters.max(1), min_time)?);
                 if let (Some(dir), Some(p)) = (&images, pipelined.as_mut()) {
-                    e2e.push(eval::bench_end_to_end(p, dir, b.max(1), workers.unwrap_or_else(runtime::data::default_workers))?);
+                    e2e.push(eval::bench_end_to_end(p, dir, b.max(1), workers.unwrap_or_else(runtime::images::default_workers))?);
                 }
             }
             if json {

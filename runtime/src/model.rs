@@ -155,35 +155,5 @@ impl Model {
     }
 }
 
-/// Turns one row of scores into probabilities.
-pub fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    row.iter_mut().for_each(|v| *v /= sum);
-}
-
-/// The `k` most probable classes of one row, best first.
-pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| (i, row[i])).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_and_top_k() {
-        let mut r = vec![1.0, 3.0, 2.0];
-        softmax_in_place(&mut r);
-        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        let e = [1f32.exp(), 3f32.exp(), 2f32.exp()];
-        assert!((r[1] - e[1] / e.iter().sum::<f32>()).abs() < 1e-6);
-        assert_eq!(top_k(&r, 2).iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2]);
-    }
-}
+/// One row of scores: written once, in `data::metrics`; kept here under their old paths.
+pub use data::metrics::{softmax_in_place, top_k};

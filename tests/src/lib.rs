@@ -71,13 +71,8 @@ pub const PATTERNS: [&str; 3] = ["horizontal", "vertical", "diagonal"];
 /// stripes) with a period, phase and colour drawn from `seed`, over noise.
 pub fn pattern_image(class: usize, size: u32, seed: u64) -> data::image::RgbImage {
     use data::image::{Rgb, RgbImage};
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move |n: u32| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % u64::from(n)) as u32
-    };
+    let mut rng = data::rng::Xorshift64::seeded(seed);
+    let mut next = move |n: u32| rng.below(u64::from(n)) as u32;
     let (period, phase) = (4 + next(5), next(8));
     let colour = [80 + next(176) as u8, 80 + next(176) as u8, 80 + next(176) as u8];
     let noise: Vec<u32> = (0..size * size).map(|_| next(40)).collect();

@@ -17,13 +17,7 @@ fn python() -> PathBuf {
 
 /// Deterministic pseudo-random inputs in [-2, 2).
 fn inputs(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
+    data::rng::Xorshift64::seeded(seed).uniform(n, -2.0, 2.0)
 }
 
 /// A graph with the ops no registry model uses: PReLU, LeakyReLU, LRN, ceil-mode and padded pooling,

@@ -8,7 +8,6 @@ use std::process::Command;
 
 use exporter::fold::fold_batchnorm;
 use exporter::lower::{lower, read_safetensors, write, LowerOptions, Weights};
-use exporter::parity::fixed_inputs;
 use models::builder::{conv, GraphBuilder};
 use models::graph::{Init, Network, Op, ParamKind};
 use tests::{run_bin, text};
@@ -20,7 +19,7 @@ fn python() -> PathBuf {
 
 /// Pseudo-random values in [-2, 2), one stream per small seed.
 fn inputs(n: usize, seed: u64) -> Vec<f32> {
-    fixed_inputs(n, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    data::rng::Xorshift64::seeded(seed).uniform(n, -2.0, 2.0)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -29,7 +28,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn top1_agreement(a: &[f32], b: &[f32], classes: usize) -> usize {
-    let top = |v: &[f32]| -> Vec<usize> { v.chunks(classes).map(|r| r.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0).collect() };
+    let top = |v: &[f32]| -> Vec<usize> { v.chunks(classes).map(data::metrics::argmax).collect() };
     top(a).iter().zip(top(b)).filter(|(x, y)| **x == *y).count()
 }
 

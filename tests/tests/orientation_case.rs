@@ -25,14 +25,9 @@ fn ok(args: &[&str]) -> String {
 
 /// An upright scene of `w`x`h` pixels drawn from `seed`.
 fn scene(seed: u64, w: u32, h: u32) -> RgbImage {
-    // splitmix64: a number below n per call
-    let mut state = seed;
-    let mut next = move |n: u32| {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let z = (state ^ (state >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % u64::from(n)) as u32
-    };
+    // a number below n per call
+    let mut rng = data::rng::Xorshift64::seeded(seed);
+    let mut next = move |n: u32| rng.below(u64::from(n)) as u32;
     let horizon = h * (35 + next(30)) / 100;
     let sky = [150 + next(100), 150 + next(100), 180 + next(75)];
     let ground = [next(90), 20 + next(90), next(60)];

@@ -27,13 +27,7 @@ fn python() -> PathBuf {
 
 /// Two fixed images, already normalised: values in [-2, 2).
 fn images() -> Vec<f32> {
-    let mut state = 0x853C_49E6_748F_EA9Bu64;
-    (0..SHAPE.iter().product::<usize>())
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
+    data::rng::Xorshift64::new(0x853C_49E6_748F_EA9B).uniform(SHAPE.iter().product(), -2.0, 2.0)
 }
 
 /// The oracle: torchvision's model at a fixed seed, BatchNorm randomised, eval mode.
@@ -64,16 +58,9 @@ fn read_f32(path: &Path) -> Vec<f32> {
     std::fs::read(path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
+/// Probabilities of each row, computed in f64.
 fn softmax_rows(logits: &[f32], classes: usize) -> Vec<f32> {
-    logits
-        .chunks(classes)
-        .flat_map(|row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            e.into_iter().map(move |v| (v / sum) as f32)
-        })
-        .collect()
+    logits.chunks(classes).flat_map(|row| data::metrics::softmax(&row.iter().map(|&v| f64::from(v)).collect::<Vec<_>>())).map(|p| p as f32).collect()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -327,7 +327,7 @@ pub fn logreg(action: LogregAction) -> Result<()> {
             // report on the model as saved (see trainer::logreg), so `logreg eval` of it agrees exactly
             let m = &Model::load(&out)?;
             let (report, on) = match &val {
-                Some(v) => (Report::of(m, &FeatureSet::load(v)?).with_context(|| v.display().to_string())?, v.display().to_string()),
+                Some(v) => (m.report(&FeatureSet::load(v)?).with_context(|| v.display().to_string())?, v.display().to_string()),
                 None => (Report::new(&fitted.truth, &fitted.out_of_fold, &m.labels), format!("{} (out-of-fold predictions)", features.display())),
             };
             if json {
@@ -354,7 +354,7 @@ pub fn logreg(action: LogregAction) -> Result<()> {
         }
         LogregAction::Eval { model, features, json } => {
             let m = Model::load(&model)?;
-            let report = Report::of(&m, &FeatureSet::load(&features)?).with_context(|| format!("{} on {}", model.display(), features.display()))?;
+            let report = m.report(&FeatureSet::load(&features)?).with_context(|| format!("{} on {}", model.display(), features.display()))?;
             if json {
                 println!("{}", serde_json::json!({"model": model, "c": m.c, "report_on": features, "report": report}));
             } else {

@@ -125,13 +125,7 @@ impl fmt::Display for CorrectReport {
 fn class_angles(m: &Model, path: &Path) -> Result<Vec<u32>, OrientationError> {
     m.labels
         .iter()
-        .map(|l| {
-            l.trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|a| a % 90 == 0 && *a < 360)
-                .ok_or_else(|| OrientationError::NotAnAngle { model: path.display().to_string(), label: l.clone() })
-        })
+        .map(|l| data::rotation::angle_of(l).ok_or_else(|| OrientationError::NotAnAngle { model: path.display().to_string(), label: l.clone() }))
         .collect()
 }
 

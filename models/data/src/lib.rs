@@ -7,8 +7,10 @@
 //! - [`transform`]: pixels → normalised network inputs (augmentation or the evaluation crop);
 //! - [`loader`]: record files → batches on worker threads, in order ([`pool`] is the ordered worker
 //!   pool the loader, the runtime and the video CLI share);
-//! - [`idx`]: MNIST-family IDX files; [`labels`]: the one `labels.txt` reader;
-//! - [`metrics`]: argmax, softmax, top-k and the classification report.
+//! - [`idx`]: MNIST-family IDX files; [`labels`]: the one `labels.txt` reader; [`rotation`]: the
+//!   angle an orientation label names;
+//! - [`metrics`]: argmax, softmax, top-k and the classification report;
+//! - [`rng`]: the fixed-sequence generator behind every fixed pseudo-random input.
 //!
 //! No libtorch, ONNX Runtime or OpenCV: its tests run on any machine. Its one native library is
 //! libjpeg-turbo (the default `turbojpeg` feature; without it the `image` crate decodes everything).
@@ -19,9 +21,13 @@ pub mod folder;
 pub mod idx;
 pub mod labels;
 pub mod loader;
+pub mod metrics;
+pub mod pool;
 pub mod prepare;
 pub mod progress;
 pub mod records;
+pub mod rng;
+pub mod rotation;
 pub mod transform;
 
 /// The image crate the pipeline decodes and encodes with.

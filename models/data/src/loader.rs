@@ -1,14 +1,12 @@
 //! The data loader used by the trainer and the runtime: record files in, normalised `[N, C, H, W]`
 //! float batches out.
 //!
-//! Worker threads decode and augment whole batches while the consumer computes; at most `prefetch`
-//! finished batches wait in a bounded channel, so resident memory stays at a few batches whatever the
-//! dataset size (the records stay on disk and are read at random offsets). Every batch's random draws
+//! Worker threads ([`crate::pool`]) decode and augment whole batches while the consumer computes; at
+//! most one batch per worker plus `prefetch` are out at a time, so resident memory stays at a few
+//! batches whatever the dataset size (the records stay on disk and are read at random offsets). Every batch's random draws
 //! come from (seed, epoch, batch index), so an epoch is the same whichever thread builds which batch.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::ops::Range;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
@@ -16,6 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::decode::Decoder;
+use crate::pool::{map_ordered, Ordered};
 use crate::records::{RecordError, RecordFile};
 use crate::transform::Transform;
 
@@ -41,7 +40,7 @@ pub struct LoaderOptions {
     pub seed: u64,
     /// Decode threads (0: one per core).
     pub workers: usize,
-    /// Finished batches allowed to wait for the consumer.
+    /// Batches allowed to be built ahead of the consumer beyond one per worker.
     pub prefetch: usize,
     /// Read only shard `rank` of `world` (every world-th record): several processes split a file.
     pub shard: Option<(usize, usize)>,
@@ -108,28 +107,13 @@ impl Loader {
         let bs = self.opts.batch_size.max(1);
         let batches: Vec<Vec<usize>> = order.chunks(bs).filter(|c| !self.opts.drop_last || c.len() == bs).map(|c| c.to_vec()).collect();
         let total = batches.len();
-        let batches = Arc::new(batches);
         let workers = if self.opts.workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { self.opts.workers };
-        let (tx, rx) = sync_channel(self.opts.prefetch.max(1));
-        let next = Arc::new(AtomicUsize::new(start));
-        for _ in 0..workers.min(total.max(1)) {
-            let (tx, next, batches, file, t) = (tx.clone(), next.clone(), batches.clone(), self.file.clone(), self.transform.clone());
-            let seed = self.opts.seed;
-            std::thread::spawn(move || {
-                let mut scratch = Scratch::default();
-                loop {
-                    let b = next.fetch_add(1, Ordering::SeqCst);
-                    if b >= batches.len() {
-                        break;
-                    }
-                    let built = build_batch(&file, &t, &batches[b], &mut SmallRng::seed_from_u64(batch_seed(seed, epoch, b)), &mut scratch);
-                    if tx.send((b, built)).is_err() {
-                        break; // the consumer is gone
-                    }
-                }
-            });
-        }
-        Epoch { rx, pending: BTreeMap::new(), next: start, total }
+        let scratch = (0..workers.min(total.max(1))).map(|_| Scratch::default()).collect();
+        let (file, t, seed) = (self.file.clone(), self.transform.clone(), self.opts.seed);
+        let batches = map_ordered(start..total, scratch, self.opts.prefetch.max(1), move |scratch, b| {
+            build_batch(&file, &t, &batches[b], &mut SmallRng::seed_from_u64(batch_seed(seed, epoch, b)), scratch)
+        });
+        Epoch { batches, total }
     }
 }
 
@@ -166,9 +150,7 @@ fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: &mut SmallR
 
 /// The batches of one epoch, yielded in order.
 pub struct Epoch {
-    rx: Receiver<(usize, Result<Batch, RecordError>)>,
-    pending: BTreeMap<usize, Result<Batch, RecordError>>,
-    next: usize,
+    batches: Ordered<Result<Batch, RecordError>, Range<usize>>,
     total: usize,
 }
 
@@ -181,16 +163,7 @@ impl Epoch {
 impl Iterator for Epoch {
     type Item = Result<Batch, RecordError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.total {
-            return None;
-        }
-        while !self.pending.contains_key(&self.next) {
-            let (b, batch) = self.rx.recv().ok()?;
-            self.pending.insert(b, batch);
-        }
-        let out = self.pending.remove(&self.next);
-        self.next += 1;
-        out
+        self.batches.next()
     }
 }
 

@@ -19,7 +19,6 @@
 //!   what it wrote, so `trainer logreg fit` reports on the model as reloaded from its file: `trainer
 //!   logreg eval` of that file then gives exactly the same numbers.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -33,6 +32,12 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::features::{FeatureInfo, FeatureSet};
+
+/// Index of the largest value (the first on a tie), kept here for the orientation correction.
+pub use data::metrics::argmax;
+use data::metrics::softmax;
+/// The classification report (scikit-learn's `classification_report`) is the one in `data::metrics`.
+pub use data::metrics::{ClassScores, Report};
 
 /// The `format` of model files.
 pub const FORMAT: &str = "dlcv-logreg/1";
@@ -136,6 +141,15 @@ impl Model {
         Ok(self.predict_proba(x)?.iter().map(|p| argmax(p)).collect())
     }
 
+    /// The classification report of the model on labelled features.
+    pub fn report(&self, x: &FeatureSet) -> Result<Report> {
+        if x.label_names != self.labels {
+            bail!("the features' classes {:?} are not the model's {:?}", x.label_names, self.labels);
+        }
+        let truth = class_indices(x, 0)?;
+        Ok(Report::new(&truth, &self.predict(x)?, &self.labels))
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         std::fs::write(path, serde_json::to_vec(self)?).with_context(|| format!("writing {}", path.display()))
     }
@@ -155,18 +169,6 @@ impl Model {
         }
         Ok(m)
     }
-}
-
-fn softmax(z: &[f64]) -> Vec<f64> {
-    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
-}
-
-/// Index of the largest value (the first on a tie).
-pub fn argmax(p: &[f64]) -> usize {
-    p.iter().enumerate().fold(0, |best, (i, &v)| if v > p[best] { i } else { best })
 }
 
 /// Solver settings and the grid.
@@ -409,86 +411,6 @@ pub fn subset(x: &FeatureSet, rows: &[usize]) -> FeatureSet {
     }
 }
 
-/// Precision, recall, F1 and support of one class.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassScores {
-    pub label: String,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    pub support: usize,
-}
-
-/// scikit-learn's `classification_report`: per class, then accuracy, macro and weighted averages
-/// (a class never predicted has precision 0, as scikit-learn's zero_division default gives).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub classes: Vec<ClassScores>,
-    pub accuracy: f64,
-    pub macro_avg: ClassScores,
-    pub weighted_avg: ClassScores,
-    pub samples: usize,
-    /// `confusion[t][p]`: rows of class t predicted as p.
-    pub confusion: Vec<Vec<usize>>,
-}
-
-impl Report {
-    pub fn new(truth: &[usize], pred: &[usize], labels: &[String]) -> Self {
-        let k = labels.len();
-        let mut confusion = vec![vec![0usize; k]; k];
-        for (&t, &p) in truth.iter().zip(pred) {
-            confusion[t][p] += 1;
-        }
-        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let classes: Vec<ClassScores> = (0..k)
-            .map(|c| {
-                let tp = confusion[c][c];
-                let support: usize = confusion[c].iter().sum();
-                let predicted: usize = (0..k).map(|t| confusion[t][c]).sum();
-                let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
-                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-                ClassScores { label: labels[c].clone(), precision, recall, f1, support }
-            })
-            .collect();
-        let n = truth.len();
-        let avg = |label: &str, weight: &dyn Fn(&ClassScores) -> f64| {
-            let total: f64 = classes.iter().map(weight).sum();
-            let mean = |f: fn(&ClassScores) -> f64| if total > 0.0 { classes.iter().map(|c| f(c) * weight(c)).sum::<f64>() / total } else { 0.0 };
-            ClassScores { label: label.into(), precision: mean(|c| c.precision), recall: mean(|c| c.recall), f1: mean(|c| c.f1), support: n }
-        };
-        let macro_avg = avg("macro avg", &|_| 1.0);
-        let weighted_avg = avg("weighted avg", &|c| c.support as f64);
-        let correct = (0..k).map(|c| confusion[c][c]).sum();
-        Self { accuracy: ratio(correct, n), classes, macro_avg, weighted_avg, samples: n, confusion }
-    }
-
-    /// The report of `model` on labelled features.
-    pub fn of(model: &Model, x: &FeatureSet) -> Result<Self> {
-        if x.label_names != model.labels {
-            bail!("the features' classes {:?} are not the model's {:?}", x.label_names, model.labels);
-        }
-        let truth = class_indices(x, 0)?;
-        Ok(Self::new(&truth, &model.predict(x)?, &model.labels))
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self.classes.iter().map(|c| c.label.len()).max().unwrap_or(0).max("weighted avg".len());
-        writeln!(f, "{:>w$}  {:>9}  {:>9}  {:>9}  {:>9}", "", "precision", "recall", "f1-score", "support")?;
-        let line = |f: &mut fmt::Formatter<'_>, c: &ClassScores| {
-            writeln!(f, "{:>w$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}", c.label, c.precision, c.recall, c.f1, c.support)
-        };
-        for c in &self.classes {
-            line(f, c)?;
-        }
-        writeln!(f)?;
-        writeln!(f, "{:>w$}  {:>9}  {:>9}  {:>9.4}  {:>9}", "accuracy", "", "", self.accuracy, self.samples)?;
-        line(f, &self.macro_avg)?;
-        line(f, &self.weighted_avg)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,7 +522,7 @@ mod tests {
         let s = m.standardize.as_ref().unwrap();
         let mean_x: f64 = rows.iter().map(|r| r[0] as f64).sum::<f64>() / 60.0;
         assert!((s.mean[0] - mean_x).abs() < 1e-9);
-        let r = Report::of(m, &x).unwrap();
+        let r = m.report(&x).unwrap();
         assert_eq!(r.accuracy, 1.0);
         assert!(r.classes.iter().all(|c| c.precision == 1.0 && c.recall == 1.0 && c.support == 15), "{r}");
         assert_eq!(Report::new(&fitted.truth, &fitted.out_of_fold, &m.labels).accuracy, m.cv.iter().find(|s| s.c == m.c).unwrap().mean);
@@ -613,36 +535,10 @@ mod tests {
         // serde_json (without its float_roundtrip feature) may read a value back one ulp away
         let (p, q) = (back.predict_proba(&x).unwrap(), m.predict_proba(&x).unwrap());
         assert!(p.iter().flatten().zip(q.iter().flatten()).all(|(a, b)| (a - b).abs() < 1e-12));
-        assert_eq!(Report::of(&back, &x).unwrap(), r);
+        assert_eq!(back.report(&x).unwrap(), r);
         std::fs::remove_file(&path).unwrap();
         // too few rows of a class for the folds is an error naming the class
         let err = fit(&subset(&x, &[0, 1, 2, 3, 4, 5, 6]), &o).unwrap_err().to_string();
         assert!(err.contains("class 'ne' has 2 training rows") && err.contains("3 folds"), "{err}");
-    }
-
-    #[test]
-    fn the_report_matches_scores_counted_by_hand() {
-        // truth a a a b b c; predicted a a b b c c
-        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let r = Report::new(&[0, 0, 0, 1, 1, 2], &[0, 0, 1, 1, 2, 2], &names);
-        // a: tp 2, predicted 2, support 3 -> p 1, r 2/3, f1 0.8
-        // b: tp 1, predicted 2, support 2 -> p 0.5, r 0.5, f1 0.5
-        // c: tp 1, predicted 2, support 1 -> p 0.5, r 1, f1 2/3
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        let c = &r.classes;
-        assert!(close(c[0].precision, 1.0) && close(c[0].recall, 2.0 / 3.0) && close(c[0].f1, 0.8));
-        assert!(close(c[1].precision, 0.5) && close(c[1].recall, 0.5) && close(c[1].f1, 0.5));
-        assert!(close(c[2].precision, 0.5) && close(c[2].recall, 1.0) && close(c[2].f1, 2.0 / 3.0));
-        assert_eq!([c[0].support, c[1].support, c[2].support], [3, 2, 1]);
-        assert!(close(r.accuracy, 4.0 / 6.0));
-        assert!(close(r.macro_avg.precision, 2.0 / 3.0) && close(r.macro_avg.f1, (0.8 + 0.5 + 2.0 / 3.0) / 3.0));
-        assert!(close(r.weighted_avg.recall, 4.0 / 6.0), "weighted recall is accuracy");
-        assert!(close(r.weighted_avg.precision, (3.0 * 1.0 + 2.0 * 0.5 + 0.5) / 6.0));
-        assert_eq!(r.confusion, [[2, 1, 0], [0, 1, 1], [0, 0, 1]]);
-        let text = r.to_string();
-        assert!(text.contains("precision") && text.contains("weighted avg") && text.lines().count() == 8, "{text}");
-        // a class never predicted scores 0, not NaN
-        let r = Report::new(&[0, 1], &[0, 0], &names[..2]);
-        assert_eq!((r.classes[1].precision, r.classes[1].f1), (0.0, 0.0));
     }
 }

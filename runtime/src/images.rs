@@ -1,15 +1,14 @@
 //! What `runtime eval`, `predict` and `bench --images` read: record files (from `trainer prepare`), a
 //! folder with one sub-folder per class, or loose image files; decoded and preprocessed by worker threads
-//! into batches while the model computes the previous ones (a bounded channel: memory stays at a few
-//! batches whatever the dataset size).
+//! into batches while the model computes the previous ones (`data::pool`, bounded: memory stays at a
+//! few batches whatever the dataset size).
 
-use std::collections::BTreeMap;
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
+use data::pool::{map_ordered, Ordered};
 use data::records::RecordFile;
 use data::Decoder;
 
@@ -167,60 +166,38 @@ pub struct Prepared {
 }
 
 /// Decodes and preprocesses `source` in batches of `batch` images on `workers` threads, in order; at
-/// most `2 * workers` finished batches wait, so memory stays at a few batches whatever the source's size.
+/// most `3 * workers` batches are out (one being built per worker, and up to two per worker built
+/// ahead), so memory stays at a few batches whatever the source's size.
 pub fn prepare(source: Arc<Source>, pre: Preprocess, batch: usize, ten_crop: bool, workers: usize) -> Batches {
     let batch = batch.max(1);
     let total = source.len().div_ceil(batch);
     let workers = workers.clamp(1, total.max(1));
-    let (tx, rx) = sync_channel(2 * workers);
-    let next = Arc::new(AtomicUsize::new(0));
-    for _ in 0..workers {
-        let (tx, next, source, pre) = (tx.clone(), next.clone(), source.clone(), pre.clone());
-        std::thread::spawn(move || loop {
-            let b = next.fetch_add(1, Ordering::Relaxed);
-            if b >= total {
-                return;
+    let crops = if ten_crop { 10 } else { 1 };
+    let batches = map_ordered(0..total, vec![(); workers], 2 * workers, move |_, b| {
+        let per = crops * pre.sample_len();
+        let range = b * batch..((b + 1) * batch).min(source.len());
+        let mut out = Prepared { index: b, data: vec![0f32; range.len() * per], items: vec![], crops, skipped: vec![] };
+        for i in range {
+            let slot = &mut out.data[out.items.len() * per..(out.items.len() + 1) * per];
+            match source.load_into(i, &pre, ten_crop, slot) {
+                Ok(item) => out.items.push(item),
+                Err(s) => out.skipped.push(s),
             }
-            let crops = if ten_crop { 10 } else { 1 };
-            let per = crops * pre.sample_len();
-            let range = b * batch..((b + 1) * batch).min(source.len());
-            let mut out = Prepared { index: b, data: vec![0f32; range.len() * per], items: vec![], crops, skipped: vec![] };
-            for i in range {
-                let slot = &mut out.data[out.items.len() * per..(out.items.len() + 1) * per];
-                match source.load_into(i, &pre, ten_crop, slot) {
-                    Ok(item) => out.items.push(item),
-                    Err(s) => out.skipped.push(s),
-                }
-            }
-            out.data.truncate(out.items.len() * per);
-            if tx.send(out).is_err() {
-                return;
-            }
-        });
-    }
-    Batches { rx, pending: BTreeMap::new(), next: 0 }
+        }
+        out.data.truncate(out.items.len() * per);
+        out
+    });
+    Batches(batches)
 }
 
 /// The batches of [`prepare`], in the source's order (workers finish them in any order).
-pub struct Batches {
-    rx: Receiver<Prepared>,
-    pending: BTreeMap<usize, Prepared>,
-    next: usize,
-}
+pub struct Batches(Ordered<Prepared, Range<usize>>);
 
 impl Iterator for Batches {
     type Item = Prepared;
 
     fn next(&mut self) -> Option<Prepared> {
-        loop {
-            if let Some(b) = self.pending.remove(&self.next) {
-                self.next += 1;
-                return Some(b);
-            }
-            // Every batch is sent exactly once, so the channel closes only after the last one.
-            let b = self.rx.recv().ok()?;
-            self.pending.insert(b.index, b);
-        }
+        self.0.next()
     }
 }
 
