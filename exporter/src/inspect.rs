@@ -173,13 +173,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_file() {
-        let dir = std::env::temp_dir().join(format!("dlcv-inspect-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bad = dir.join("garbage.onnx");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("garbage.onnx");
         std::fs::write(&bad, b"\xff\xff\xff not protobuf").unwrap();
         let err = inspect(&bad).unwrap_err().to_string();
         assert!(err.contains("garbage.onnx") && err.contains("not an ONNX model"), "{err}");
-        let err = inspect(&dir.join("missing.onnx")).unwrap_err().to_string();
+        let err = inspect(&dir.path().join("missing.onnx")).unwrap_err().to_string();
         assert!(err.contains("missing.onnx"), "{err}");
     }
 }

@@ -261,9 +261,8 @@ mod tests {
 
     #[test]
     fn features_file_round_trips_and_is_plain_safetensors() {
-        let dir = std::env::temp_dir().join(format!("dlcv-features-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("f.features");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.features");
         let set = FeatureSet {
             data: vec![1.5, -2.0, 0.25, 3.0, f32::MIN_POSITIVE, 7.0],
             n: 3,
@@ -284,7 +283,6 @@ mod tests {
         std::fs::write(&path, b"\x08\0\0\0\0\0\0\0{}      ").unwrap();
         let err = FeatureSet::load(&path).unwrap_err().to_string();
         assert!(err.contains("f.features") && err.contains("not a features file"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

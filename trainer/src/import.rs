@@ -319,11 +319,8 @@ mod tests {
         (net, path)
     }
 
-    fn temp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dlcv-import-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn temp(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("dlcv-import-{name}-")).tempdir().unwrap()
     }
 
     fn opts(weights: &Path, run: PathBuf, num_classes: Option<usize>) -> ImportOptions {
@@ -332,7 +329,8 @@ mod tests {
 
     #[test]
     fn a_torchvision_state_dict_becomes_an_epoch_0_checkpoint_then_surgery_keeps_a_fresh_head() {
-        let dir = temp("ok");
+        let tmp = temp("ok");
+        let dir = tmp.path().to_path_buf();
         // one tensor stored in half precision, as a `model.half().state_dict()` would be
         let (source, file) = torchvision_file(&dir, |m| {
             let w = m["layer1.0.conv1.weight"].to_kind(Kind::Half);
@@ -363,12 +361,12 @@ mod tests {
         net.load(&r.checkpoint).unwrap();
         assert!(net.params["layer4.2.bn3.running_var"].equal(&source.params["layer4.2.bn3.running_var"]));
         assert_eq!(net.params["classifier.weight"].size(), [10, 2048]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn every_missing_unexpected_and_misshapen_key_is_named_and_nothing_is_written() {
-        let dir = temp("bad");
+        let tmp = temp("bad");
+        let dir = tmp.path().to_path_buf();
         let (_, file) = torchvision_file(&dir, |m| {
             m.remove("layer1.0.bn1.running_mean");
             m.remove("layer3.5.conv2.weight");
@@ -391,6 +389,5 @@ mod tests {
         let mut o = opts(&file, run, None);
         o.model = "resnet50".into();
         assert!(import_weights(&o).unwrap_err().to_string().contains("import-weights takes tv-vgg16, tv-resnet50"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -175,8 +175,8 @@ mod tests {
     use image::DynamicImage;
 
     fn fixture(name: &str, n: usize) -> RecordFile {
-        let d = std::env::temp_dir().join(format!("dlcv-loader-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        // kept on disk: the returned RecordFile reopens its file by path in each worker
+        let d = tempfile::Builder::new().prefix(&format!("dlcv-loader-{name}-")).tempdir().unwrap().keep();
         // image i is a flat grey square of value 10*i, 40x30 pixels; label i
         let items: Vec<Item> = (0..n)
             .map(|i| Item {
@@ -393,9 +393,8 @@ mod tests {
 
     #[test]
     fn records_that_do_not_decode_are_skipped_and_named() {
-        let d = std::env::temp_dir().join(format!("dlcv-loader-{}-undecodable", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let rec = d.join("mixed.rec");
+        let d = tempfile::tempdir().unwrap();
+        let rec = d.path().join("mixed.rec");
         let mut w = crate::records::RecordWriter::create(&rec).unwrap();
         let good = jpeg(DynamicImage::ImageRgb8(texture(40, 30)));
         for (i, image) in [good.clone(), b"\xff\xd8\xff\xe0 cut".to_vec(), good.clone(), b"GIF89a?".to_vec(), good].into_iter().enumerate() {
