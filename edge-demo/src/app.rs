@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::{highgui, imgcodecs, imgproc, videoio};
@@ -15,6 +14,9 @@ use serde::Serialize;
 
 use crate::pipeline::{Pipeline, StageTimes};
 use crate::source::{Capture, Frame, SourceSpec};
+use crate::DemoError;
+
+type Result<T, E = DemoError> = std::result::Result<T, E>;
 
 /// Where results go.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +75,7 @@ pub fn fourcc_for(path: &Path) -> Result<(i32, &'static str)> {
         "mp4" | "m4v" | "mov" => "mp4v",
         "avi" => "MJPG",
         "mkv" => "XVID",
-        _ => bail!("--output {}: unsupported video extension '{ext}' (use .mp4, .m4v, .mov, .avi or .mkv; or a folder for image sources)", path.display()),
+        _ => return Err(DemoError::VideoExtension { path: path.to_path_buf(), ext: ext.clone() }),
     };
     let c: Vec<char> = code.chars().collect();
     Ok((videoio::VideoWriter::fourcc(c[0], c[1], c[2], c[3])?, code))
@@ -89,7 +91,7 @@ impl Sink {
     fn new(out: Option<&Path>, folder_source: bool, fps: f64) -> Result<Self> {
         let Some(p) = out else { return Ok(Self::None) };
         if folder_source && (p.is_dir() || p.extension().is_none()) {
-            std::fs::create_dir_all(p).with_context(|| format!("--output {}: cannot create the folder", p.display()))?;
+            std::fs::create_dir_all(p).map_err(|source| DemoError::OutputFolder { path: p.to_path_buf(), source })?;
             return Ok(Self::Folder(p.to_path_buf()));
         }
         fourcc_for(p)?;
@@ -103,7 +105,7 @@ impl Sink {
                 let file = name.and_then(Path::file_name).map_or_else(|| format!("{index:06}.png").into(), |n| n.to_os_string());
                 let path = dir.join(file);
                 if !imgcodecs::imwrite_def(path.as_os_str(), frame)? {
-                    bail!("{}: OpenCV could not write this image", path.display());
+                    return Err(DemoError::WriteImage(path));
                 }
                 Ok(())
             }
@@ -113,7 +115,7 @@ impl Sink {
                     *size = frame.size()?;
                     let w = videoio::VideoWriter::new(path.as_os_str(), code, *fps, *size, true)?;
                     if !w.is_opened()? {
-                        bail!("--output {}: OpenCV cannot write {name} video to this file (codec unavailable or folder not writable)", path.display());
+                        return Err(DemoError::WriteVideo { path: path.clone(), codec: name });
                     }
                     *writer = Some(w);
                 }
@@ -206,7 +208,7 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
     let capture = Capture::start(source)?;
     let fps = capture.fps();
     let mut json = match &o.json {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("--json {}: cannot create", p.display()))?)),
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|source| DemoError::CreateJson { path: p.clone(), source })?)),
         None => None,
     };
     let mut sink = Sink::new(o.output.as_deref(), matches!(source, SourceSpec::Folder(_)), fps)?;
@@ -216,6 +218,8 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
     }
     let bar = data::progress::bar(0, "frames", o.progress);
     let (mut wait, mut detect, mut infer, mut draw, mut write) = (vec![], vec![], vec![], vec![], vec![]);
+    let json_path = o.json.clone().unwrap_or_default();
+    let json_error = |source| DemoError::WriteJson { path: json_path.clone(), source };
     let start = Instant::now();
     let mut frames = 0;
     // the pipelines work on frames concurrently; the results come back in frame order
@@ -237,7 +241,7 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
             if let (Some(l), Some(r)) = (line.as_object_mut(), d.out.json.as_object()) {
                 l.extend(r.clone());
             }
-            writeln!(j, "{line}")?;
+            writeln!(j, "{line}").map_err(json_error)?;
         }
         if show {
             highgui::imshow("edge-demo", &d.out.annotated)?;
@@ -270,11 +274,11 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
         stages: vec![stage("capture", wait), stage("detect", detect), stage("infer", infer), stage("draw", draw), stage("output", write)],
     };
     if let Some(j) = json.as_mut() {
-        writeln!(j, "{}", serde_json::json!({ "summary": summary }))?;
-        j.flush()?;
+        writeln!(j, "{}", serde_json::json!({ "summary": summary })).map_err(json_error)?;
+        j.flush().map_err(json_error)?;
     }
     if frames == 0 {
-        bail!("no frame could be read from the source ({} skipped)", summary.skipped);
+        return Err(DemoError::NoFrames(summary.skipped));
     }
     Ok(summary)
 }

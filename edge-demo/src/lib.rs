@@ -6,9 +6,12 @@
 
 pub mod app;
 pub mod doctor;
+pub mod error;
 pub mod pipeline;
 pub mod source;
 pub mod vision;
+
+pub use error::DemoError;
 
 /// Where Debian's opencv-data puts the Haar cascades.
 pub const HAAR_DIR: &str = "/usr/share/opencv4/haarcascades";

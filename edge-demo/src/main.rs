@@ -142,9 +142,9 @@ fn main() -> std::process::ExitCode {
     models::cli::exit(run(Cli::parse()))
 }
 
-fn open(model: &std::path::Path, c: &Common, threads: Option<usize>) -> Result<Model> {
+fn open(model: &std::path::Path, c: &Common, threads: Option<usize>) -> Result<Model, runtime::RuntimeError> {
     // The capture thread and the other pipelines work while a model runs: its threads sleep between runs.
-    Ok(Model::open(model, &SessionOptions { provider: c.provider, threads, share_cores: true }, &c.preprocess)?)
+    Model::open(model, &SessionOptions { provider: c.provider, threads, share_cores: true }, &c.preprocess)
 }
 
 /// What each worker's pipeline is made of.
@@ -164,7 +164,7 @@ fn go(r: Recipe, c: &Common, progress: bool) -> Result<()> {
     let workers = c.workers.unwrap_or(if source.is_live() { 1 } else { cores });
     // several pipelines at once: one ONNX Runtime thread each unless told otherwise
     let threads = c.threads.or((workers > 1).then_some(1));
-    let make = || -> Result<Pipeline> {
+    let make = || -> Result<Pipeline, edge_demo::DemoError> {
         let faces = r.faces.map(|f| FaceDetector::new(&f.cascade, r.align, f.detect_width)).transpose()?;
         let second = r.second.map(|m| open(m, c, threads)).transpose()?;
         Ok(Pipeline { kind: r.kind, model: open(r.model, c, threads)?, second, faces, ten_crop: c.ten_crop, panel_width: r.panel_width, top: r.top })

@@ -10,7 +10,6 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
 use data::rotation::angle_of;
 use opencv::core::{Mat, Point, Rect};
 use opencv::prelude::*;
@@ -19,6 +18,9 @@ use runtime::Model;
 use serde_json::{json, Value};
 
 use crate::vision::{self, FaceDetector};
+use crate::DemoError;
+
+type Result<T, E = DemoError> = std::result::Result<T, E>;
 
 /// Which pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +92,10 @@ impl Pipeline {
     /// Checks that the models fit the pipeline.
     pub fn check(&self) -> Result<()> {
         if self.kind == Kind::Orientation && !self.model.labels.iter().all(|l| angle_of(l).is_some()) {
-            bail!(
-                "{}: the orientation pipeline needs a model whose labels are rotation angles (0, 90, 180, 270, as `trainer prepare orientation` writes); this one has {:?}",
-                self.model.path.display(),
-                self.model.labels
-            );
+            return Err(DemoError::NotOrientation { model: self.model.path.clone(), labels: self.model.labels.clone() });
         }
         if matches!(self.kind, Kind::Emotion | Kind::AgeGender) && self.faces.is_none() {
-            bail!("this pipeline needs a face detector");
+            return Err(DemoError::NoFaceDetector);
         }
         Ok(())
     }

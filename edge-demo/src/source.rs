@@ -11,10 +11,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use opencv::core::Mat;
 use opencv::prelude::*;
 use opencv::{imgcodecs, videoio};
+
+use crate::DemoError;
+
+type Result<T, E = DemoError> = std::result::Result<T, E>;
 
 /// Consecutive read failures after which a file is taken as ended.
 pub const MAX_FAILURES: usize = 25;
@@ -42,7 +45,7 @@ impl SourceSpec {
         } else if p.is_file() {
             Ok(Self::File(p))
         } else {
-            bail!("--source {s}: no such file or folder (a video file, a camera index, an rtsp:// or http:// URL, or a folder of images)")
+            Err(DemoError::NoSource(s.to_string()))
         }
     }
 
@@ -97,7 +100,7 @@ pub struct Capture {
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .map_err(|source| DemoError::ListFolder { path: dir.to_path_buf(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
@@ -112,12 +115,12 @@ fn open_video(spec: &SourceSpec) -> Result<videoio::VideoCapture> {
         SourceSpec::Stream(u) => (videoio::VideoCapture::from_file(u, videoio::CAP_ANY), u.clone()),
         SourceSpec::Folder(_) => unreachable!("folders are read with imread"),
     };
-    let cap = cap.with_context(|| format!("--source {name}: OpenCV cannot open it"))?;
+    let cap = cap.map_err(|source| DemoError::OpenSource { name: name.clone(), source })?;
     if !cap.is_opened().unwrap_or(false) {
         match spec {
-            SourceSpec::Camera(i) => bail!("--source {i}: no camera with this index can be opened (is a camera connected, and /dev/video{i} readable?)"),
-            SourceSpec::File(p) => bail!("--source {}: OpenCV cannot decode this file (not a video, or a codec its FFmpeg back end lacks)", p.display()),
-            SourceSpec::Stream(_) | SourceSpec::Folder(_) => bail!("--source {name}: the stream cannot be opened"),
+            SourceSpec::Camera(i) => return Err(DemoError::NoCamera(*i)),
+            SourceSpec::File(p) => return Err(DemoError::UndecodableVideo(p.clone())),
+            SourceSpec::Stream(_) | SourceSpec::Folder(_) => return Err(DemoError::NoStream(name)),
         }
     }
     Ok(cap)
@@ -130,7 +133,7 @@ impl Capture {
         if let SourceSpec::Folder(dir) = spec {
             let files = image_files(dir)?;
             if files.is_empty() {
-                bail!("--source {}: the folder holds no files", dir.display());
+                return Err(DemoError::EmptyFolder(dir.clone()));
             }
             let (tx, rx) = std::sync::mpsc::sync_channel(4);
             let st = stats.clone();

@@ -3,12 +3,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use data::image::{DynamicImage, GrayImage, RgbImage};
 use opencv::core::{Mat, Point, Point2f, Rect, Scalar, Size, Vector, CV_8UC3};
 use opencv::imgproc;
 use opencv::objdetect::{CascadeClassifier, CascadeClassifierTrait};
 use opencv::prelude::*;
+
+use crate::DemoError;
+
+type Result<T, E = DemoError> = std::result::Result<T, E>;
 
 /// BGR (or grey) `Mat` → the image type the runtime preprocesses: grey frames stay one channel (OpenCV's
 /// BGR→grey weights, as the book's detectors and FER2013 models use), colour becomes RGB.
@@ -39,7 +42,7 @@ fn mat_bytes(m: &Mat) -> Result<Vec<u8>> {
 pub fn crop(m: &Mat, r: Rect) -> Result<Mat> {
     let clipped = r & Rect::new(0, 0, m.cols(), m.rows());
     if clipped.width <= 0 || clipped.height <= 0 {
-        bail!("region {r:?} is outside the {}x{} frame", m.cols(), m.rows());
+        return Err(DemoError::RegionOutside { region: r, width: m.cols(), height: m.rows() });
     }
     Ok(Mat::roi(m, clipped)?.try_clone()?)
 }
@@ -54,11 +57,11 @@ pub struct FaceDetector {
 
 fn load_cascade(path: &Path) -> Result<CascadeClassifier> {
     if !path.is_file() {
-        bail!("{}: no such cascade file (Debian's opencv-data installs them under {})", path.display(), crate::HAAR_DIR);
+        return Err(DemoError::NoCascade(path.to_path_buf()));
     }
-    let c = CascadeClassifier::new(path.as_os_str()).with_context(|| format!("{}: OpenCV cannot load this cascade", path.display()))?;
+    let c = CascadeClassifier::new(path.as_os_str()).map_err(|e| DemoError::BadCascade { path: path.to_path_buf(), source: Some(e) })?;
     if c.empty()? {
-        bail!("{}: OpenCV cannot load this cascade", path.display());
+        return Err(DemoError::BadCascade { path: path.to_path_buf(), source: None });
     }
     Ok(c)
 }

@@ -32,21 +32,23 @@ pub fn run(provider: Provider, model: Option<&Path>) -> Result<Report, RuntimeEr
 }
 
 /// One inference with every input zero-filled (dynamic dimensions set to 1); returns one line per output.
-fn probe(path: &Path, provider: Provider) -> anyhow::Result<Vec<String>> {
+fn probe(path: &Path, provider: Provider) -> Result<Vec<String>, RuntimeError> {
+    let err = |reason: String| RuntimeError::Model { path: path.to_path_buf(), reason };
     let mut session = engine::open_session(path, &SessionOptions { provider, ..Default::default() })?;
     let mut inputs = Vec::new();
     for input in session.inputs() {
         let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
-            anyhow::bail!("input '{}' is {}, not a tensor", input.name(), input.dtype());
+            return Err(err(format!("input '{}' is {}, not a tensor", input.name(), input.dtype())));
         };
         if *ty != ort::value::TensorElementType::Float32 {
-            anyhow::bail!("input '{}' has element type {ty}; the probe feeds float32 only", input.name());
+            return Err(err(format!("input '{}' has element type {ty}; the probe feeds float32 only", input.name())));
         }
         let dims: Vec<i64> = shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
         let n = dims.iter().product::<i64>() as usize;
-        inputs.push((input.name().to_string(), Tensor::from_array((dims, vec![0f32; n]))?.into_dyn()));
+        let tensor = Tensor::from_array((dims, vec![0f32; n])).map_err(|e| err(format!("input '{}': {e}", input.name())))?;
+        inputs.push((input.name().to_string(), tensor.into_dyn()));
     }
-    let outputs = session.run(inputs)?;
+    let outputs = session.run(inputs).map_err(|e| err(format!("inference failed: {e}")))?;
     let mut lines = Vec::new();
     for (name, value) in outputs.iter() {
         let line = match value.try_extract_tensor::<f32>() {

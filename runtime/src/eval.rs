@@ -4,12 +4,34 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::engine::RuntimeError;
+use crate::images::SourceError;
 use crate::images::{average_crops, prepare, Batches, Prepared, Skipped, Source};
 use crate::metrics::{Counts, Summary};
 use crate::model::{top_k, Model};
+
+/// Why an evaluation, a prediction or a benchmark cannot be done; every message names the data.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{}: no images to evaluate", .0.display())]
+    NoImages(PathBuf),
+    #[error("{name}: label {label} is outside the model's {classes} classes ({first:?}…): is this the model's dataset?")]
+    LabelOutOfRange { name: String, label: usize, classes: usize, first: Vec<String> },
+    #[error("{}: none of the {total} images could be used ({skipped} skipped)", path.display())]
+    NothingUsable { path: PathBuf, total: usize, skipped: usize },
+    #[error("{}: predict takes images or folders of images (use `runtime eval` for record files)", .0.display())]
+    NotImages(PathBuf),
+    #[error("{}: no readable images", .0.display())]
+    NoReadableImages(PathBuf),
+}
+
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 
 /// How to run an evaluation.
 #[derive(Debug, Clone)]
@@ -79,9 +101,9 @@ fn infer_batches(model: &mut Model, batches: Batches, mut each: impl FnMut(&Mode
 
 /// Evaluates `model` on the record file or class folder `data`.
 pub fn evaluate(model: &mut Model, data: &Path, o: &EvalOptions) -> Result<EvalReport> {
-    let (source, mut skipped) = Source::open(data, &model.labels, true).map_err(anyhow::Error::msg)?;
+    let (source, mut skipped) = Source::open(data, &model.labels, true)?;
     if source.is_empty() {
-        bail!("{}: no images to evaluate", data.display());
+        return Err(EvalError::NoImages(data.to_path_buf()));
     }
     let total = source.len();
     let bar = data::progress::bar(total as u64, "eval", o.progress);
@@ -99,7 +121,7 @@ pub fn evaluate(model: &mut Model, data: &Path, o: &EvalOptions) -> Result<EvalR
         for ((name, label), row) in b.items.into_iter().zip(probs.chunks(k)) {
             match label {
                 Some(l) if l < k => counts.add(row, l),
-                Some(l) => bail!("{name}: label {l} is outside the model's {k} classes ({:?}…): is this the model's dataset?", &model.labels[..k.min(5)]),
+                Some(l) => return Err(EvalError::LabelOutOfRange { name, label: l, classes: k, first: model.labels[..k.min(5)].to_vec() }),
                 None => skipped.push((name, "no label".into())),
             }
         }
@@ -107,7 +129,7 @@ pub fn evaluate(model: &mut Model, data: &Path, o: &EvalOptions) -> Result<EvalR
     })?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let counts = counts.with_context(|| format!("{}: none of the {total} images could be used ({} skipped)", data.display(), skipped.len()))?;
+    let counts = counts.ok_or_else(|| EvalError::NothingUsable { path: data.to_path_buf(), total, skipped: skipped.len() })?;
     let metrics = counts.summary(&model.labels, o.one_off || ordinal(model));
     let used = metrics.samples;
     Ok(EvalReport {
@@ -139,12 +161,12 @@ pub fn predict(model: &mut Model, images: &[PathBuf], k: usize, ten_crop: bool, 
     let mut files = vec![];
     let mut skipped = vec![];
     for p in images {
-        let (s, sk) = Source::open(p, &[], false).map_err(anyhow::Error::msg)?;
+        let (s, sk) = Source::open(p, &[], false)?;
         skipped.extend(sk);
         if let Source::Files(f) = s {
             files.extend(f);
         } else {
-            bail!("{}: predict takes images or folders of images (use `runtime eval` for record files)", p.display());
+            return Err(EvalError::NotImages(p.clone()));
         }
     }
     let batches = prepare(Arc::new(Source::Files(files)), model.preprocess.clone(), batch, ten_crop, workers);
@@ -221,7 +243,7 @@ pub struct EndToEndRow {
 }
 
 pub fn bench_end_to_end(model: &mut Model, images: &Path, batch: usize, workers: usize) -> Result<EndToEndRow> {
-    let (source, mut skipped) = Source::open(images, &[], false).map_err(anyhow::Error::msg)?;
+    let (source, mut skipped) = Source::open(images, &[], false)?;
     // One untimed run, as the model-alone measurement warms up: the first run of a session sets it up.
     model.run(&vec![0f32; batch * model.preprocess.sample_len()], batch)?;
     let start = Instant::now();
@@ -234,7 +256,7 @@ pub fn bench_end_to_end(model: &mut Model, images: &Path, batch: usize, workers:
     })?;
     let seconds = start.elapsed().as_secs_f64();
     if used == 0 {
-        bail!("{}: no readable images", images.display());
+        return Err(EvalError::NoReadableImages(images.to_path_buf()));
     }
     Ok(EndToEndRow { batch, images: used, skipped: skipped.len(), seconds, images_per_sec: used as f64 / seconds })
 }

@@ -17,6 +17,25 @@ use crate::preprocess::{to_image, Preprocess};
 use data::files::is_image;
 pub use data::files::IMAGE_EXTENSIONS;
 
+/// Why a source of images cannot be opened; every message names the file or folder.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Records(#[from] data::records::RecordError),
+    #[error("{}: no such file or folder", .0.display())]
+    Missing(PathBuf),
+    #[error("{}: cannot list the folder", path.display())]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no class sub-folders (expected one folder per class, named by its label)", .0.display())]
+    NoClassFolders(PathBuf),
+    #[error("{}: class folders {unknown:?} are not among the model's labels {labels:?} (name each folder by its label, or 0..K-1)", path.display())]
+    UnknownClasses { path: PathBuf, unknown: Vec<String>, labels: Vec<String> },
+}
+
 /// Where samples come from.
 pub enum Source {
     Records(RecordFile),
@@ -31,16 +50,16 @@ impl Source {
     /// A record file (`.rec`), a folder of class sub-folders (classes matched to `labels` by name, or by
     /// number when the folders are named 0, 1, …) or, with `labelled == false`, any folder of images.
     /// Files that are not images by extension are returned as skipped.
-    pub fn open(path: &Path, labels: &[String], labelled: bool) -> Result<(Self, Vec<Skipped>), String> {
+    pub fn open(path: &Path, labels: &[String], labelled: bool) -> Result<(Self, Vec<Skipped>), SourceError> {
         if path.is_file() {
             if path.extension().is_some_and(|e| e == "rec") {
-                let rec = RecordFile::open(path).map_err(|e| e.to_string())?;
+                let rec = RecordFile::open(path)?;
                 return Ok((Self::Records(rec), vec![]));
             }
             return Ok((Self::Files(vec![(path.to_path_buf(), None)]), vec![]));
         }
         if !path.is_dir() {
-            return Err(format!("{}: no such file or folder", path.display()));
+            return Err(SourceError::Missing(path.to_path_buf()));
         }
         let mut skipped = vec![];
         if !labelled {
@@ -57,7 +76,7 @@ impl Source {
             }
         }
         if classes.is_empty() {
-            return Err(format!("{}: no class sub-folders (expected one folder per class, named by its label)", path.display()));
+            return Err(SourceError::NoClassFolders(path.to_path_buf()));
         }
         let names: Vec<String> = classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
         let by_label: Vec<Option<usize>> = names.iter().map(|n| labels.iter().position(|l| l == n)).collect();
@@ -67,11 +86,8 @@ impl Source {
         } else if by_number.iter().all(Option::is_some) {
             by_number
         } else {
-            let unknown: Vec<&str> = names.iter().zip(&by_label).filter(|(_, i)| i.is_none()).map(|(n, _)| n.as_str()).collect();
-            return Err(format!(
-                "{}: class folders {unknown:?} are not among the model's labels {labels:?} (name each folder by its label, or 0..K-1)",
-                path.display()
-            ));
+            let unknown = names.iter().zip(&by_label).filter(|(_, i)| i.is_none()).map(|(n, _)| n.clone()).collect();
+            return Err(SourceError::UnknownClasses { path: path.to_path_buf(), unknown, labels: labels.to_vec() });
         };
         let mut files = vec![];
         for (dir, class) in classes.iter().zip(index) {
@@ -131,15 +147,15 @@ thread_local! {
     static BUFFERS: std::cell::RefCell<(Vec<u8>, Decoder)> = std::cell::RefCell::new((Vec::new(), Decoder::new()));
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| SourceError::List { path: dir.to_path_buf(), source })?;
     let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     v.sort();
     Ok(v)
 }
 
 /// Every image file under `dir` (sorted, recursive); other files go to `skipped`.
-fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) -> Result<(), String> {
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) -> Result<(), SourceError> {
     for p in read_dir_sorted(dir)? {
         if p.is_dir() {
             walk(&p, files, skipped)?;
@@ -269,7 +285,7 @@ mod tests {
         let Source::Files(f) = &s else { panic!() };
         assert_eq!(f.iter().map(|x| x.1).collect::<Vec<_>>(), vec![Some(1), Some(0)]);
         assert_eq!(skipped.len(), 2, "{skipped:?}");
-        let e = Source::open(&d, &["dog".to_string(), "bird".to_string()], true).err().unwrap();
+        let e = Source::open(&d, &["dog".to_string(), "bird".to_string()], true).err().unwrap().to_string();
         assert!(e.contains("[\"cat\"]"), "{e}");
         // broken images are skipped with the file named
         let pre = crate::Preprocess::resolve(None, &crate::PreprocessArgs { size: Some("4x4".parse().unwrap()), ..Default::default() }).unwrap();

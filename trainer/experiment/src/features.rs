@@ -21,8 +21,39 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+/// Why a features file cannot be read or written; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a features file: {why}", path.display())]
+    NotFeatures { path: PathBuf, why: String },
+    #[error("{}: {values} values, {labels} labels and {keys} keys do not make rows", path.display())]
+    NotRows { path: PathBuf, values: usize, labels: usize, keys: usize },
+    #[error("{}: rows of {dim} values after rows of {before}", path.display())]
+    RowLength { path: PathBuf, dim: usize, before: usize },
+    #[error("{}: {copied} bytes of rows, expected {expected}", path.display())]
+    Truncated { path: PathBuf, copied: u64, expected: usize },
+    #[error("{}: the metadata cannot be written", path.display())]
+    Metadata {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type Result<T, E = FeaturesError> = std::result::Result<T, E>;
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FeaturesError + 'a {
+    move |source| FeaturesError::Io { what, path: path.to_path_buf(), source }
+}
 
 /// The `format` of the files this module writes.
 pub const FORMAT: &str = "dlcv-features/1";
@@ -88,8 +119,8 @@ impl FeatureSet {
 
     /// Reads a features file and checks it against its own header.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let bad = |why: String| anyhow::anyhow!("{}: not a features file: {why}", path.display());
+        let bytes = std::fs::read(path).map_err(io("reading", path))?;
+        let bad = |why: String| FeaturesError::NotFeatures { path: path.to_path_buf(), why };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("{e:?}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
@@ -138,24 +169,24 @@ pub struct FeatureWriter {
 impl FeatureWriter {
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = PathBuf::from(format!("{}.rows.tmp", path.display()));
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let file = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
         Ok(Self { path: path.to_path_buf(), tmp, rows: BufWriter::new(file), dim: None, labels: vec![], keys: vec![] })
     }
 
     /// Appends `labels.len()` rows (`rows` is row-major).
     pub fn push(&mut self, rows: &[f32], labels: &[i64], keys: &[String]) -> Result<()> {
         if labels.len() != keys.len() || (!labels.is_empty() && rows.len() % labels.len() != 0) {
-            bail!("{} values, {} labels and {} keys do not make rows", rows.len(), labels.len(), keys.len());
+            return Err(FeaturesError::NotRows { path: self.path.clone(), values: rows.len(), labels: labels.len(), keys: keys.len() });
         }
         if labels.is_empty() {
             return Ok(());
         }
         let dim = rows.len() / labels.len();
         if *self.dim.get_or_insert(dim) != dim {
-            bail!("rows of {dim} values after rows of {}", self.dim.unwrap_or_default());
+            return Err(FeaturesError::RowLength { path: self.path.clone(), dim, before: self.dim.unwrap_or_default() });
         }
         for v in rows {
-            self.rows.write_all(&v.to_le_bytes())?;
+            self.rows.write_all(&v.to_le_bytes()).map_err(io("writing", &self.tmp))?;
         }
         self.labels.extend_from_slice(labels);
         self.keys.extend(keys.iter().cloned());
@@ -172,15 +203,16 @@ impl FeatureWriter {
 
     pub fn finish(self, label_names: &[String], info: Option<&FeatureInfo>) -> Result<()> {
         let Self { path, tmp, rows, dim, labels, keys } = self;
-        drop(rows.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?);
+        drop(rows.into_inner().map_err(|e| io("writing", &tmp)(e.into_error()))?);
         let (n, dim) = (labels.len(), dim.unwrap_or(0));
         let fbytes = n * dim * 4;
         let json = |v: serde_json::Value| v.to_string();
+        let value = |v: serde_json::Result<serde_json::Value>| v.map(json).map_err(|source| FeaturesError::Metadata { path: path.clone(), source });
         let meta: BTreeMap<&str, String> = [
             ("format", json(FORMAT.into())),
-            ("label_names", json(serde_json::to_value(label_names)?)),
-            ("keys", json(serde_json::to_value(&keys)?)),
-            ("info", json(serde_json::to_value(info)?)),
+            ("label_names", value(serde_json::to_value(label_names))?),
+            ("keys", value(serde_json::to_value(&keys))?),
+            ("info", value(serde_json::to_value(info))?),
         ]
         .into_iter()
         .collect();
@@ -192,18 +224,19 @@ impl FeatureWriter {
         let mut header = header.to_string().into_bytes();
         // pad with spaces so the data starts 8-byte aligned (the format allows trailing whitespace)
         header.resize(header.len().next_multiple_of(8), b' ');
-        let mut out = BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
-        out.write_all(&(header.len() as u64).to_le_bytes())?;
-        out.write_all(&header)?;
-        let copied = std::io::copy(&mut BufReader::new(std::fs::File::open(&tmp)?), &mut out)?;
+        let mut out = BufWriter::new(std::fs::File::create(&path).map_err(io("creating", &path))?);
+        out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io("writing", &path))?;
+        out.write_all(&header).map_err(io("writing", &path))?;
+        let rows = std::fs::File::open(&tmp).map_err(io("reading", &tmp))?;
+        let copied = std::io::copy(&mut BufReader::new(rows), &mut out).map_err(io("writing", &path))?;
         if copied != fbytes as u64 {
-            bail!("{}: {copied} bytes of rows, expected {fbytes}", tmp.display());
+            return Err(FeaturesError::Truncated { path: tmp, copied, expected: fbytes });
         }
         for l in &labels {
-            out.write_all(&l.to_le_bytes())?;
+            out.write_all(&l.to_le_bytes()).map_err(io("writing", &path))?;
         }
-        out.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?.sync_all()?;
-        std::fs::remove_file(&tmp)?;
+        out.into_inner().map_err(|e| io("writing", &path)(e.into_error()))?.sync_all().map_err(io("writing", &path))?;
+        std::fs::remove_file(&tmp).map_err(io("removing", &tmp))?;
         Ok(())
     }
 }

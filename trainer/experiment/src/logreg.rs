@@ -19,10 +19,9 @@
 //!   what it wrote, so `trainer logreg fit` reports on the model as reloaded from its file: `trainer
 //!   logreg eval` of that file then gives exactly the same numbers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{bail, Context, Result};
 use linfa::traits::Fit;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
@@ -38,6 +37,61 @@ pub use data::metrics::argmax;
 use data::metrics::softmax;
 /// The classification report (scikit-learn's `classification_report`) is the one in `data::metrics`.
 pub use data::metrics::{ClassScores, Report};
+
+/// Why a model cannot be fitted, read, written or applied; messages name the file, row, class or C.
+#[derive(Debug, thiserror::Error)]
+pub enum LogregError {
+    #[error("the features have {features} values per row, the model expects {model}")]
+    Dim { features: usize, model: usize },
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a logistic regression model", path.display())]
+    NotModel {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: format '{format}' is not {}", path.display(), FORMAT)]
+    Format { path: PathBuf, format: String },
+    #[error("{}: {why}", path.display())]
+    Shape { path: PathBuf, why: String },
+    #[error("row {row} ({key}) has label {label}, not one of the {classes} classes {names:?}")]
+    BadLabel { row: usize, key: String, label: i64, classes: usize, names: Vec<String> },
+    #[error("class '{class}' has {rows} training rows; {min} folds need at least {min} of every class")]
+    FewRows { class: String, rows: usize, min: usize },
+    #[error("a grid search needs at least one C and 2 folds (got {cs} C values, {folds} folds)")]
+    Grid { cs: usize, folds: usize },
+    #[error("C must be a positive number, got {0}")]
+    BadC(f64),
+    #[error("fold {fold}: {scores} scores for {cs} values of C")]
+    FoldScores { fold: usize, scores: usize, cs: usize },
+    #[error("logistic regression with C={c}: {reason}")]
+    Solver { c: f64, reason: String },
+    #[error("C={c}: the rows fitted hold {held} of the {classes} classes")]
+    MissingClasses { c: f64, held: usize, classes: usize },
+    #[error("the features' classes {features:?} are not the model's {model:?}")]
+    Classes { features: Vec<String>, model: Vec<String> },
+    #[error("{}: the model cannot be serialised", path.display())]
+    Serialise {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("fold {fold} of {folds}")]
+    Fold {
+        fold: usize,
+        folds: usize,
+        #[source]
+        source: Box<LogregError>,
+    },
+}
+
+type Result<T, E = LogregError> = std::result::Result<T, E>;
 
 /// The `format` of model files.
 pub const FORMAT: &str = "dlcv-logreg/1";
@@ -124,7 +178,7 @@ impl Model {
     /// Class probabilities of every row of `x`, row-major `[n][K]` (softmax of `W x + b`).
     pub fn predict_proba(&self, x: &FeatureSet) -> Result<Vec<Vec<f64>>> {
         if x.dim != self.dim() {
-            bail!("the features have {} values per row, the model expects {}", x.dim, self.dim());
+            return Err(LogregError::Dim { features: x.dim, model: self.dim() });
         }
         let mut z = vec![0f64; x.dim];
         Ok((0..x.n)
@@ -144,28 +198,30 @@ impl Model {
     /// The classification report of the model on labelled features.
     pub fn report(&self, x: &FeatureSet) -> Result<Report> {
         if x.label_names != self.labels {
-            bail!("the features' classes {:?} are not the model's {:?}", x.label_names, self.labels);
+            return Err(LogregError::Classes { features: x.label_names.clone(), model: self.labels.clone() });
         }
         let truth = class_indices(x, 0)?;
         Ok(Report::new(&truth, &self.predict(x)?, &self.labels))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, serde_json::to_vec(self)?).with_context(|| format!("writing {}", path.display()))
+        let text = serde_json::to_vec(self).map_err(|source| LogregError::Serialise { path: path.to_path_buf(), source })?;
+        std::fs::write(path, text).map_err(|source| LogregError::Io { what: "writing", path: path.to_path_buf(), source })
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let m: Model = serde_json::from_str(&text).with_context(|| format!("{}: not a logistic regression model", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| LogregError::Io { what: "reading", path: path.to_path_buf(), source })?;
+        let m: Model = serde_json::from_str(&text).map_err(|source| LogregError::NotModel { path: path.to_path_buf(), source })?;
         if m.format != FORMAT {
-            bail!("{}: format '{}' is not {FORMAT}", path.display(), m.format);
+            return Err(LogregError::Format { path: path.to_path_buf(), format: m.format });
         }
+        let shape = |why: String| LogregError::Shape { path: path.to_path_buf(), why };
         let (k, d) = (m.labels.len(), m.dim());
         if m.weights.len() != k || m.bias.len() != k || m.weights.iter().any(|w| w.len() != d) {
-            bail!("{}: {k} labels need {k} weight rows of one length and {k} biases", path.display());
+            return Err(shape(format!("{k} labels need {k} weight rows of one length and {k} biases")));
         }
         if m.standardize.as_ref().is_some_and(|s| s.mean.len() != d || s.scale.len() != d) {
-            bail!("{}: the standardisation does not have {d} values", path.display());
+            return Err(shape(format!("the standardisation does not have {d} values")));
         }
         Ok(m)
     }
@@ -201,13 +257,13 @@ fn class_indices(x: &FeatureSet, min_per_class: usize) -> Result<Vec<usize>> {
     let mut y = Vec::with_capacity(x.n);
     for (i, &l) in x.labels.iter().enumerate() {
         if l < 0 || l as usize >= k {
-            bail!("row {i} ({}) has label {l}, not one of the {k} classes {:?}", x.keys[i], x.label_names);
+            return Err(LogregError::BadLabel { row: i, key: x.keys[i].clone(), label: l, classes: k, names: x.label_names.clone() });
         }
         count[l as usize] += 1;
         y.push(l as usize);
     }
     if let Some(c) = (0..k).find(|&c| count[c] < min_per_class) {
-        bail!("class '{}' has {} training rows; {} folds need at least {min_per_class} of every class", x.label_names[c], count[c], min_per_class);
+        return Err(LogregError::FewRows { class: x.label_names[c].clone(), rows: count[c], min: min_per_class });
     }
     Ok(y)
 }
@@ -236,13 +292,13 @@ pub fn stratified_folds(y: &[usize], k: usize, seed: u64) -> Vec<usize> {
 pub fn grid_search(cs: &[f64], by_fold: &[Vec<f64>]) -> Result<(usize, Vec<CvScore>)> {
     let folds = by_fold.len();
     if cs.is_empty() || folds < 2 {
-        bail!("a grid search needs at least one C and 2 folds (got {} C values, {folds} folds)", cs.len());
+        return Err(LogregError::Grid { cs: cs.len(), folds });
     }
     if let Some(c) = cs.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
-        bail!("C must be a positive number, got {c}");
+        return Err(LogregError::BadC(*c));
     }
     if let Some(f) = by_fold.iter().position(|s| s.len() != cs.len()) {
-        bail!("fold {f}: {} scores for {} values of C", by_fold[f].len(), cs.len());
+        return Err(LogregError::FoldScores { fold: f, scores: by_fold[f].len(), cs: cs.len() });
     }
     let table: Vec<CvScore> = cs
         .iter()
@@ -290,9 +346,9 @@ impl<'a> Design<'a> {
             params = params.initial_params(Array2::from_shape_fn((d + 1, k), |(j, c)| if j < d { w.weights[c][j] } else { w.bias[c] }));
         }
         let data = linfa::DatasetBase::new(self.a.view(), self.targets.view());
-        let fitted = params.fit(&data).map_err(|e| anyhow::anyhow!("logistic regression with C={c}: {e}"))?;
+        let fitted = params.fit(&data).map_err(|e| LogregError::Solver { c, reason: e.to_string() })?;
         if fitted.classes().len() != k {
-            bail!("C={c}: the rows fitted hold {} of the {k} classes", fitted.classes().len());
+            return Err(LogregError::MissingClasses { c, held: fitted.classes().len(), classes: k });
         }
         // linfa numbers the classes it saw; put them back in label order
         let (w, b) = (fitted.params(), fitted.intercept());
@@ -348,7 +404,7 @@ fn run_fold(x: &FeatureSet, y: &[usize], fold: &[usize], f: usize, o: &FitOption
     let (mut predictions, mut scores) = (vec![vec![]; o.cs.len()], vec![0.0; o.cs.len()]);
     let mut warm: Option<Model> = None;
     for ci in order {
-        let m = design.fit(o.cs[ci], o, warm.as_ref()).with_context(|| format!("fold {} of {}", f + 1, o.folds))?;
+        let m = design.fit(o.cs[ci], o, warm.as_ref()).map_err(|e| LogregError::Fold { fold: f + 1, folds: o.folds, source: Box::new(e) })?;
         let pred = m.predict(&held_out)?;
         scores[ci] = test.iter().zip(&pred).filter(|(&r, &p)| y[r] == p).count() as f64 / test.len().max(1) as f64;
         predictions[ci] = pred;

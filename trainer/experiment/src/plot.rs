@@ -2,9 +2,8 @@
 //! training was restarted marked (the book's "watch the curves, stop, lower the rate, resume").
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -12,6 +11,41 @@ use serde::Serialize;
 
 /// Debian's fonts-dejavu-core (installed by scripts/setup.sh); the PNG's text is drawn with it.
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Why a run's curves cannot be read or drawn; every message names the run, the log line or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("{}: not a run directory", .0.display())]
+    NotRun(PathBuf),
+    #[error("{}: no metrics-from-*.jsonl files (has `trainer train` run here?)", .0.display())]
+    NoMetrics(PathBuf),
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: not JSON", path.display())]
+    NotJson {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}:{line}: no epoch", path.display())]
+    NoEpoch { path: PathBuf, line: usize },
+    #[error("{}: the plot's font is missing (apt-get install fonts-dejavu-core)", FONT)]
+    NoFont(#[source] std::io::Error),
+    #[error("{}: not a usable TrueType font", FONT)]
+    BadFont,
+    #[error("writing {}: {reason}", path.display())]
+    Draw { path: PathBuf, reason: String },
+}
+
+type Result<T, E = PlotError> = std::result::Result<T, E>;
+
+/// What plotters reports while drawing (its error types are generic over the back end).
+type DrawError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One epoch's numbers as the curves need them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,23 +70,23 @@ pub struct History {
 /// Reads `RUN/metrics-from-NNNN.jsonl`; malformed lines are an error naming the file and line.
 pub fn history(run: &Path) -> Result<History> {
     if !run.is_dir() {
-        bail!("{}: not a run directory", run.display());
+        return Err(PlotError::NotRun(run.to_path_buf()));
     }
     let files = crate::run_dir::RunDir::new(run).metrics_logs();
     if files.is_empty() {
-        bail!("{}: no metrics-from-*.jsonl files (has `trainer train` run here?)", run.display());
+        return Err(PlotError::NoMetrics(run.to_path_buf()));
     }
     let mut by_epoch = BTreeMap::new();
     for (_, path) in &files {
-        let text = std::fs::read_to_string(path)?;
+        let text = std::fs::read_to_string(path).map_err(|source| PlotError::Read { path: path.clone(), source })?;
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|source| PlotError::NotJson { path: path.clone(), line: i + 1, source })?;
             if v.get("train_loss").is_none() {
                 continue; // a per-step line
             }
             let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
             let val = |k: &str| v.get("val").and_then(|x| x.get(k)).and_then(serde_json::Value::as_f64);
-            let epoch = v["epoch"].as_u64().with_context(|| format!("{}:{}: no epoch", path.display(), i + 1))? as usize;
+            let epoch = v["epoch"].as_u64().ok_or_else(|| PlotError::NoEpoch { path: path.clone(), line: i + 1 })? as usize;
             by_epoch.insert(
                 epoch,
                 Point {
@@ -72,9 +106,8 @@ pub fn history(run: &Path) -> Result<History> {
 }
 
 fn load_font() -> Result<()> {
-    let bytes = std::fs::read(FONT).with_context(|| format!("{FONT}: the plot's font is missing (apt-get install fonts-dejavu-core)"))?;
-    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-        .map_err(|_| anyhow::anyhow!("{FONT}: not a usable TrueType font"))
+    let bytes = std::fs::read(FONT).map_err(PlotError::NoFont)?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice())).map_err(|_| PlotError::BadFont)
 }
 
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
@@ -124,7 +157,7 @@ fn panel(
     restarts: &[usize],
     last: usize,
     legend: SeriesLabelPosition,
-) -> Result<()> {
+) -> Result<(), DrawError> {
     let ys: Vec<f64> = series.iter().flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y)).filter(|y| y.is_finite()).collect();
     let (lo, hi) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
     let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)) };
@@ -164,18 +197,19 @@ pub fn plot(run: &Path, out: &Path) -> Result<History> {
     load_font()?;
     let last = h.points.last().map_or(1, |p| p.epoch);
     let xs = |f: &dyn Fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> { h.points.iter().filter_map(|p| Some((p.epoch as f64, f(p)?))).collect() };
+    let draw = |e: DrawError| PlotError::Draw { path: out.to_path_buf(), reason: e.to_string() };
     let root = BitMapBackend::new(out, (1280, 520)).into_drawing_area();
-    root.fill(&WHITE)?;
+    root.fill(&WHITE).map_err(|e| draw(e.into()))?;
     let (left, right) = root.split_horizontally(640);
     let loss: Vec<Series> = vec![("train loss", BLUE, xs(&|p| Some(p.train_loss))), ("val loss", RED, xs(&|p| p.val_loss))];
-    panel(&left, "loss", &loss, &h.restarts, last, SeriesLabelPosition::UpperRight)?;
+    panel(&left, "loss", &loss, &h.restarts, last, SeriesLabelPosition::UpperRight).map_err(draw)?;
     let acc: Vec<Series> = vec![
         ("train rank-1", BLUE, xs(&|p| Some(p.train_rank1))),
         ("val rank-1", RED, xs(&|p| p.val_rank1)),
         ("val rank-5", RGBColor(0, 140, 70), xs(&|p| p.val_rank5)),
     ];
-    panel(&right, "accuracy", &acc, &h.restarts, last, SeriesLabelPosition::LowerRight)?;
-    root.present().with_context(|| format!("writing {}", out.display()))?;
+    panel(&right, "accuracy", &acc, &h.restarts, last, SeriesLabelPosition::LowerRight).map_err(draw)?;
+    root.present().map_err(|e| draw(e.into()))?;
     Ok(h)
 }
 
