@@ -252,9 +252,8 @@ mod tests {
     #[test]
     fn batches_come_in_order_with_every_image_once() {
         // 23 PNGs of distinct grey levels, one broken file; batches of 4 on 3 workers
-        let d = std::env::temp_dir().join(format!("rt-batches-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         for i in 0..23u8 {
             data::image::GrayImage::from_pixel(3, 3, data::image::Luma([i * 10])).save(d.join(format!("{i:02}.png"))).unwrap();
         }
@@ -268,13 +267,12 @@ mod tests {
         assert_eq!(values, (0..23).map(|i| (i * 10) as f32).collect::<Vec<_>>());
         let skipped: Vec<&Skipped> = batches.iter().flat_map(|b| &b.skipped).collect();
         assert!(skipped.len() == 1 && skipped[0].0.ends_with("05b.png") && skipped[0].1.contains("undecodable"), "{skipped:?}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn folders_map_to_labels_by_name_and_other_files_are_counted() {
-        let d = std::env::temp_dir().join(format!("rt-data-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         for (c, f) in [("cat", "a.jpg"), ("dog", "b.png"), ("dog", "notes.txt")] {
             std::fs::create_dir_all(d.join(c)).unwrap();
             std::fs::write(d.join(c).join(f), b"x").unwrap();
@@ -291,6 +289,5 @@ mod tests {
         let pre = crate::Preprocess::resolve(None, &crate::PreprocessArgs { size: Some("4x4".parse().unwrap()), ..Default::default() }).unwrap();
         let err = s.load_into(0, &pre, false, &mut [0f32; 48]).err().unwrap();
         assert!(err.0.ends_with("a.jpg"), "{err:?}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -182,9 +182,8 @@ mod tests {
 
     #[test]
     fn a_set_is_packed_once_and_packed_again_when_its_files_change() {
-        let dir = std::env::temp_dir().join(format!("dlcv-idx-records-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         let (prefix, cache) = (dir.join("set"), dir.join("cache"));
         write_idx(&prefix, 6, |i| 10 * i as u8);
         let first = packed_records(&prefix, 0, &cache).unwrap();
@@ -220,6 +219,5 @@ mod tests {
         // no temporary folders are left behind
         let left: Vec<String> = std::fs::read_dir(cache.join("idx")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(left.iter().all(|n| !n.ends_with(".tmp")), "{left:?}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -55,9 +55,8 @@ fn packed(cache: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn an_idx_config_trains_on_packed_records_and_a_second_run_reuses_them() {
-    let dir = std::env::temp_dir().join(format!("dlcv-idx-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     write_bars(&dir.join("train"), 200, 1);
     write_bars(&dir.join("val"), 40, 2);
     let cache = dir.join("cache");
@@ -94,5 +93,4 @@ fn an_idx_config_trains_on_packed_records_and_a_second_run_reuses_them() {
     for key in ["train_loss", "train_rank1", "val"] {
         assert_eq!(m1[key], m2[key], "{key}: {m1} vs {m2}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -96,8 +96,8 @@ fn one_off_accuracy_counts_predictions_within_one_bin() {
         let _ = net.params["classifier.bias"].shallow_clone().narrow(0, 2, 1).fill_(5.0);
     });
     let labels = [2i32, 1, 3, 0, 6, 2];
-    let dir = std::env::temp_dir().join(format!("dlcv-one-off-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let rec = dir.join("bins.rec");
     let items: Vec<Item> = labels
         .iter()
@@ -107,7 +107,6 @@ fn one_off_accuracy_counts_predictions_within_one_bin() {
     pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true }, false).unwrap();
     let spec = BatchSpec { input: [1, 28, 28], mean: vec![0.0], std: vec![255.0], train: false, flip: false, shift: 0, rotate: 0.0, shear: 0.0 };
     let m = trainer::train::evaluate(&net, &RecordBatches::open(&rec, 0, &spec, 4, 0, false).unwrap(), true).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(m.rank1, 2.0 / 6.0);
     assert_eq!(m.one_off, Some(4.0 / 6.0), "2, 1, 3 and 2 are within one bin of 2; 0 and 6 are not");
 }

@@ -584,7 +584,8 @@ mod tests {
         assert_eq!(Report::new(&fitted.truth, &fitted.out_of_fold, &m.labels).accuracy, m.cv.iter().find(|s| s.c == m.c).unwrap().mean);
         // the weights point each class to its corner: class ne has positive weights on both axes
         assert!(m.weights[0][0] > 0.0 && m.weights[0][1] > 0.0 && m.weights[2][0] < 0.0 && m.weights[2][1] < 0.0, "{:?}", m.weights);
-        let path = std::env::temp_dir().join(format!("dlcv-logreg-{}.json", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("logreg.json");
         m.save(&path).unwrap();
         let back = Model::load(&path).unwrap();
         assert_eq!((&back.labels, back.c, &back.cv, back.train_samples), (&m.labels, m.c, &m.cv, m.train_samples));
@@ -592,7 +593,6 @@ mod tests {
         let (p, q) = (back.predict_proba(&x).unwrap(), m.predict_proba(&x).unwrap());
         assert!(p.iter().flatten().zip(q.iter().flatten()).all(|(a, b)| (a - b).abs() < 1e-12));
         assert_eq!(back.report(&x).unwrap(), r);
-        std::fs::remove_file(&path).unwrap();
         // too few rows of a class for the folds is an error naming the class
         let err = fit(&subset(&x, &[0, 1, 2, 3, 4, 5, 6]), &o).unwrap_err().to_string();
         assert!(err.contains("class 'ne' has 2 training rows") && err.contains("3 folds"), "{err}");
