@@ -42,9 +42,16 @@ pub enum PipelineError {
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
-/// A trainer (anyhow) error with its whole context chain, as a typed error.
-pub(crate) fn run_err(e: impl Into<anyhow::Error>) -> PipelineError {
-    PipelineError::Run(format!("{:#}", e.into()))
+/// A trainer, data or experiment error with its chain of causes (`a: b: c`), as a typed error.
+pub(crate) fn run_err(e: impl std::error::Error) -> PipelineError {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    PipelineError::Run(message)
 }
 
 macro_rules! bail {
