@@ -28,8 +28,6 @@ pub const CACHE_ENV: &str = "DLCV_CACHE_DIR";
 /// Bumped when the packed layout changes, so that older cache folders are packed again.
 const LAYOUT: u32 = 1;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 #[derive(Debug, thiserror::Error)]
 pub enum IdxRecordsError {
     #[error(transparent)]
@@ -37,9 +35,9 @@ pub enum IdxRecordsError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{prefix}: reading the IDX set to pack it: {source}")]
-    Build { prefix: PathBuf, source: BoxError },
+    Build { prefix: PathBuf, source: Box<data::prepare::PrepareError> },
     #[error("packing {prefix} into {dir}: {source}")]
-    Pack { prefix: PathBuf, dir: PathBuf, source: BoxError },
+    Pack { prefix: PathBuf, dir: PathBuf, source: Box<data::prepare::PrepareError> },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdxRecordsError + '_ {
@@ -138,7 +136,7 @@ pub fn packed_records(prefix: &Path, border: u32, root: &Path) -> Result<Packed,
     let nanos = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = parent.join(format!(".{}.{}-{nanos}.tmp", dir.file_name().expect("a folder name").to_string_lossy(), std::process::id()));
     let mut prepared = build(&IdxOptions { train: prefix.to_path_buf(), test: None, labels: None, val_fraction: 0.0, seed: 0 })
-        .map_err(|e| IdxRecordsError::Build { prefix: prefix.to_path_buf(), source: e.into() })?;
+        .map_err(|source| IdxRecordsError::Build { prefix: prefix.to_path_buf(), source: Box::new(source) })?;
     if border > 0 {
         for item in prepared.splits.iter_mut().flat_map(|s| s.items.iter_mut()) {
             if let Source::Image(img) = &item.source {
@@ -147,10 +145,10 @@ pub fn packed_records(prefix: &Path, border: u32, root: &Path) -> Result<Packed,
         }
     }
     let opts = PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true };
-    data::prepare::write(prepared, &tmp, &opts, false).map_err(|e| IdxRecordsError::Pack {
+    data::prepare::write(prepared, &tmp, &opts, false).map_err(|source| IdxRecordsError::Pack {
         prefix: prefix.to_path_buf(),
         dir: dir.clone(),
-        source: e.into(),
+        source: Box::new(source),
     })?;
     let manifest = tmp.join("source.json");
     std::fs::write(&manifest, serde_json::to_vec_pretty(&want).expect("a manifest is JSON")).map_err(io(&manifest))?;
