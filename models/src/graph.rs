@@ -234,7 +234,7 @@ fn window_out(size: usize, kernel: usize, stride: usize, pad: usize, dilation: u
     }
     let mut out = (padded - span) / stride + 1;
     // ceil mode: one more window when a partial one remains, unless it would start in the right padding.
-    if ceil && (padded - span) % stride != 0 && (out * stride) < size + pad {
+    if ceil && !(padded - span).is_multiple_of(stride) && (out * stride) < size + pad {
         out += 1;
     }
     Some(out)

@@ -175,7 +175,7 @@ impl FeatureWriter {
 
     /// Appends `labels.len()` rows (`rows` is row-major).
     pub fn push(&mut self, rows: &[f32], labels: &[i64], keys: &[String]) -> Result<()> {
-        if labels.len() != keys.len() || (!labels.is_empty() && rows.len() % labels.len() != 0) {
+        if labels.len() != keys.len() || (!labels.is_empty() && !rows.len().is_multiple_of(labels.len())) {
             return Err(FeaturesError::NotRows { path: self.path.clone(), values: rows.len(), labels: labels.len(), keys: keys.len() });
         }
         if labels.is_empty() {
