@@ -145,6 +145,18 @@ pub fn open_session(path: &Path, opts: &SessionOptions) -> Result<Session, Runti
     builder.commit_from_file(path).map_err(|e| model_err(e.to_string()))
 }
 
+/// Every `metadata_props` entry of an opened model.
+pub fn metadata_props(session: &Session) -> Result<std::collections::HashMap<String, String>, String> {
+    let md = session.metadata().map_err(|e| format!("cannot read metadata: {e}"))?;
+    let mut props = std::collections::HashMap::new();
+    for key in md.custom_keys().map_err(|e| format!("cannot read metadata: {e}"))? {
+        if let Some(v) = md.custom(&key) {
+            props.insert(key, v);
+        }
+    }
+    Ok(props)
+}
+
 /// One float32 output of a model: its name, shape and values.
 pub type Output = (String, Vec<usize>, Vec<f32>);
 

@@ -131,15 +131,27 @@ impl Source {
                     (name, *label, &bytes[..])
                 }
             };
-            let px = decoder.decode(encoded, pre.channels).map_err(|e| (name.clone(), format!("undecodable image: {e}")))?;
-            if ten_crop {
-                pre.apply_ten_crop(to_image(&px), out);
-            } else {
-                pre.apply_decoded(&px, out);
-            }
+            preprocess_into(decoder, encoded, pre, ten_crop, out).map_err(|e| (name.clone(), e))?;
             Ok((name, label))
         })
     }
+}
+
+fn preprocess_into(decoder: &mut Decoder, encoded: &[u8], pre: &Preprocess, ten_crop: bool, out: &mut [f32]) -> Result<(), String> {
+    let px = decoder.decode(encoded, pre.channels).map_err(|e| format!("undecodable image: {e}"))?;
+    if ten_crop {
+        pre.apply_ten_crop(to_image(&px), out);
+    } else {
+        pre.apply_decoded(&px, out);
+    }
+    Ok(())
+}
+
+/// Decodes one encoded image (JPEG, PNG, …) held in memory and writes its input sample (`pre.sample_len()`
+/// floats) into `out`: exactly what [`Source::load_into`] does for a file or a record, with this thread's
+/// reused decoder. `runtime serve` uses it for images sent in requests.
+pub fn decode_into(encoded: &[u8], pre: &Preprocess, out: &mut [f32]) -> Result<(), String> {
+    BUFFERS.with(|b| preprocess_into(&mut b.borrow_mut().1, encoded, pre, false, out))
 }
 
 thread_local! {

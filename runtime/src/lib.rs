@@ -5,7 +5,8 @@
 //! - [`preprocess`]: image → input tensor (the flag contract shared with edge-demo), 10-crop;
 //! - [`images`]: where images come from (record files, class folders, loose files) and the batches
 //!   decoded and preprocessed from them in parallel, overlapping inference;
-//! - [`eval`]: evaluation, prediction and benchmarks; [`metrics`]: rank-1/5, one-off, per-class report.
+//! - [`eval`]: evaluation, prediction and benchmarks; [`metrics`]: rank-1/5, one-off, per-class report;
+//! - [`serve`]: `runtime serve`, the Open Inference Protocol server (KServe v2 / Triton) over HTTP and gRPC.
 
 pub mod doctor;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod images;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod serve;
 
 pub use engine::{open_session, Provider, RuntimeError, SessionOptions};
 pub use model::Model;

@@ -1,5 +1,6 @@
 //! `runtime`: thin command-line front over the `runtime` library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use models::cli::Verbosity;
 use runtime::eval::{self, EvalOptions};
 use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 
-/// Run ONNX models with ONNX Runtime on CPU or CUDA: evaluate, predict, benchmark.
+/// Run ONNX models with ONNX Runtime on CPU or CUDA: evaluate, predict, benchmark, serve.
 ///
 /// Our own exports carry their preprocessing and labels; for a model made elsewhere give them with
 /// --size WxH --layout nchw|nhwc --gray --mean M[,M,M] --std S[,S,S] --labels FILE
@@ -135,6 +136,76 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve models over the Open Inference Protocol (KServe v2 / Triton): HTTP/REST and gRPC, with
+    /// dynamic batching, Triton's statistics, classification and binary-tensor extensions, encoded images
+    /// in, and Prometheus metrics. Stops on SIGTERM or Ctrl-C after answering the requests in flight.
+    ///
+    /// The repository is Triton's layout (DIR/NAME/config.pbtxt, DIR/NAME/VERSION/model.onnx, labels
+    /// beside the config), as `exporter triton` writes it; a folder without config.pbtxt is
+    /// auto-configured from its ONNX file. Listens on loopback unless told otherwise.
+    ///
+    /// Example: runtime serve --model-repository models/ ; curl localhost:8000/v2/models/NAME
+    Serve {
+        /// A Triton model repository.
+        #[arg(long, value_name = "DIR")]
+        model_repository: Option<PathBuf>,
+        /// A model outside any repository, auto-configured from the file (repeatable).
+        #[arg(long = "model", value_name = "NAME=FILE.onnx", value_parser = parse_model_flag)]
+        models: Vec<(String, PathBuf)>,
+        /// HTTP/REST address ("off": none). Port 0 picks a free port (printed at start).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        http: Addr,
+        /// gRPC address ("off": none).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        grpc: Addr,
+        /// Prometheus metrics address, served at /metrics ("off": none).
+        #[arg(long, default_value = "127.0.0.1:8002")]
+        metrics: Addr,
+        /// Execution provider for every instance: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        provider: Provider,
+        /// ONNX Runtime intra-op threads per model instance [default: the cores divided among a model's instances].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Largest request body (HTTP) or message (gRPC), in MiB.
+        #[arg(long, default_value_t = 64)]
+        max_body_mib: usize,
+        /// Seconds a client has to send a request's headers (also the idle keep-alive limit).
+        #[arg(long, default_value_t = 10.0)]
+        header_timeout: f64,
+        /// Seconds within which a request must be answered (HTTP 408 / gRPC DEADLINE_EXCEEDED).
+        #[arg(long, default_value_t = 60.0)]
+        request_timeout: f64,
+        /// Requests that may wait per model before new ones get 503 (a config's max_queue_size wins).
+        #[arg(long, default_value_t = 1024)]
+        max_queue: usize,
+        /// Seconds shutdown waits for requests in flight.
+        #[arg(long, default_value_t = 30.0)]
+        shutdown_grace: f64,
+    },
+}
+
+fn parse_model_flag(s: &str) -> Result<(String, PathBuf), String> {
+    runtime::serve::repository::parse_model_flag(s).map_err(|e| e.to_string())
+}
+
+/// A listening address, or "off" for none.
+#[derive(Debug, Clone, Copy)]
+struct Addr(Option<SocketAddr>);
+
+impl std::str::FromStr for Addr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse().map(|a| Self(Some(a))).map_err(|e| format!("'{s}': {e} (expected HOST:PORT such as 127.0.0.1:8000, or off)"))
+    }
+}
+
+fn seconds(what: &str, s: f64) -> Result<Duration> {
+    anyhow::ensure!(s.is_finite() && s > 0.0, "--{what} {s}: must be a positive number of seconds");
+    Ok(Duration::from_secs_f64(s))
 }
 
 fn main() -> std::process::ExitCode {
@@ -214,6 +285,33 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Serve {
+            model_repository,
+            models,
+            http,
+            grpc,
+            metrics,
+            provider,
+            threads,
+            max_body_mib,
+            header_timeout,
+            request_timeout,
+            max_queue,
+            shutdown_grace,
+        } => {
+            anyhow::ensure!(max_body_mib > 0, "--max-body-mib must be at least 1");
+            anyhow::ensure!(max_queue > 0, "--max-queue must be at least 1");
+            let (http, grpc, metrics) = (http.0, grpc.0, metrics.0);
+            anyhow::ensure!(http.is_some() || grpc.is_some(), "--http off and --grpc off: nothing would answer");
+            let limits = runtime::serve::Limits {
+                max_body: max_body_mib << 20,
+                header_timeout: seconds("header-timeout", header_timeout)?,
+                request_timeout: seconds("request-timeout", request_timeout)?,
+                shutdown_grace: seconds("shutdown-grace", shutdown_grace)?,
+                max_queue,
+            };
+            runtime::serve::serve(runtime::serve::ServeOptions { repository: model_repository, models, http, grpc, metrics, provider, threads, limits })?;
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use ort::session::Session;
 
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use crate::engine::{open_session, Provider, RuntimeError, SessionOptions};
+use crate::engine::{metadata_props, open_session, Provider, RuntimeError, SessionOptions};
 use crate::preprocess::{Preprocess, PreprocessArgs};
 
 /// An opened model, ready to run batches of preprocessed images.
@@ -43,14 +43,7 @@ impl Model {
     pub fn open(path: &Path, opts: &SessionOptions, args: &PreprocessArgs) -> Result<Self, RuntimeError> {
         let err = |reason: String| RuntimeError::Model { path: path.to_path_buf(), reason };
         let session = open_session(path, opts)?;
-        let md = session.metadata().map_err(|e| err(format!("cannot read metadata: {e}")))?;
-        let mut metadata = HashMap::new();
-        for key in md.custom_keys().map_err(|e| err(format!("cannot read metadata: {e}")))? {
-            if let Some(v) = md.custom(&key) {
-                metadata.insert(key, v);
-            }
-        }
-        drop(md);
+        let metadata = metadata_props(&session).map_err(&err)?;
         let meta = ModelMeta::from_props(&metadata).map_err(|e| err(e.to_string()))?;
         let preprocess = Preprocess::resolve(meta.as_ref().map(Preprocess::from_meta), args).map_err(&err)?;
 
