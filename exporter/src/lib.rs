@@ -5,7 +5,8 @@
 //! Runtime. The default `verify` feature adds [`pipeline`], the export that proves the written file
 //! against libtorch (trainer) in ONNX Runtime (runtime), and [`logreg`], the same for a `trainer
 //! logreg` model on a frozen network's features (the network cut at the feature layer, then the
-//! fitted head of [`head`]); the `exporter` binary requires it.
+//! fitted head of [`head`]); the `exporter` binary requires it. [`triton`] writes an ONNX file as an
+//! entry of a Triton model repository (pure Rust too).
 
 pub mod fold;
 pub mod fp16;
@@ -17,5 +18,6 @@ pub mod lower;
 pub mod parity;
 #[cfg(feature = "verify")]
 pub mod pipeline;
+pub mod triton;
 
 pub use onnx_protobuf as onnx;
