@@ -101,3 +101,33 @@ pub fn pattern_dataset(dir: &Path, per_class: usize, size: u32, seed: u64) {
         }
     }
 }
+
+/// Writes zoo model `arch` with `labels.len()` classes and `channels` input channels, with deterministic
+/// untrained weights (each parameter's own initial value; weights uniform in ±1/√fan-in), as one of our
+/// self-describing ONNX files (labels and preprocessing in its metadata) at `path`. For tests that need
+/// a real exported file fast and do not care what it learned.
+pub fn untrained_onnx(arch: &str, labels: &[&str], channels: usize, path: &Path) {
+    use models::graph::ParamInit;
+    use models::meta::{Crop, Layout, ModelMeta, Preprocessing, Task};
+    let net = models::zoo::build(arch, Some(labels.len()), Some(channels)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+    let mut rng = data::rng::Xorshift64::seeded(11);
+    let mut weights = exporter::lower::Weights::new();
+    for p in net.params() {
+        let n: usize = p.shape.iter().product();
+        let values = match p.init {
+            ParamInit::Zeros => vec![0.0; n],
+            ParamInit::Ones => vec![1.0; n],
+            ParamInit::Const(c) => vec![c as f32; n],
+            ParamInit::Scheme => {
+                let a = 1.0 / (p.fan_in.max(1) as f32).sqrt();
+                rng.uniform(n, -a, a)
+            }
+        };
+        weights.insert(p.name.clone(), (p.shape.clone(), values));
+    }
+    let input = net.input_shape();
+    let pre = Preprocessing { input, layout: Layout::Nchw, mean: vec![120.0; input[0]], std: vec![60.0; input[0]], resize_short_side: 0, crop: Crop::Stretch };
+    let meta = ModelMeta::new(arch, Task::Classification, labels.iter().map(|l| l.to_string()).collect(), pre);
+    let opts = exporter::lower::LowerOptions { metadata: meta.to_props(), ..Default::default() };
+    exporter::lower::write(&net, &weights, &opts, path).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}

@@ -120,27 +120,26 @@ async fn infer_version(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let model = s.model(&m, &v)?.clone();
+    // refusals of a request to a loaded model count as its failures, as in Triton's statistics
+    let refuse = |status: StatusCode, msg: String| {
+        model.scheduler.record_request(false, std::time::Duration::ZERO);
+        (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+    };
     if let Some(enc) = headers.get(header::CONTENT_ENCODING).filter(|e| e.as_bytes() != b"identity") {
-        return Ok((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            axum::Json(serde_json::json!({"error": format!("Content-Encoding {}: compressed request bodies are not accepted", printable(&String::from_utf8_lossy(enc.as_bytes())))})),
-        )
-            .into_response());
+        let enc = printable(&String::from_utf8_lossy(enc.as_bytes()));
+        return Ok(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {enc}: compressed request bodies are not accepted")));
     }
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let msg = format!("request body is larger than the server's limit of {} bytes (runtime serve --max-body)", s.limits.max_body);
-            return Ok((StatusCode::PAYLOAD_TOO_LARGE, axum::Json(serde_json::json!({ "error": msg }))).into_response());
+            let msg = format!("request body is larger than the server's limit of {} bytes (runtime serve --max-body-mib)", s.limits.max_body);
+            return Ok(refuse(StatusCode::PAYLOAD_TOO_LARGE, msg));
         }
-        Err(e) => return Err(ApiError::bad(format!("cannot read the request body: {e}"))),
+        Err(e) => return Ok(refuse(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
     };
     let (req, binary_default) = match parse_request(&headers, &body) {
         Ok(r) => r,
-        Err(e) => {
-            model.scheduler.record_request(false, std::time::Duration::ZERO);
-            return Err(e);
-        }
+        Err(e) => return Ok(refuse(StatusCode::BAD_REQUEST, e.to_string())),
     };
     let id = req.id.clone();
     let outputs = infer::infer(&model, req).await?;
