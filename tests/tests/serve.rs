@@ -464,3 +464,45 @@ fn triton_load_time_rules_refuse_a_config_that_does_not_fit_its_model() {
         assert!(err.contains(needle), "{what}: {err:?} should say {needle:?}");
     }
 }
+
+#[test]
+fn a_full_queue_gets_503_a_slow_request_408_and_a_silent_client_is_cut_off() {
+    let scratch = tests::fresh_dir("serve-limits");
+    // requests wait 0.7 s for a batch to fill: longer than the request timeout
+    let (_, repo) = repository(scratch.path(), &["--max-batch", "8", "--queue-delay-us", "700000"]);
+    let served = Served::start(&["--model-repository", s(&repo), "--max-queue", "2", "--request-timeout", "0.4", "--header-timeout", "0.5"]);
+    let input = input_name(&served.http);
+    let infer = format!("/v2/models/{MODEL}/infer");
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, input, infer) = (served.http.clone(), input.clone(), infer.clone());
+            std::thread::spawn(move || {
+                let (h, b) = binary_request(&input, 1, &vec![0.25; SAMPLE_BYTES / 4]);
+                let r = Conn::open(&addr).send("POST", &infer, &h, &b);
+                (r.status, r.text())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    let (h, b) = binary_request(&input, 1, &vec![0.25; SAMPLE_BYTES / 4]);
+    let full = Conn::open(&served.http).send("POST", &infer, &h, &b);
+    assert_eq!(full.status, 503, "{}", full.text());
+    assert!(full.json()["error"].as_str().unwrap().contains("queue limit"), "{}", full.text());
+    for w in waiting {
+        let (code, body) = w.join().unwrap();
+        assert_eq!(code, 408, "a request past --request-timeout: {body}");
+        assert!(body.contains("request timeout"), "{body}");
+    }
+    // a client that sends half a request line and then nothing is disconnected after --header-timeout
+    let mut slow = TcpStream::connect(&served.http).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x").unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = t.elapsed();
+    assert!(waited < Duration::from_secs(5), "the silent connection was held {waited:?}");
+    assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    // and the server still serves
+    assert_eq!(get(&served.http, "/v2/health/ready").status, 200);
+}

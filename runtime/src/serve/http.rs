@@ -7,6 +7,7 @@
 //! Triton's status codes; every length in a request is checked against the body before use.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -59,7 +60,9 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(format!("no such endpoint: {}", printable(uri.path()))) })
         .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        // inference answers 408 with a JSON error at the request timeout itself (below); this is the
+        // backstop for anything else still unanswered a second later, such as a body trickling in
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout + Duration::from_secs(1)))
         .with_state(server)
 }
 
@@ -122,7 +125,7 @@ async fn infer_version(
     let model = s.model(&m, &v)?.clone();
     // refusals of a request to a loaded model count as its failures, as in Triton's statistics
     let refuse = |status: StatusCode, msg: String| {
-        model.scheduler.record_request(false, std::time::Duration::ZERO);
+        model.scheduler.record_request(false, Duration::ZERO);
         (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
     };
     if let Some(enc) = headers.get(header::CONTENT_ENCODING).filter(|e| e.as_bytes() != b"identity") {
@@ -142,7 +145,11 @@ async fn infer_version(
         Err(e) => return Ok(refuse(StatusCode::BAD_REQUEST, e.to_string())),
     };
     let id = req.id.clone();
-    let outputs = infer::infer(&model, req).await?;
+    let Ok(outputs) = tokio::time::timeout(s.limits.request_timeout, infer::infer(&model, req)).await else {
+        let msg = format!("not answered within the request timeout of {:?} (runtime serve --request-timeout)", s.limits.request_timeout);
+        return Ok(refuse(StatusCode::REQUEST_TIMEOUT, msg));
+    };
+    let outputs = outputs?;
     Ok(write_response(&model.name, model.version, &id, outputs, binary_default))
 }
 
