@@ -19,24 +19,19 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use models::repository;
 use onnx_protobuf::{tensor_proto::DataType, type_proto, ModelProto, ValueInfoProto};
 use protobuf::{Enum, Message};
 
 /// The version folder written by default.
 pub const DEFAULT_VERSION: u64 = 1;
 /// Triton's `max_batch_size` written by default.
-pub const DEFAULT_MAX_BATCH: u32 = 8;
+pub const DEFAULT_MAX_BATCH: u32 = repository::DEFAULT_MAX_BATCH;
 /// Model instances (`instance_group { count }`) written by default.
 pub const DEFAULT_INSTANCES: u32 = 1;
 /// `dynamic_batching { max_queue_delay_microseconds }` written by default.
-pub const DEFAULT_QUEUE_DELAY_US: u64 = 100;
-/// The file names of an entry, as Triton expects them.
-pub const CONFIG_FILE: &str = "config.pbtxt";
-pub const MODEL_FILE: &str = "model.onnx";
-pub const LABELS_FILE: &str = "labels.txt";
-/// Triton's platform and backend for ONNX files.
-pub const PLATFORM: &str = "onnxruntime_onnx";
-pub const BACKEND: &str = "onnxruntime";
+pub const DEFAULT_QUEUE_DELAY_US: u64 = repository::DEFAULT_QUEUE_DELAY_US;
+pub use models::repository::{BACKEND, CONFIG_FILE, LABELS_FILE, MODEL_FILE, PLATFORM};
 
 /// Why an entry was not written; each names the file or flag that is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -201,31 +196,18 @@ pub fn triton_type(elem_type: i32) -> Option<&'static str> {
     })
 }
 
-/// Whether `c` may be part of a model name: the name is also a folder name.
-fn name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-}
-
 /// Refuses a model name that is not one plain folder name of `[A-Za-z0-9_.-]`.
 pub fn check_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        "it is empty"
-    } else if name == "." || name == ".." {
-        "it is not a folder name"
-    } else if name.contains(['/', '\\']) {
-        "it must be one folder name, not a path"
-    } else if !name.chars().all(name_char) {
-        "use only letters, digits, '_', '.' and '-'"
-    } else {
-        return Ok(());
-    };
-    Err(TritonError::Name { name: name.into(), reason })
+    match repository::name_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(TritonError::Name { name: name.into(), reason }),
+    }
 }
 
 /// The file's stem with every character outside `[A-Za-z0-9_.-]` replaced by `_`
 /// (`mini vgg+1.onnx` → `mini_vgg_1`).
 pub fn default_name(model: &Path) -> Result<String> {
-    let stem = model.file_stem().map(|s| s.to_string_lossy().chars().map(|c| if name_char(c) { c } else { '_' }).collect::<String>());
+    let stem = model.file_stem().map(|s| s.to_string_lossy().chars().map(|c| if repository::name_char(c) { c } else { '_' }).collect::<String>());
     match stem {
         Some(s) if check_name(&s).is_ok() => Ok(s),
         _ => Err(TritonError::NoName { path: model.into() }),

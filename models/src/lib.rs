@@ -11,6 +11,7 @@ pub mod cli;
 pub mod describe;
 pub mod graph;
 pub mod meta;
+pub mod repository;
 pub mod zoo;
 
 /// The toolchain's version, written into every run directory and every exported model.

@@ -17,11 +17,8 @@ use crate::engine::{metadata_props, open_session, Provider, RuntimeError, Sessio
 use crate::preprocess::Preprocess;
 
 /// The only platform (and backend) served: ONNX models on ONNX Runtime.
-pub const PLATFORM: &str = "onnxruntime_onnx";
-pub const BACKEND: &str = "onnxruntime";
-/// Batch size and queue delay of a model served without a config.pbtxt (Triton's auto-complete).
-pub const AUTO_MAX_BATCH: i32 = 8;
-pub const AUTO_QUEUE_DELAY_US: u64 = 100;
+pub use models::repository::{BACKEND, PLATFORM};
+use models::repository::{CONFIG_FILE, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, MODEL_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
@@ -132,9 +129,10 @@ pub fn parse_model_flag(s: &str) -> Result<(String, PathBuf), RepositoryError> {
     Ok((name.to_string(), PathBuf::from(file)))
 }
 
-/// Model names are what a URL path segment can carry unescaped, and never a path.
+/// Model names are what a URL path segment can carry unescaped, and never a path (the rule `exporter
+/// triton` writes by: `models::repository`).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    models::repository::name_problem(name).is_none()
 }
 
 fn rule(model: &str, path: &Path, reason: impl Into<String>) -> RepositoryError {
@@ -146,7 +144,7 @@ fn load_folder(folder: &Path, name: &str, opts: &ServeOptions) -> Result<Vec<Ser
     if !valid_name(name) {
         return Err(rule(name, folder, "model names may hold only letters, digits, '_', '-' and '.'"));
     }
-    let config_path = folder.join("config.pbtxt");
+    let config_path = folder.join(CONFIG_FILE);
     let config = match std::fs::read_to_string(&config_path) {
         Ok(text) => Some(super::proto::parse_config(&text, &config_path).map_err(RepositoryError::Config)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -182,7 +180,7 @@ fn load_folder(folder: &Path, name: &str, opts: &ServeOptions) -> Result<Vec<Ser
     if chosen.is_empty() {
         return Err(rule(name, folder, "no version folder (DIR/NAME/1/model.onnx)"));
     }
-    let file_name = config.as_ref().map(|c| c.default_model_filename.as_str()).filter(|f| !f.is_empty()).unwrap_or("model.onnx");
+    let file_name = config.as_ref().map(|c| c.default_model_filename.as_str()).filter(|f| !f.is_empty()).unwrap_or(MODEL_FILE);
     if !valid_name(file_name) {
         return Err(rule(name, folder, format!("default_model_filename '{file_name}' must be a plain file name")));
     }
@@ -220,7 +218,7 @@ fn auto_config(name: &str, ins: &[(String, DataType, Vec<i64>)], outs: &[(String
         name: name.to_string(),
         platform: PLATFORM.into(),
         backend: BACKEND.into(),
-        max_batch_size: if batchable { AUTO_MAX_BATCH } else { 0 },
+        max_batch_size: if batchable { DEFAULT_MAX_BATCH as i32 } else { 0 },
         ..Default::default()
     };
     for (n, d, dims) in config_io(ins, batchable) {
@@ -231,7 +229,7 @@ fn auto_config(name: &str, ins: &[(String, DataType, Vec<i64>)], outs: &[(String
     }
     if batchable {
         c.scheduling_choice = Some(pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
-            max_queue_delay_microseconds: AUTO_QUEUE_DELAY_US,
+            max_queue_delay_microseconds: DEFAULT_QUEUE_DELAY_US,
             ..Default::default()
         }));
     }
