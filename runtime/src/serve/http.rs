@@ -436,26 +436,50 @@ fn out_data(t: &Tensor) -> OutData {
     }
 }
 
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+#[derive(Serialize)]
+struct OutTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<OutData>,
+}
+
+#[derive(Serialize)]
+struct JsonResponse<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    outputs: Vec<OutTensor<'a>>,
+}
+
+/// The answer: JSON, or JSON + binary outputs (serialised from typed values, so FP32 data prints in
+/// its shortest float32 form rather than widened to float64).
 fn write_response(model: &str, version: u64, id: &str, outputs: Vec<InferOutput>, binary_default: bool) -> Response {
     let mut blobs: Vec<std::borrow::Cow<'_, [u8]>> = vec![];
     let mut outs = Vec::with_capacity(outputs.len());
     for o in &outputs {
         let t = &o.tensor;
-        let mut v = serde_json::json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape });
-        if o.binary.unwrap_or(binary_default) {
+        let (parameters, data) = if o.binary.unwrap_or(binary_default) {
             let raw = t.raw_bytes();
-            v["parameters"] = serde_json::json!({ "binary_data_size": raw.len() });
+            let size = BinarySize { binary_data_size: raw.len() };
             blobs.push(raw);
+            (Some(size), None)
         } else {
-            v["data"] = serde_json::to_value(out_data(t)).unwrap_or(Value::Null);
-        }
-        outs.push(v);
+            (None, Some(out_data(t)))
+        };
+        outs.push(OutTensor { name: &t.name, datatype: t.datatype.as_str(), shape: &t.shape, parameters, data });
     }
-    let mut head = serde_json::json!({ "model_name": model, "model_version": version.to_string(), "outputs": outs });
-    if !id.is_empty() {
-        head["id"] = Value::String(id.to_string());
-    }
-    let head = serde_json::to_vec(&head).expect("JSON values serialise");
+    let head = JsonResponse { model_name: model, model_version: version.to_string(), id, outputs: outs };
+    let head = serde_json::to_vec(&head).expect("a response serialises");
     if blobs.is_empty() {
         return ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], head).into_response();
     }
@@ -536,6 +560,22 @@ mod tests {
         assert!(e.to_string().contains("unknown datatype 'FLOAT'"), "{e}");
         let e = parse(&[], br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],"extra":1}"#).unwrap_err();
         assert!(e.to_string().contains("malformed request JSON") && e.to_string().contains("extra"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn json_outputs_print_float32_shortest_and_binary_outputs_follow_the_header() {
+        let t = Tensor::from_f32("p", vec![1, 2], &[0.1, 0.7]);
+        let body = |r: Response| async { axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap() };
+        let j = body(write_response("m", 1, "x", vec![InferOutput { tensor: t.clone(), binary: None }], false)).await;
+        let text = String::from_utf8(j.to_vec()).unwrap();
+        assert!(text.contains("\"data\":[0.1,0.7]") && text.contains("\"id\":\"x\""), "{text}");
+        let r = write_response("m", 1, "", vec![InferOutput { tensor: t, binary: Some(true) }], false);
+        let len: usize = r.headers()[HEADER_LENGTH].to_str().unwrap().parse().unwrap();
+        let b = body(r).await;
+        let head: Value = serde_json::from_slice(&b[..len]).unwrap();
+        assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert!(head.get("id").is_none());
+        assert_eq!(&b[len..], [0.1f32.to_le_bytes(), 0.7f32.to_le_bytes()].concat().as_slice());
     }
 
     #[test]

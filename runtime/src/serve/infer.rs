@@ -39,16 +39,17 @@ pub struct InferOutput {
 /// Runs `req` on `model`, recording the request in the model's statistics.
 pub async fn infer(model: &ServedModel, req: InferRequest) -> Result<Vec<InferOutput>, ApiError> {
     let start = Instant::now();
-    let result = run(model, req, start).await;
+    let result = run(model, req).await;
     model.scheduler.record_request(result.is_ok(), start.elapsed());
     result
 }
 
-async fn run(model: &ServedModel, req: InferRequest, start: Instant) -> Result<Vec<InferOutput>, ApiError> {
+async fn run(model: &ServedModel, req: InferRequest) -> Result<Vec<InferOutput>, ApiError> {
     let wanted = check_outputs(model, &req.outputs)?;
     let (inputs, rows) = check_inputs(model, req.inputs).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    model.scheduler.submit(Job { inputs, rows, enqueued: start, reply: tx })?;
+    // the queue (and the batching delay) starts now, after any image decoding, as Triton counts it
+    model.scheduler.submit(Job { inputs, rows, enqueued: Instant::now(), reply: tx })?;
     let outputs = rx.await.map_err(|_| ApiError::Internal(format!("model '{}': the worker stopped before answering", model.name)))??;
     wanted
         .into_iter()

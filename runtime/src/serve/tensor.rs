@@ -296,25 +296,24 @@ impl Tensor {
         let mut shape = first.shape.clone();
         shape[0] = parts.iter().map(|t| t.shape[0]).sum();
         let data = match &first.data {
-            Data::Raw(_) => Data::Raw(
-                parts
-                    .iter()
-                    .flat_map(|t| match &t.data {
-                        Data::Raw(b) => b.as_slice(),
-                        Data::Bytes(_) => &[],
-                    })
-                    .copied()
-                    .collect(),
-            ),
-            Data::Bytes(_) => Data::Bytes(
-                parts
-                    .iter()
-                    .flat_map(|t| match &t.data {
-                        Data::Bytes(v) => v.clone(),
-                        Data::Raw(_) => vec![],
-                    })
-                    .collect(),
-            ),
+            Data::Raw(_) => {
+                let mut raw = Vec::with_capacity(parts.iter().map(|t| if let Data::Raw(b) = &t.data { b.len() } else { 0 }).sum());
+                for t in parts {
+                    if let Data::Raw(b) = &t.data {
+                        raw.extend_from_slice(b);
+                    }
+                }
+                Data::Raw(raw)
+            }
+            Data::Bytes(_) => {
+                let mut all = Vec::with_capacity(parts.iter().map(|t| t.len()).sum());
+                for t in parts {
+                    if let Data::Bytes(v) = &t.data {
+                        all.extend(v.iter().cloned());
+                    }
+                }
+                Data::Bytes(all)
+            }
         };
         Self { name: first.name.clone(), datatype: first.datatype, shape, data }
     }
