@@ -211,7 +211,8 @@ fn config_io(dims_of: &[(String, DataType, Vec<i64>)], batching: bool) -> Vec<(S
     dims_of.iter().map(|(n, d, dims)| (n.clone(), d.config_value(), if batching { dims[1..].to_vec() } else { dims.clone() })).collect()
 }
 
-/// Triton's auto-completed configuration of an ONNX file with no config.pbtxt.
+/// Triton's auto-completed configuration of an ONNX file with no config.pbtxt (its inputs and outputs
+/// are completed by `load_model`).
 fn auto_config(name: &str, ins: &[(String, DataType, Vec<i64>)], outs: &[(String, DataType, Vec<i64>)]) -> pb::ModelConfig {
     let batchable = ins.iter().chain(outs).all(|(_, _, d)| d.first() == Some(&-1));
     let mut c = pb::ModelConfig {
@@ -221,12 +222,7 @@ fn auto_config(name: &str, ins: &[(String, DataType, Vec<i64>)], outs: &[(String
         max_batch_size: if batchable { DEFAULT_MAX_BATCH as i32 } else { 0 },
         ..Default::default()
     };
-    for (n, d, dims) in config_io(ins, batchable) {
-        c.input.push(pb::ModelInput { name: n, data_type: d, dims, ..Default::default() });
-    }
-    for (n, d, dims) in config_io(outs, batchable) {
-        c.output.push(pb::ModelOutput { name: n, data_type: d, dims, ..Default::default() });
-    }
+    // inputs and outputs are filled in from the file by `load_model`, as for a config that gives none
     if batchable {
         c.scheduling_choice = Some(pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
             max_queue_delay_microseconds: DEFAULT_QUEUE_DELAY_US,
