@@ -42,15 +42,21 @@ pub struct LoaderOptions {
     pub workers: usize,
     /// Batches allowed to be built ahead of the consumer beyond one per worker.
     pub prefetch: usize,
-    /// Read only shard `rank` of `world` (every world-th record): several processes split a file.
+    /// Read only shard `rank` of `world`: the epoch's order (the same permutation on every rank, as
+    /// PyTorch's `DistributedSampler` draws it) is dealt out in turn, so the ranks' batches of step s
+    /// together hold the samples one process would read in step s with `world` times the batch size.
     pub shard: Option<(usize, usize)>,
+    /// With `shard`: cut the epoch's order to a multiple of `world` so that every rank reads the same
+    /// number of samples and batches (training: the ranks step together). The at most `world - 1`
+    /// samples left out are different ones every epoch when shuffling; [`Loader::left_out`] counts them.
+    pub even_shards: bool,
     /// Drop a last batch smaller than `batch_size`.
     pub drop_last: bool,
 }
 
 impl Default for LoaderOptions {
     fn default() -> Self {
-        Self { batch_size: 128, shuffle: false, seed: 0, workers: 0, prefetch: 2, shard: None, drop_last: false }
+        Self { batch_size: 128, shuffle: false, seed: 0, workers: 0, prefetch: 2, shard: None, even_shards: false, drop_last: false }
     }
 }
 
@@ -59,29 +65,56 @@ pub struct Loader {
     file: Arc<RecordFile>,
     transform: Arc<Transform>,
     opts: LoaderOptions,
-    indices: Vec<usize>,
 }
 
 fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add((epoch as u64) << 32).wrapping_add(batch as u64)
 }
 
+/// The seed of one record's augmentation in one epoch: the same whichever batch, rank or world size
+/// reads it, so a run on several processes augments exactly as a run on one.
+fn sample_seed(seed: u64, epoch: usize, record: usize) -> u64 {
+    batch_seed(seed ^ 0xA5A5_5A5A_C3C3_3C3C, epoch, record).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}
+
 impl Loader {
     pub fn new(file: RecordFile, transform: Transform, opts: LoaderOptions) -> Self {
-        let indices = match opts.shard {
-            Some((rank, world)) => file.shard(rank, world),
-            None => (0..file.len()).collect(),
-        };
-        Self { file: Arc::new(file), transform: Arc::new(transform), opts, indices }
+        Self { file: Arc::new(file), transform: Arc::new(transform), opts }
     }
 
-    /// Samples per epoch.
+    /// (rank, world) of the shard read; (0, 1) without sharding.
+    fn shard(&self) -> (usize, usize) {
+        self.opts.shard.map_or((0, 1), |(r, w)| (r, w.max(1)))
+    }
+
+    /// Samples per epoch (of this loader's shard).
     pub fn len(&self) -> usize {
-        self.indices.len()
+        let (rank, world) = self.shard();
+        let n = self.file.len();
+        if self.opts.even_shards {
+            n / world
+        } else {
+            n.saturating_sub(rank).div_ceil(world)
+        }
+    }
+
+    /// Records in the file (every shard together, with any left out).
+    pub fn records(&self) -> usize {
+        self.file.len()
+    }
+
+    /// Samples of the file that no shard reads in an epoch (`even_shards` cuts to a multiple of the world).
+    pub fn left_out(&self) -> usize {
+        let world = self.shard().1;
+        if self.opts.even_shards {
+            self.file.len() % world
+        } else {
+            0
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
+        self.len() == 0
     }
 
     pub fn batches_per_epoch(&self) -> usize {
@@ -100,10 +133,15 @@ impl Loader {
 
     /// The batches of one epoch from batch `start` on (a resumed epoch), the same as in a whole epoch.
     pub fn epoch_from(&self, epoch: usize, start: usize) -> Epoch {
-        let mut order = self.indices.clone();
+        let mut order: Vec<usize> = (0..self.file.len()).collect();
         if self.opts.shuffle {
             order.shuffle(&mut SmallRng::seed_from_u64(batch_seed(self.opts.seed, epoch, usize::MAX)));
         }
+        let (rank, world) = self.shard();
+        if self.opts.even_shards {
+            order.truncate(order.len() / world * world);
+        }
+        let order: Vec<usize> = order.into_iter().skip(rank).step_by(world).collect();
         let bs = self.opts.batch_size.max(1);
         let batches: Vec<Vec<usize>> = order.chunks(bs).filter(|c| !self.opts.drop_last || c.len() == bs).map(|c| c.to_vec()).collect();
         let total = batches.len();
@@ -111,7 +149,7 @@ impl Loader {
         let scratch = (0..workers.min(total.max(1))).map(|_| Scratch::default()).collect();
         let (file, t, seed) = (self.file.clone(), self.transform.clone(), self.opts.seed);
         let batches = map_ordered(start..total, scratch, self.opts.prefetch.max(1), move |scratch, b| {
-            build_batch(&file, &t, &batches[b], &mut SmallRng::seed_from_u64(batch_seed(seed, epoch, b)), scratch)
+            build_batch(&file, &t, &batches[b], |i| SmallRng::seed_from_u64(sample_seed(seed, epoch, i)), scratch)
         });
         Epoch { batches, total }
     }
@@ -124,7 +162,8 @@ struct Scratch {
     decoder: Decoder,
 }
 
-fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: &mut SmallRng, s: &mut Scratch) -> Result<Batch, RecordError> {
+/// Decodes and transforms the records `idx`; `rng(i)` gives record i's random draws.
+fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: impl Fn(usize) -> SmallRng, s: &mut Scratch) -> Result<Batch, RecordError> {
     let shape = [t.channels as usize, t.size[0] as usize, t.size[1] as usize];
     let per = shape.iter().product::<usize>();
     let mut data = vec![0f32; idx.len() * per];
@@ -136,7 +175,7 @@ fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: &mut SmallR
         let rec = file.read_into(i, &mut s.record)?;
         match s.decoder.decode(rec.image, t.channels) {
             Ok(px) => {
-                t.apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, rng, &mut data[n * per..(n + 1) * per]);
+                t.apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng(i), &mut data[n * per..(n + 1) * per]);
                 labels.push(rec.label as i64);
                 keys.push(rec.key.into_owned());
                 n += 1;
@@ -228,6 +267,43 @@ mod tests {
         let a: Vec<i64> = l0.epoch(0).flat_map(|b| b.unwrap().labels).collect();
         let b: Vec<i64> = l1.epoch(0).flat_map(|b| b.unwrap().labels).collect();
         assert_eq!((a, b), (vec![0, 2, 4, 6], vec![1, 3, 5]));
+    }
+
+    #[test]
+    fn shards_of_a_shuffled_epoch_hold_the_global_batches_with_the_same_augmentation() {
+        // 11 records, 3 ranks, 2 per rank: one process with batches of 6 reads, in step s, the samples
+        // that the three ranks read together in step s, each augmented the same way
+        let f = fixture("dist", 11);
+        let path = f.path.clone();
+        let t = Transform { size: [24, 24], channels: 1, random_crop: true, flip: true, rotate: 10.0, shear: 0.1, mean: vec![0.0], std: vec![1.0] };
+        let opts = |batch_size, shard| LoaderOptions { batch_size, shuffle: true, seed: 4, workers: 2, shard, even_shards: true, ..Default::default() };
+        let one = Loader::new(RecordFile::open(&path).unwrap(), t.clone(), LoaderOptions { shard: None, ..opts(6, None) });
+        let ranks: Vec<Loader> = (0..3).map(|r| Loader::new(RecordFile::open(&path).unwrap(), t.clone(), opts(2, Some((r, 3))))).collect();
+        for r in &ranks {
+            assert_eq!((r.len(), r.batches_per_epoch(), r.left_out()), (3, 2, 2), "11 records over 3 ranks: 3 each, 2 left out");
+        }
+        for epoch in [0, 1] {
+            let global: Vec<Batch> = one.epoch(epoch).map(Result::unwrap).collect();
+            let per_rank: Vec<Vec<Batch>> = ranks.iter().map(|r| r.epoch(epoch).map(Result::unwrap).collect()).collect();
+            let mut everyone = std::collections::BTreeSet::new();
+            for step in 0..2 {
+                let mut want: Vec<(i64, Vec<u32>)> = vec![];
+                for b in per_rank.iter().map(|r| &r[step]) {
+                    for (k, &label) in b.labels.iter().enumerate() {
+                        want.push((label, b.data[k * 576..(k + 1) * 576].iter().map(|v| v.to_bits()).collect()));
+                    }
+                }
+                let g = &global[step];
+                let mut got: Vec<(i64, Vec<u32>)> =
+                    g.labels.iter().enumerate().map(|(k, &l)| (l, g.data[k * 576..(k + 1) * 576].iter().map(|v| v.to_bits()).collect())).collect();
+                everyone.extend(want.iter().map(|w| w.0));
+                want.sort();
+                got.sort();
+                // step 1 of the single process holds the 5 left; the ranks, the 3 of them that split evenly
+                assert!(want.iter().all(|w| got.contains(w)), "epoch {epoch} step {step}: the ranks read what one process reads, augmented alike");
+            }
+            assert_eq!(everyone.len(), 9, "epoch {epoch}: no sample read by two ranks");
+        }
     }
 
     #[test]
