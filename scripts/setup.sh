@@ -22,6 +22,7 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 APT_PACKAGES=(
   pkg-config clang libclang-dev libopencv-dev opencv-data ffmpeg
   dataset-fashion-mnist fonts-dejavu-core libturbojpeg0-dev
+  libgloo-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,186 @@
+// The trainer's bridge to libtorch's c10d (the engine under PyTorch's DistributedDataParallel):
+// TCPStore rendezvous, ProcessGroupGloo, and the collectives data-parallel training needs.
+// Compiled by trainer/build.rs against the libtorch the trainer links; see c10d_shim.h.
+#include "c10d_shim.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+namespace dlcv {
+
+char* error_message(const char* what) {
+  size_t n = std::strlen(what);
+  char* out = static_cast<char*>(std::malloc(n + 1));
+  if (out != nullptr) {
+    std::memcpy(out, what, n + 1);
+  }
+  return out;
+}
+
+char* error_message(const std::exception& e) {
+  if (auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
+    return error_message(c10->what_without_backtrace());
+  }
+  return error_message(e.what());
+}
+
+}  // namespace dlcv
+
+// Runs `body`, turning any exception into a message.
+template <typename F>
+static char* guarded(F&& body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return dlcv::error_message(e);
+  } catch (...) {
+    return dlcv::error_message("unknown C++ exception");
+  }
+}
+
+static std::vector<at::Tensor> tensors_of(void* const* tensors, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    // tch's tensor handle is a heap at::Tensor; copying it shares the storage, so collectives
+    // write into the Rust tensor.
+    out.push_back(*static_cast<at::Tensor*>(tensors[i]));
+  }
+  return out;
+}
+
+// Waits for every piece of work, in order; the first failure is rethrown after all were waited on
+// (or timed out), so no collective is left running on buffers the caller frees.
+static void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& work, int64_t timeout_ms) {
+  std::exception_ptr first;
+  for (auto& w : work) {
+    try {
+      if (!w->wait(std::chrono::milliseconds(timeout_ms))) {
+        throw std::runtime_error("timed out after " + std::to_string(timeout_ms) + " ms");
+      }
+    } catch (...) {
+      if (!first) {
+        first = std::current_exception();
+      }
+    }
+  }
+  if (first) {
+    std::rethrow_exception(first);
+  }
+}
+
+extern "C" {
+
+void dlcv_string_free(char* s) { std::free(s); }
+
+// A TCPStore at host:port (the server when `is_server`, which waits for `world` clients), seen
+// through the key prefix `prefix`.
+char* dlcv_store_connect(const char* host, uint16_t port, int is_server, int world, int64_t timeout_ms, const char* prefix,
+                         dlcv::Store** out) {
+  return guarded([&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = port;
+    opts.isServer = is_server != 0;
+    opts.numWorkers = static_cast<size_t>(world);
+    // not waiting here: forming the process group waits for every rank (with the timeout) anyway
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+    *out = new dlcv::Store{store};
+  });
+}
+
+void dlcv_store_free(dlcv::Store* s) { delete s; }
+
+// A Gloo process group over the store. `interface` (may be empty) names the network interface to
+// use, as GLOO_SOCKET_IFNAME does for PyTorch; otherwise the host name's address, else loopback.
+char* dlcv_group_gloo(dlcv::Store* store, int rank, int world, int64_t timeout_ms, int threads, const char* interface,
+                      dlcv::Group** out) {
+  return guarded([&] {
+    auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
+    std::string ifname(interface);
+    if (ifname.empty()) {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    } else {
+      size_t start = 0;
+      while (start <= ifname.size()) {
+        size_t end = ifname.find(',', start);
+        if (end == std::string::npos) end = ifname.size();
+        if (end > start) {
+          opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname.substr(start, end - start)));
+        }
+        start = end + 1;
+      }
+    }
+    if (threads > 0) {
+      opts->threads = threads;
+    }
+    auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store->store, rank, world, opts);
+    *out = new dlcv::Group{group};
+  });
+}
+
+void dlcv_group_free(dlcv::Group* g) { delete g; }
+
+// Sums each tensor across the group, in place (Gloo has no average); all are started before
+// any is waited on, so Gloo's threads or NCCL's stream pipeline them.
+char* dlcv_allreduce(dlcv::Group* g, void* const* tensors, size_t n, int64_t timeout_ms) {
+  return guarded([&] {
+    auto ts = tensors_of(tensors, n);
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    std::vector<c10::intrusive_ptr<c10d::Work>> work;
+    for (auto& t : ts) {
+      std::vector<at::Tensor> one{t};
+      work.push_back(g->backend->allreduce(one, opts));
+    }
+    wait_all(work, timeout_ms);
+  });
+}
+
+// Copies each tensor of rank `root` into the same tensor of every other rank.
+char* dlcv_broadcast(dlcv::Group* g, void* const* tensors, size_t n, int root, int64_t timeout_ms) {
+  return guarded([&] {
+    auto ts = tensors_of(tensors, n);
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    std::vector<c10::intrusive_ptr<c10d::Work>> work;
+    for (auto& t : ts) {
+      std::vector<at::Tensor> one{t};
+      work.push_back(g->backend->broadcast(one, opts));
+    }
+    wait_all(work, timeout_ms);
+  });
+}
+
+char* dlcv_barrier(dlcv::Group* g, int64_t timeout_ms) {
+  return guarded([&] {
+    c10d::BarrierOptions opts;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    std::vector<c10::intrusive_ptr<c10d::Work>> work{g->backend->barrier(opts)};
+    wait_all(work, timeout_ms);
+  });
+}
+
+#ifndef DLCV_WITH_NCCL
+char* dlcv_group_nccl(dlcv::Store*, int, int, int64_t, dlcv::Group**) {
+  return dlcv::error_message(
+      "this trainer was built without NCCL (the CUDA crt/CCCL headers or nccl.h were missing at build time; "
+      "`trainer doctor` says which)");
+}
+#endif
+
+}  // extern "C"
