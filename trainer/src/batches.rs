@@ -82,6 +82,17 @@ pub struct BatchSpec {
     pub shear: f32,
 }
 
+/// Which part of a record file one process reads, and with how many threads.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    /// (rank, world): the rank's share of each epoch's order (see `data::LoaderOptions::shard`).
+    pub shard: Option<(usize, usize)>,
+    /// Every rank the same number of samples (training); the remainder is left out, counted.
+    pub even: bool,
+    /// Decode threads (0: one per core).
+    pub workers: usize,
+}
+
 /// A record file read in batches: a `.rec` from `trainer prepare`, or an IDX set packed into one.
 pub struct RecordBatches {
     loader: Loader,
@@ -113,6 +124,11 @@ impl RecordBatches {
     /// [`crate::idx_records`]); `limit` keeps the first N records (0 = all). Batches of `batch_size`,
     /// shuffled per epoch when `shuffle`, every random draw from (`seed`, epoch, batch).
     pub fn open(path: &Path, limit: usize, spec: &BatchSpec, batch_size: usize, seed: u64, shuffle: bool) -> Result<Self, BatchError> {
+        Self::open_part(path, limit, spec, batch_size, seed, shuffle, &Part::default())
+    }
+
+    /// As [`RecordBatches::open`], reading one rank's part of the file with `part.workers` decode threads.
+    pub fn open_part(path: &Path, limit: usize, spec: &BatchSpec, batch_size: usize, seed: u64, shuffle: bool, part: &Part) -> Result<Self, BatchError> {
         let records = if is_records(path) {
             if spec.train && spec.shift > 0 {
                 tracing::warn!("augment.shift borders IDX sets only; {} is a record file, its random crops are its shifts", path.display());
@@ -153,12 +169,22 @@ impl RecordBatches {
             mean: spec.mean.clone(),
             std: spec.std.clone(),
         };
-        let opts = LoaderOptions { batch_size, shuffle, seed, ..LoaderOptions::default() };
+        let opts = LoaderOptions { batch_size, shuffle, seed, shard: part.shard, even_shards: part.even, workers: part.workers, ..LoaderOptions::default() };
         Ok(RecordBatches { loader: Loader::new(file, transform, opts), num_classes, records, source: path.to_path_buf() })
     }
 
     pub fn len(&self) -> usize {
         self.loader.len()
+    }
+
+    /// Records in the file, over all ranks' shares.
+    pub fn total(&self) -> usize {
+        self.loader.records()
+    }
+
+    /// Samples no rank reads in an epoch (even shards over a world that does not divide the file).
+    pub fn left_out(&self) -> usize {
+        self.loader.left_out()
     }
 
     pub fn is_empty(&self) -> bool {

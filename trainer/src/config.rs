@@ -109,10 +109,15 @@ pub struct TrainConfig {
     pub seed: u64,
     #[serde(default = "d_device")]
     pub device: DeviceSpec,
-    /// Data-parallel training on several devices (`[0, 1]` = cuda:0 and cuda:1; `["cpu", "cpu"]` works
-    /// too, for tests). Empty: the single `device`. `batch_size` is per device.
+    /// Data-parallel training on several devices of this machine, one process each (`[0, 1]` = cuda:0
+    /// and cuda:1; `["cpu", "cpu"]` = two CPU processes): `trainer train` starts them as `--nproc`
+    /// does, and under torchrun rank r uses entry LOCAL_RANK. Empty: the single `device`.
+    /// `batch_size` is per process, so the global batch is `batch_size` times the processes.
     #[serde(default)]
     pub devices: Vec<DeviceSpec>,
+    /// Seconds a multi-process run waits for a rank (to join, or at a collective) before failing.
+    #[serde(default = "d_dist_timeout")]
+    pub dist_timeout: u64,
     /// `fp32`, or mixed precision `bf16` / `fp16` for convolutions and linear layers.
     #[serde(default)]
     pub precision: crate::net::Precision,
@@ -129,6 +134,9 @@ pub struct TrainConfig {
     pub run: PathBuf,
 }
 
+fn d_dist_timeout() -> u64 {
+    600
+}
 fn d_batch() -> usize {
     128
 }

@@ -15,6 +15,11 @@ pub struct Report {
     pub cudnn_available: bool,
     pub mkl: bool,
     pub cpu_threads: i32,
+    /// Multi-process training: the c10d back ends this binary was built with.
+    pub gloo: bool,
+    /// `Ok(())` when the NCCL bridge was built, else why not.
+    #[serde(serialize_with = "serialize_nccl")]
+    pub nccl: Result<(), &'static str>,
     /// The device that was checked, and what the probe computation on it gave.
     pub device: String,
     #[serde(serialize_with = "models::cli::serialize_check")]
@@ -45,6 +50,8 @@ pub fn run(device: DeviceSpec) -> Report {
         cudnn_available: tch::Cuda::cudnn_is_available(),
         mkl: tch::utils::has_mkl(),
         cpu_threads: tch::get_num_threads(),
+        gloo: true,
+        nccl: crate::dist::nccl_built(),
         device: device.to_string(),
         device_check,
     }
@@ -56,10 +63,21 @@ impl std::fmt::Display for Report {
         writeln!(f, "torch_cuda      {}", if self.linked_torch_cuda { "linked" } else { "not in this libtorch" })?;
         writeln!(f, "CUDA            {} ({} device(s), cuDNN {})", yes(self.cuda_available), self.cuda_devices, yes(self.cudnn_available))?;
         writeln!(f, "CPU             {} threads, MKL {}", self.cpu_threads, yes(self.mkl))?;
+        match self.nccl {
+            Ok(()) => writeln!(f, "c10d            gloo, nccl (multi-process training: torchrun or --nproc)")?,
+            Err(why) => writeln!(f, "c10d            gloo only; nccl not built: {why}")?,
+        }
         match &self.device_check {
             Ok(msg) => write!(f, "device {:<8} ok: {msg}", self.device),
             Err(msg) => write!(f, "device {:<8} FAILED: {msg}", self.device),
         }
+    }
+}
+
+fn serialize_nccl<S: serde::Serializer>(v: &Result<(), &'static str>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Ok(()) => s.serialize_str("built"),
+        Err(why) => s.serialize_str(&format!("not built: {why}")),
     }
 }
 

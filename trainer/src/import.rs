@@ -257,6 +257,7 @@ pub fn import_weights(o: &ImportOptions) -> Result<ImportReport, ImportError> {
         metrics: None,
         step: 0,
         partial: None,
+        world: 1,
     };
     train::save_checkpoint(&o.run, &net, &Optimizer::new(OptimizerConfig::default()), &info)?;
     let report = ImportReport {

@@ -7,6 +7,7 @@
 pub mod batches;
 pub mod config;
 pub mod device;
+pub mod dist;
 pub mod doctor;
 pub mod evaluation;
 pub mod features;
@@ -15,7 +16,6 @@ pub mod import;
 pub mod net;
 pub mod optim;
 pub mod orientation;
-pub mod parallel;
 pub mod progress;
 pub mod run_files;
 pub mod train;

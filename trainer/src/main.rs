@@ -54,6 +54,20 @@ enum Command {
         #[arg(long)]
         no_augment: bool,
     },
+    /// Time all-reduces of f32 buffers across a job (run under torchrun, one rank per process):
+    /// median ms, algorithm and bus bandwidth per size, as JSON lines from rank 0. See bench/dist_bench.sh.
+    AllreduceBench {
+        /// Buffer sizes in floats.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 100_000, 1_000_000, 10_000_000, 25_000_000])]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// cpu (Gloo) or cuda (NCCL; each rank on cuda:LOCAL_RANK).
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Create a run directory with a config and epoch-0 weights of a registry model.
     Init {
         /// A registry model name (see `trainer models`).
@@ -122,6 +136,12 @@ enum Command {
         /// Continue a run stopped with Ctrl-C at the step where it stopped.
         #[arg(long, conflicts_with = "start_epoch")]
         resume: bool,
+        /// Train data-parallel in G processes of this machine (rank 0 hosts the rendezvous; the global
+        /// batch is G times --batch-size). Default: the length of train.devices, else 1. Under
+        /// torchrun, which starts the processes itself, leave it out: `torchrun --nproc-per-node=G
+        /// --no-python -- trainer train --config C` (docs/distributed.md).
+        #[arg(long, value_name = "G")]
+        nproc: Option<usize>,
     },
     /// Evaluate a checkpoint (default: the latest) on a dataset: loss, rank-1, rank-5.
     Eval {
@@ -185,11 +205,32 @@ enum ModelsAction {
     },
 }
 
+/// The command line minus `--nproc G` / `--nproc=G` (what the launcher's ranks run).
+fn without_nproc(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = vec![];
+    let mut skip_next = false;
+    for a in args {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        match a.to_str() {
+            Some("--nproc") => skip_next = true,
+            Some(s) if s.starts_with("--nproc=") => {}
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 fn main() -> std::process::ExitCode {
     models::cli::exit(run(Cli::parse()))
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(mut cli: Cli) -> Result<()> {
+    // the ranks after 0 of a multi-process job say only warnings and errors (rank 0 speaks for all)
+    if std::env::var("RANK").is_ok_and(|r| r.trim() != "0") && cli.verbosity.verbose == 0 {
+        cli.verbosity.quiet = true;
+    }
     cli.verbosity.init_logging();
     match cli.command {
         Command::Models { action: None, json } => cli::list_models(json)?,
@@ -200,6 +241,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::LoaderBench { rec, size, batch_size, workers, no_augment } => {
             println!("{}", cli::loader_bench(&rec, size, batch_size, workers, !no_augment)?);
         }
+        Command::AllreduceBench { sizes, warmup, iters, device } => {
+            let env = trainer::dist::Env::from_env()?.ok_or_else(|| {
+                anyhow::anyhow!("allreduce-bench is one rank of a job: start it with torchrun, e.g. `torchrun --standalone --nproc-per-node=2 --no-python -- trainer allreduce-bench`")
+            })?;
+            let device = match device {
+                DeviceSpec::Cuda(i) => DeviceSpec::Cuda(i + env.local_rank),
+                d => d,
+            }
+            .resolve()?;
+            let main = env.rank == 0;
+            let dist = trainer::dist::Dist::init(env, device, std::time::Duration::from_secs(300))?;
+            for row in trainer::dist::allreduce_bench(&dist, &sizes, warmup, iters)? {
+                if main {
+                    println!("{}", serde_json::to_string(&row)?);
+                }
+            }
+            dist.barrier("the end of the benchmark")?;
+        }
         Command::Init { model, num_classes, seed, run } => {
             let path = trainer::train::init(&model, num_classes, seed, &run, None)?;
             println!("initialised {model} ({num_classes} classes, seed {seed}): {}", path.display());
@@ -207,12 +266,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::ImportWeights { model, weights, run, num_classes, seed } => {
             println!("{}", trainer::import::import_weights(&trainer::import::ImportOptions { model, weights, run, num_classes, seed })?);
         }
-        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, sets, resume } => {
-            trainer::progress::install_interrupt_handler();
+        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, sets, resume, nproc } => {
             let cfg = trainer::train::Config::from_file_with(&config, &sets)?;
+            // torchrun (or our own launcher) already made this process one rank of a job
+            let is_rank = std::env::var_os("WORLD_SIZE").is_some();
+            let processes = nproc.unwrap_or_else(|| trainer::train::processes_of(&cfg));
+            if is_rank && nproc.is_some() {
+                tracing::warn!("--nproc is ignored: this process is already rank {} of a launched job", std::env::var("RANK").unwrap_or_default());
+            }
+            if !is_rank && (processes > 1 || nproc.is_some()) {
+                trainer::dist::launch::launch(processes, &without_nproc(std::env::args_os().skip(1)))?;
+                return Ok(());
+            }
+            trainer::progress::install_interrupt_handler();
             let o = trainer::train::Overrides { run, epochs, start_epoch, lr, seed, device, batch_size, resume };
             let history = trainer::train::train(cfg, &o)?;
-            if let Some(last) = history.last() {
+            let rank0 = std::env::var("RANK").ok().is_none_or(|r| r.trim() == "0");
+            if let (Some(last), true) = (history.last(), rank0) {
                 println!("{}", serde_json::to_string(last)?);
             }
         }

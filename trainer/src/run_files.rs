@@ -55,6 +55,14 @@ pub struct CheckpointInfo {
     /// The interrupted epoch's running sums so far: loss x samples, rank-1 hits, rank-5 hits, samples.
     #[serde(default)]
     pub partial: Option<[f64; 4]>,
+    /// Processes that trained it (1 without torchrun or `--nproc`); an interrupted epoch continues only
+    /// at the same number, since each rank's share of the epoch depends on it.
+    #[serde(default = "one_process")]
+    pub world: usize,
+}
+
+fn one_process() -> usize {
+    1
 }
 
 /// The weights and side file of `epoch`'s checkpoint ([`RunDir::checkpoint`]).
@@ -136,8 +144,9 @@ pub(crate) fn restore_from(weights: &Path, net: &mut Net, opt: Option<&mut Optim
 
 /// `metrics-from-NNNN.jsonl` of one (re)start and the human log all restarts append to.
 pub(crate) struct RunLog {
-    metrics: (PathBuf, std::fs::File),
-    human: (PathBuf, std::fs::File),
+    /// (metrics log, human log); `None` writes nothing.
+    #[allow(clippy::type_complexity)]
+    files: Option<((PathBuf, std::fs::File), (PathBuf, std::fs::File))>,
 }
 
 impl RunLog {
@@ -146,15 +155,19 @@ impl RunLog {
         let (metrics, human) = (dir.metrics_log(start), dir.human_log());
         let m = std::fs::File::create(&metrics).map_err(io(&metrics))?;
         let h = std::fs::OpenOptions::new().create(true).append(true).open(&human).map_err(io(&human))?;
-        Ok(Self { metrics: (metrics, m), human: (human, h) })
+        Ok(Self { files: Some(((metrics, m), (human, h))) })
+    }
+    /// A log that writes nothing: the ranks other than 0 of a multi-process run.
+    pub(crate) fn silent() -> Self {
+        Self { files: None }
     }
     pub(crate) fn json(&mut self, v: &serde_json::Value) -> Result<(), RunFilesError> {
-        let (path, file) = &mut self.metrics;
+        let Some(((path, file), _)) = &mut self.files else { return Ok(()) };
         writeln!(file, "{v}").map_err(io(path))
     }
     pub(crate) fn say(&mut self, line: &str) -> Result<(), RunFilesError> {
+        let Some((_, (path, file))) = &mut self.files else { return Ok(()) };
         tracing::info!("{line}");
-        let (path, file) = &mut self.human;
         writeln!(file, "{line}").map_err(io(path))
     }
 }

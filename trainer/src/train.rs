@@ -3,6 +3,9 @@
 //! This module is the training loop; the config, the run files and evaluation are re-exported here under
 //! their old paths (`trainer::train::Config`, `trainer::train::checkpoint_paths`, …).
 //!
+//! Several processes (torchrun, `--nproc`, `devices = [..]`) train one model data-parallel through
+//! [`crate::dist`]: every rank steps on its share of the global batch and they agree on every update.
+//!
 //! Resuming is exact: the loader draws the shuffle and the augmentation of epoch e from (seed, e, batch)
 //! and every step reseeds libtorch (dropout) from (seed, e, step), so nothing of epoch e depends on
 //! whether the run stopped before it.
@@ -17,13 +20,13 @@ pub use crate::run_files::{
     checkpoint_paths, interrupted_paths, load_checkpoint_info, load_interrupted, record_run, restore, save_checkpoint, saved_epochs, CheckpointInfo,
 };
 
-use crate::batches::{BatchError, RecordBatches};
+use crate::batches::{BatchError, Part, RecordBatches};
 use crate::config::{d_mean, d_std};
 use crate::device::DeviceError;
+use crate::dist::{Dist, DistError, Env, GradBuckets, BUCKET_BYTES};
 use crate::evaluation::rank_hits;
 use crate::net::{Net, NetError};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
-use crate::parallel::Replicas;
 use crate::run_dir::RunDir;
 use crate::run_files::{restore_from, RunFilesError, RunLog};
 
@@ -60,8 +63,10 @@ pub enum TrainError {
     /// `at` is "where it was interrupted" or "at epoch N".
     #[error("resuming {run} {at}: {source}")]
     Resume { run: PathBuf, at: String, source: Box<RunFilesError> },
-    #[error("replicating the network on {devices}: {source}")]
-    Replicas { devices: String, source: NetError },
+    #[error(transparent)]
+    Dist(#[from] DistError),
+    #[error("{run}: epoch {epoch} was interrupted while {was} process(es) trained it and this run has {now}: an epoch in progress continues only with the same number (each rank's share of it depends on it); resume with {was}, or restart the epoch at any number with --start-epoch {}", epoch - 1)]
+    ResumeWorld { run: PathBuf, was: usize, now: usize, epoch: usize },
     #[error("epoch {epoch}, batch {batch}: the loss is {loss}; lower the learning rate (now {lr})")]
     Diverged { epoch: usize, batch: i64, loss: f64, lr: f64 },
     #[error("{path}: {source}")]
@@ -76,12 +81,32 @@ pub fn build_net(c: &Config, num_classes: usize) -> Result<Net, BuildError> {
 
 /// The network of `graph` on `c`'s device, freshly initialised from `c`'s seed.
 pub fn net_for(c: &Config, graph: models::graph::Network) -> Result<Net, BuildError> {
-    let device = crate::parallel::resolve_devices(&c.train.devices, c.train.device)?[0];
+    net_on(c, graph, rank_device(c, None)?)
+}
+
+fn net_on(c: &Config, graph: models::graph::Network, device: tch::Device) -> Result<Net, BuildError> {
     tch::manual_seed(c.train.seed as i64);
     let model = graph.name.clone();
     let mut net = Net::new(graph, device).map_err(|source| BuildError::Net { model, source })?;
     net.set_compute(c.train.precision, c.train.channels_last);
     Ok(net)
+}
+
+/// The device of one rank: entry LOCAL_RANK of `devices` when the config lists them, else `device`,
+/// a CUDA one moved to `cuda:LOCAL_RANK` when several ranks share the machine (torchrun's habit).
+pub fn rank_device(c: &Config, env: Option<&Env>) -> Result<tch::Device, DeviceError> {
+    let local = env.map_or((0, 1), |e| (e.local_rank, e.local_world));
+    let spec = match (&c.train.devices[..], c.train.device) {
+        ([], crate::device::DeviceSpec::Cuda(i)) if local.1 > 1 => crate::device::DeviceSpec::Cuda(i + local.0),
+        ([], d) => d,
+        (list, _) => list[local.0 % list.len()],
+    };
+    spec.resolve()
+}
+
+/// How many processes `c` asks this machine to train on (`devices = [..]`), when not launched by torchrun.
+pub fn processes_of(c: &Config) -> usize {
+    c.train.devices.len().max(1)
 }
 
 /// The libtorch seed of one training step (its dropout masks).
@@ -92,15 +117,60 @@ pub fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
 /// How often a training epoch reports its progress when no terminal shows the progress bar.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Sums of an epoch's training so far: loss × samples, rank-1 hits, rank-5 hits, samples.
+type Sums = [f64; 4];
+
+/// This rank's sums, or the whole job's.
+fn job_sums(dist: Option<&Dist>, local: Sums) -> Result<Sums, DistError> {
+    match dist {
+        None => Ok(local),
+        Some(d) => Ok(d.sum(&local, "the training metrics")?.try_into().expect("four sums")),
+    }
+}
+
+/// Validation metrics over every rank's share of the set.
+fn job_eval(dist: Option<&Dist>, m: EvalMetrics) -> Result<EvalMetrics, DistError> {
+    let Some(d) = dist else { return Ok(m) };
+    let n = m.samples as f64;
+    let s = d.sum(&[m.loss * n, m.rank1 * n, m.rank5 * n, m.one_off.unwrap_or(0.0) * n, n], "the validation metrics")?;
+    let total = s[4].max(1.0);
+    Ok(EvalMetrics { samples: s[4].round() as usize, loss: s[0] / total, rank1: s[1] / total, rank5: s[2] / total, one_off: m.one_off.map(|_| s[3] / total) })
+}
+
+fn zero_grad(net: &Net) {
+    for (_, p) in net.trainable() {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+}
+
 /// `trainer train`: trains epochs `start_epoch + 1 ..= epochs`, resuming from the checkpoint of
 /// `start_epoch` when it is above 0 (or when an epoch-0 checkpoint from `trainer init` exists).
+/// Under torchrun (or `--nproc`) this process is one rank of a data-parallel job (see [`crate::dist`]).
 pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, TrainError> {
     o.apply(&mut config);
     let c = config.clone();
     let run = c.train.run.clone();
+    let env = Env::from_env()?;
+    let device = rank_device(&c, env.as_ref()).map_err(BuildError::from)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = env.as_ref().and_then(|e| e.threads(cores));
+    if let Some(n) = threads {
+        tch::set_num_threads(n as i32);
+    }
+    let dist = env.map(|e| Dist::init(e, device, std::time::Duration::from_secs(c.train.dist_timeout))).transpose()?;
+    let (rank, world) = dist.as_ref().map_or((0, 1), |d| (d.rank(), d.world()));
+    let main = rank == 0;
     // An interrupted run continues inside the epoch it stopped in.
     let interrupted = if o.resume { Some(load_interrupted(&run)?) } else { None };
     let start = interrupted.as_ref().map_or(o.start_epoch.unwrap_or(0), |i| i.epoch - 1);
+    if let Some(i) = &interrupted {
+        if i.world != world {
+            return Err(TrainError::ResumeWorld { run, was: i.world, now: world, epoch: i.epoch });
+        }
+    }
     if c.train.epochs <= start {
         return Err(TrainError::Epochs { epochs: c.train.epochs, start });
     }
@@ -110,17 +180,26 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     let input = models::zoo::info(&c.model.name).map_err(BuildError::from)?.input;
     let input = [c.model.in_channels.unwrap_or(input[0]), input[1], input[2]];
     let (train_spec, val_spec) = (batch_spec(&c, input, true)?, batch_spec(&c, input, false)?);
-    let devices = crate::parallel::resolve_devices(&c.train.devices, c.train.device).map_err(BuildError::from)?;
-    let bs = c.train.batch_size * devices.len();
-    let train_set = RecordBatches::open(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true)?;
-    let val_set = c.data.val.as_ref().map(|v| RecordBatches::open(v, c.data.limit_val, &val_spec, 512, 0, false)).transpose()?;
-    let mut net = build_net(&c, train_set.num_classes())?;
+    let bs = c.train.batch_size;
+    let shard = dist.as_ref().map(|d| (d.rank(), d.world()));
+    let workers = threads.unwrap_or(0);
+    let train_part = Part { shard, even: true, workers };
+    let train_set = RecordBatches::open_part(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true, &train_part)?;
+    let val_part = Part { shard, even: false, workers };
+    let val_set = c.data.val.as_ref().map(|v| RecordBatches::open_part(v, c.data.limit_val, &val_spec, 512, 0, false, &val_part)).transpose()?;
+    let graph =
+        models::zoo::build(&c.model.name, Some(c.model.num_classes.unwrap_or(train_set.num_classes())), c.model.in_channels).map_err(BuildError::from)?;
+    let mut net = net_on(&c, graph, device)?;
     let mut opt = Optimizer::new(c.optimizer.clone());
-    std::fs::create_dir_all(&run).map_err(|source| TrainError::RunDir { run: run.clone(), source })?;
+    if main {
+        std::fs::create_dir_all(&run).map_err(|source| TrainError::RunDir { run: run.clone(), source })?;
+    }
     if let (Some(src), None, 0) = (&c.model.init_from, &interrupted, start) {
         let n = net.load_except(src, &c.model.init_skip).map_err(|source| TrainError::InitFrom { path: src.clone(), source })?;
         tracing::info!("initialised {n} tensors from {} (kept fresh: {:?})", src.display(), c.model.init_skip);
     }
+    // Every rank restores the same files (the run directory is shared, as in PyTorch's recipes); rank
+    // 0's parameters are then broadcast, as DDP does when it wraps a model.
     if interrupted.is_some() {
         restore_from(&interrupted_paths(&run).0, &mut net, Some(&mut opt)).map_err(|source| TrainError::Resume {
             run: run.clone(),
@@ -138,10 +217,25 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             source: Box::new(source),
         })?;
     }
-    record_run(&run, &c, &net.graph)?;
-    let on = devices.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join("+");
-    let reps = Replicas::new(net, &devices).map_err(|source| TrainError::Replicas { devices: on.clone(), source })?;
-    let mut log = RunLog::open(&run, start)?;
+    let buckets = match &dist {
+        Some(d) => {
+            d.broadcast_net(&net, false)?;
+            Some(GradBuckets::new(&net, BUCKET_BYTES))
+        }
+        None => None,
+    };
+    let mut log = if main {
+        record_run(&run, &c, &net.graph)?;
+        RunLog::open(&run, start)?
+    } else {
+        RunLog::silent()
+    };
+    let on = match &dist {
+        Some(d) => {
+            format!("{world} processes ({} backend, rank 0 on {device:?}, {} gradient buckets)", d.backend.name(), buckets.as_ref().map_or(0, GradBuckets::len))
+        }
+        None => format!("{device:?}"),
+    };
     log.say(&format!(
         "{} {}: {} ({} train, {} val samples) on {}, batch {}, epochs {}..={}, lr {}",
         match (&interrupted, start) {
@@ -151,103 +245,136 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         },
         run.display(),
         c.model.name,
-        train_set.len(),
-        val_set.as_ref().map_or(0, RecordBatches::len),
+        train_set.len() * world,
+        val_set.as_ref().map_or(0, RecordBatches::total),
         on,
-        c.train.batch_size * devices.len(),
+        bs * world,
         start + 1,
         c.train.epochs,
         c.train.lr
     ))?;
+    if train_set.left_out() > 0 && main {
+        tracing::info!(
+            "{} of {} training samples are left out of each epoch so that the {world} ranks read equal shares (other ones every epoch)",
+            train_set.left_out(),
+            train_set.total()
+        );
+    }
     let batches = train_set.batches_per_epoch() as i64;
     let mut history = vec![];
     let mut interrupted = interrupted;
     for epoch in start + 1..=c.train.epochs {
         let lr = c.schedule.lr(c.train.lr, epoch - 1);
-        let bar = crate::progress::bar(batches as u64, &format!("epoch {epoch}/{}", c.train.epochs));
+        let bar = if main { crate::progress::bar(batches as u64, &format!("epoch {epoch}/{}", c.train.epochs)) } else { indicatif::ProgressBar::hidden() };
         let t0 = Instant::now();
-        let (skip, [l0, h1, h5, s0]) = match interrupted.take() {
-            Some(i) => (i.step, i.partial.unwrap_or_default()),
+        // a resumed epoch's partial sums are the whole job's: rank 0 carries them
+        let (skip, partial) = match interrupted.take() {
+            Some(i) => (i.step, if main { i.partial.unwrap_or_default() } else { [0.0; 4] }),
             None => (0, [0.0; 4]),
         };
-        let (mut loss_sum, mut r1, mut r5, mut seen) = (l0, h1 as i64, h5 as i64, s0 as i64);
+        let [mut loss_sum, h1, h5, s0] = partial;
+        let (mut r1, mut r5, mut seen) = (h1 as i64, h5 as i64, s0 as i64);
         bar.inc(skip as u64);
         let mut window = (Instant::now(), 0i64);
         // Without a terminal (a pipe, a log file, CI) the bar is hidden: a line every HEARTBEAT instead.
         let mut last_note = Instant::now();
-        // The loader draws the shuffle from (seed, epoch) and each batch's augmentation from (seed, epoch,
-        // batch); libtorch (dropout) is seeded from (seed, epoch, step) before each step. A run resumed at
-        // any step draws what an uninterrupted one draws.
-        let mut stream = train_set.batches(epoch, skip, reps.main().device);
+        // The loader draws the shuffle from (seed, epoch) and each sample's augmentation from (seed,
+        // epoch, record); libtorch (dropout) is seeded from (seed, epoch, step, rank) before each step.
+        // A run resumed at any step draws what an uninterrupted one draws.
+        let mut stream = train_set.batches(epoch, skip, device);
         for b in skip as i64..batches {
-            tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1));
+            tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1).wrapping_add(rank as i64 * 7_919));
             let Some(batch) = stream.next() else { break };
             let (x, y) = batch?;
             let len = y.size()[0];
+            zero_grad(&net);
+            let mut logits = None;
+            let mut l = 0.0;
             if len < 2 && bs > 1 {
                 // a last batch of one sample: batch statistics of one value are undefined (PyTorch
-                // refuses them), and BatchNorm's running variance would turn NaN; it is left out
-                tracing::warn!("epoch {epoch}: the last batch holds 1 sample; skipped (BatchNorm needs 2 or more)");
-                continue;
+                // refuses them), and BatchNorm's running variance would turn NaN; it is left out (a
+                // rank of a multi-process run still joins the step's all-reduce, with no gradient)
+                tracing::warn!("epoch {epoch}: the last batch holds {len} sample(s); skipped (BatchNorm needs 2 or more)");
+                if dist.is_none() {
+                    continue;
+                }
+            } else {
+                let out = net.forward(&x, true);
+                let loss = out.cross_entropy_for_logits(&y);
+                loss.backward();
+                l = loss.double_value(&[]);
+                logits = Some(out.detach());
             }
-            reps.zero_grad();
-            let (l, logits) = reps.forward_backward(&x, &y);
-            opt.step(&reps.main().trainable(), lr);
-            reps.sync();
+            let local_loss = l;
+            let mut stop = crate::progress::interrupted();
+            if let (Some(d), Some(bk)) = (&dist, &buckets) {
+                // the loss and the stop flag travel with the gradients: every rank sees the same
+                let agreed = bk.sync(d, &net, &[l, stop as u8 as f64])?;
+                l = agreed[0] / world as f64;
+                stop = agreed[1] > 0.0;
+            }
+            opt.step(&net.trainable(), lr);
             if !l.is_finite() {
                 return Err(TrainError::Diverged { epoch, batch: b + 1, loss: l, lr });
             }
-            let (a, bb) = rank_hits(&logits.detach(), &y);
-            loss_sum += l * len as f64;
-            r1 += a;
-            r5 += bb;
-            seen += len;
-            if crate::progress::interrupted() {
+            if let Some(logits) = &logits {
+                let (a, bb) = rank_hits(logits, &y);
+                loss_sum += local_loss * len as f64;
+                r1 += a;
+                r5 += bb;
+                seen += len;
+            }
+            if stop {
                 bar.finish_and_clear();
-                let info = CheckpointInfo {
-                    epoch,
-                    lr,
-                    seed: c.train.seed,
-                    producer: format!("trainer {}", models::VERSION),
-                    config: c.clone(),
-                    metrics: None,
-                    step: b as usize + 1,
-                    partial: Some([loss_sum, r1 as f64, r5 as f64, seen as f64]),
-                };
-                save_checkpoint(&run, reps.main(), &opt, &info)?;
-                log.say(&format!(
-                    "interrupted at step {}/{batches} of epoch {epoch}; saved {}; continue with `trainer train --config {} --resume`",
-                    b + 1,
-                    interrupted_paths(&run).0.display(),
-                    RunDir::new(&run).config_path().display()
-                ))?;
+                let partial = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
+                if main {
+                    let info = CheckpointInfo {
+                        epoch,
+                        lr,
+                        seed: c.train.seed,
+                        producer: format!("trainer {}", models::VERSION),
+                        config: c.clone(),
+                        metrics: None,
+                        step: b as usize + 1,
+                        partial: Some(partial),
+                        world,
+                    };
+                    save_checkpoint(&run, &net, &opt, &info)?;
+                    log.say(&format!(
+                        "interrupted at step {}/{batches} of epoch {epoch}; saved {}; continue with `trainer train --config {} --resume`",
+                        b + 1,
+                        interrupted_paths(&run).0.display(),
+                        RunDir::new(&run).config_path().display()
+                    ))?;
+                }
+                if let Some(d) = &dist {
+                    d.barrier("the interrupt checkpoint")?;
+                }
                 return Ok(history);
             }
             window.1 += len;
             bar.inc(1);
             if c.train.log_every > 0 && (b + 1) % c.train.log_every as i64 == 0 {
-                let sps = window.1 as f64 / window.0.elapsed().as_secs_f64();
+                let [gl, g1, g5, gs] = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
+                let gs = gs.max(1.0);
+                let sps = window.1 as f64 * world as f64 / window.0.elapsed().as_secs_f64();
                 window = (Instant::now(), 0);
-                let msg = format!(
-                    "loss {:.4} rank-1 {:.4} rank-5 {:.4} {:.0} samples/s",
-                    loss_sum / seen as f64,
-                    r1 as f64 / seen as f64,
-                    r5 as f64 / seen as f64,
-                    sps
-                );
+                let msg = format!("loss {:.4} rank-1 {:.4} rank-5 {:.4} {:.0} samples/s", gl / gs, g1 / gs, g5 / gs, sps);
                 bar.set_message(msg.clone());
-                log.json(&serde_json::json!({"epoch": epoch, "batch": b + 1, "loss": loss_sum / seen as f64, "rank1": r1 as f64 / seen as f64, "rank5": r5 as f64 / seen as f64, "samples_per_sec": sps, "lr": lr}))?;
-                if bar.is_hidden() {
+                log.json(
+                    &serde_json::json!({"epoch": epoch, "batch": b + 1, "loss": gl / gs, "rank1": g1 / gs, "rank5": g5 / gs, "samples_per_sec": sps, "lr": lr}),
+                )?;
+                if bar.is_hidden() && main {
                     tracing::info!("epoch {epoch} batch {}/{batches}: {msg}", b + 1);
                     last_note = Instant::now();
                 }
             }
-            if bar.is_hidden() && last_note.elapsed() >= HEARTBEAT && b + 1 < batches {
+            if main && bar.is_hidden() && last_note.elapsed() >= HEARTBEAT && b + 1 < batches {
                 last_note = Instant::now();
                 let done = (b + 1 - skip as i64) as f64;
                 let eta = t0.elapsed().as_secs_f64() / done.max(1.0) * (batches - b - 1) as f64;
                 tracing::info!(
-                    "epoch {epoch}/{} batch {}/{batches}: loss {:.4} rank-1 {:.4}, {eta:.0}s left in the epoch",
+                    "epoch {epoch}/{} batch {}/{batches}: loss {:.4} rank-1 {:.4} (rank 0), {eta:.0}s left in the epoch",
                     c.train.epochs,
                     b + 1,
                     loss_sum / seen.max(1) as f64,
@@ -258,16 +385,26 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
         drop(stream);
-        let val = val_set.as_ref().map(|v| evaluate(reps.main(), v, c.data.ordinal)).transpose()?;
+        let [gl, g1, g5, gs] = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
+        if let Some(d) = &dist {
+            // the trainable parameters must agree bit for bit (a rank that drifted is a bug, not
+            // noise); BatchNorm statistics are per rank, and rank 0's are the model's (saved, evaluated)
+            d.broadcast_net(&net, true)?;
+            d.check_identical(&net, &format!("epoch {epoch}"))?;
+        }
+        let val = match val_set.as_ref() {
+            Some(v) => Some(job_eval(dist.as_ref(), evaluate(&net, v, c.data.ordinal)?)?),
+            None => None,
+        };
         let m = EpochMetrics {
             epoch,
             lr,
-            train_loss: loss_sum / seen as f64,
-            train_rank1: r1 as f64 / seen as f64,
-            train_rank5: r5 as f64 / seen as f64,
+            train_loss: gl / gs,
+            train_rank1: g1 / gs,
+            train_rank5: g5 / gs,
             val: val.clone(),
             seconds: t0.elapsed().as_secs_f64(),
-            samples_per_sec: seen as f64 / train_secs,
+            samples_per_sec: gs / train_secs,
         };
         log.json(&serde_json::to_value(&m).expect("epoch metrics are plain numbers"))?;
         let val_text = val.map_or(String::new(), |v| {
@@ -278,7 +415,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             "epoch {epoch}/{} lr {lr}: train loss {:.4} rank-1 {:.4}{val_text} ({:.1}s, {:.0} samples/s)",
             c.train.epochs, m.train_loss, m.train_rank1, m.seconds, m.samples_per_sec
         ))?;
-        if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
+        if main && (epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs) {
             let info = CheckpointInfo {
                 epoch,
                 lr,
@@ -288,15 +425,25 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
                 metrics: Some(m.clone()),
                 step: 0,
                 partial: None,
+                world,
             };
-            save_checkpoint(&run, reps.main(), &opt, &info)?;
+            save_checkpoint(&run, &net, &opt, &info)?;
         }
-        for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {
-            if stale.exists() {
-                std::fs::remove_file(&stale).map_err(|source| TrainError::Io { path: stale.clone(), source })?;
+        if main {
+            for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {
+                if stale.exists() {
+                    std::fs::remove_file(&stale).map_err(|source| TrainError::Io { path: stale.clone(), source })?;
+                }
             }
         }
         history.push(m);
+    }
+    if let Some(d) = &dist {
+        // rank 0 hosts the store: nobody leaves while another still needs it
+        d.barrier("the end of training")?;
+        if main && !history.is_empty() {
+            tracing::info!("all {world} ranks hold identical parameters (compared after every epoch)");
+        }
     }
     Ok(history)
 }
@@ -322,8 +469,17 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
     };
     let net = build_net(&config, num_classes)?;
     record_run(run, &config, &net.graph)?;
-    let info =
-        CheckpointInfo { epoch: 0, lr: config.train.lr, seed, producer: format!("trainer {}", models::VERSION), config, metrics: None, step: 0, partial: None };
+    let info = CheckpointInfo {
+        epoch: 0,
+        lr: config.train.lr,
+        seed,
+        producer: format!("trainer {}", models::VERSION),
+        config,
+        metrics: None,
+        step: 0,
+        partial: None,
+        world: 1,
+    };
     save_checkpoint(run, &net, &Optimizer::new(OptimizerConfig::default()), &info)?;
     Ok(checkpoint_paths(run, 0).0)
 }
