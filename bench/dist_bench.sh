@@ -3,14 +3,14 @@
 #   1. all-reduce of f32 buffers (1k to 25M floats) through our c10d bridge (`trainer allreduce-bench`)
 #      against Python torch.distributed (bench/dist_allreduce_torch.py), same backend (gloo on the CPU,
 #      nccl with DEVICE=cuda), same launcher (torchrun --standalone), same sizes and timing rule
-#      (median of ITERS after WARMUP), alternating sides ROUNDS times; each side's best round counts.
+#      (median of ITERS after WARMUP; fewer than ~50 leave the sub-millisecond sizes to noise), alternating sides ROUNDS times; each side's best round counts.
 #      Target: ours >= 0.95x Python's bandwidth at every size.
 #   2. training samples/s of mini-vgg on Fashion-MNIST with 1 process and with 2 (`trainer train
 #      --nproc`), the same per-rank batch, so the global batch doubles: the scaling efficiency is
 #      samples/s(2) / (2 x samples/s(1)). On one machine's cores the two ranks share the CPU (each gets
 #      half the cores), so the honest expectation here is about 1/2 of linear per core-bound step; on a
 #      machine with a device per rank it is what DDP users measure.
-# Environment: NPROC (2), DEVICE (cpu|cuda), SIZES, WARMUP (3), ITERS (10), ROUNDS (3), TRAIN_LIMIT
+# Environment: NPROC (2), DEVICE (cpu|cuda), SIZES, WARMUP (3), ITERS (50), ROUNDS (3), TRAIN_LIMIT
 # (4096 samples), TRAIN_BATCH (32 per rank), SKIP_TRAIN=1 to time the collectives only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,15 +19,16 @@ NPROC=${NPROC:-2}
 DEVICE=${DEVICE:-cpu}
 SIZES=${SIZES:-1000,10000,100000,1000000,10000000,25000000}
 WARMUP=${WARMUP:-3}
-ITERS=${ITERS:-10}
+ITERS=${ITERS:-50}
 ROUNDS=${ROUNDS:-3}
 TRAIN_LIMIT=${TRAIN_LIMIT:-4096}
 TRAIN_BATCH=${TRAIN_BATCH:-32}
 PY=${DLCV_PYTHON:-$ROOT/.venv/bin/python}
 TORCHRUN=$(dirname "$PY")/torchrun
 [ -x "$TORCHRUN" ] || { echo "dist_bench: $TORCHRUN not found: run scripts/setup.sh" >&2; exit 1; }
-cargo build -q --release -p trainer --bin trainer
-TRAINER=$ROOT/target/release/trainer
+# the dev profile is optimised (opt-level 2, see Cargo.toml), and shared with the tests: nothing builds twice
+cargo build -q -p trainer --bin trainer
+TRAINER=$ROOT/target/debug/trainer
 OUT=$(mktemp -d /tmp/dlcv-dist-bench.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 echo "all-reduce: $NPROC ranks, device $DEVICE, sizes $SIZES, median of $ITERS after $WARMUP, best of $ROUNDS rounds"

@@ -5,6 +5,9 @@
 # and torchvision for the baseline. It prints, in order:
 #   1. the GPU and `trainer doctor --device cuda:0`;
 #   2. mini-vgg trained on the real Fashion-MNIST on cuda:0 (3 epochs), then evaluated on the test set;
+#   2b. multi-process training through c10d: a single-rank NCCL run (one GPU: NCCL refuses two ranks on
+#      one device) and 2 Gloo ranks sharing the GPU (DLCV_DIST_BACKEND=gloo), under torchrun, and
+#      `trainer allreduce-bench` with NCCL against torch.distributed (bench/dist_bench.sh, DEVICE=cuda);
 #   3. bench/train_gpu_resnet50.sh: ResNet-50 bf16 channels-last, trainer vs PyTorch, ratio;
 #   4. ONNX Runtime's CUDA provider (squeezenet.onnx exported here, fer_emotion.onnx) through `runtime doctor/bench --provider cuda` when that machine's
 #      onnxruntime has it, else the error our runtime gives (never a silent CPU fallback).
@@ -33,6 +36,19 @@ step "mini-vgg on Fashion-MNIST, 3 epochs on cuda:0"
   --set 'train.device="cuda:0"' --set 'schedule.max_epochs=3' --set "data.train=\"$W/fm/train.rec\"" \
   --set "data.val=\"$W/fm/val.rec\"" --set "data.mean_file=\"$W/fm/mean.json\"" 2>&1 | grep -v " batch "
 "$BIN/trainer" eval --run "$W/run" --data "$W/fm/test.rec"
+
+TORCHRUN=$(dirname "$(command -v "$PY")")/torchrun
+[ -x "$TORCHRUN" ] || TORCHRUN="$PY -m torch.distributed.run"
+step "c10d: 1 NCCL rank on cuda:0, then 2 Gloo ranks sharing cuda:0 (torchrun)"
+$TORCHRUN --standalone --nproc-per-node=1 --no-python -- "$BIN/trainer" train --config configs/fashion-mnist-mini-vgg.toml \
+  --run "$W/nccl" --epochs 1 --set 'train.device="cuda:0"' --set "data.train=\"$W/fm/train.rec\"" --set "data.val=\"$W/fm/val.rec\"" \
+  --set "data.mean_file=\"$W/fm/mean.json\"" 2>&1 | grep -v " batch "
+DLCV_DIST_BACKEND=gloo $TORCHRUN --standalone --nproc-per-node=2 --no-python -- "$BIN/trainer" train --config configs/fashion-mnist-mini-vgg.toml \
+  --run "$W/gloo2" --epochs 1 --set 'train.devices=["cuda:0", "cuda:0"]' --set "data.train=\"$W/fm/train.rec\"" \
+  --set "data.val=\"$W/fm/val.rec\"" --set "data.mean_file=\"$W/fm/mean.json\"" 2>&1 | grep -v " batch "
+step "all-reduce bandwidth, NCCL, 1 rank: ours vs torch.distributed"
+$TORCHRUN --standalone --nproc-per-node=1 --no-python -- "$BIN/trainer" allreduce-bench --device cuda --sizes 1000,1000000,25000000
+$TORCHRUN --standalone --nproc-per-node=1 bench/dist_allreduce_torch.py --device cuda --sizes 1000,1000000,25000000
 
 step "ResNet-50 training throughput: trainer vs PyTorch (bf16, channels-last)"
 TRAINER="$BIN/trainer" PYTHON="$PY" N=${N:-4096} bash bench/train_gpu_resnet50.sh

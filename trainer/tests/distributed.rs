@@ -115,7 +115,9 @@ fn rank_process(rank: usize, world: usize, port: u16, out: &Path) -> Command {
         .env("LOCAL_WORLD_SIZE", world.to_string())
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
-        .env("DLCV_DIST_TEST_OUT", out);
+        .env("DLCV_DIST_TEST_OUT", out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     c
 }
 
