@@ -162,7 +162,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     }
     let dist = env.map(|e| Dist::init(e, device, std::time::Duration::from_secs(c.train.dist_timeout))).transpose()?;
     let (rank, world) = dist.as_ref().map_or((0, 1), |d| (d.rank(), d.world()));
-    let main = rank == 0;
+    let main = dist.as_ref().is_none_or(Dist::is_main);
     // An interrupted run continues inside the epoch it stopped in.
     let interrupted = if o.resume { Some(load_interrupted(&run)?) } else { None };
     let start = interrupted.as_ref().map_or(o.start_epoch.unwrap_or(0), |i| i.epoch - 1);
@@ -260,6 +260,18 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             train_set.total()
         );
     }
+    // what every checkpoint of this run records; an interrupted one adds its step and partial sums
+    let checkpoint_info = |epoch, lr, metrics| CheckpointInfo {
+        epoch,
+        lr,
+        seed: c.train.seed,
+        producer: format!("trainer {}", models::VERSION),
+        config: c.clone(),
+        metrics,
+        step: 0,
+        partial: None,
+        world,
+    };
     let batches = train_set.batches_per_epoch() as i64;
     let mut history = vec![];
     let mut interrupted = interrupted;
@@ -328,17 +340,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
                 bar.finish_and_clear();
                 let partial = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
                 if main {
-                    let info = CheckpointInfo {
-                        epoch,
-                        lr,
-                        seed: c.train.seed,
-                        producer: format!("trainer {}", models::VERSION),
-                        config: c.clone(),
-                        metrics: None,
-                        step: b as usize + 1,
-                        partial: Some(partial),
-                        world,
-                    };
+                    let info = CheckpointInfo { step: b as usize + 1, partial: Some(partial), ..checkpoint_info(epoch, lr, None) };
                     save_checkpoint(&run, &net, &opt, &info)?;
                     log.say(&format!(
                         "interrupted at step {}/{batches} of epoch {epoch}; saved {}; continue with `trainer train --config {} --resume`",
@@ -416,18 +418,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             c.train.epochs, m.train_loss, m.train_rank1, m.seconds, m.samples_per_sec
         ))?;
         if main && (epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs) {
-            let info = CheckpointInfo {
-                epoch,
-                lr,
-                seed: c.train.seed,
-                producer: format!("trainer {}", models::VERSION),
-                config: c.clone(),
-                metrics: Some(m.clone()),
-                step: 0,
-                partial: None,
-                world,
-            };
-            save_checkpoint(&run, &net, &opt, &info)?;
+            save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
         }
         if main {
             for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {

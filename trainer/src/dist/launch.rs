@@ -59,7 +59,7 @@ pub fn launch(nproc: usize, args: &[OsString]) -> Result<(), LaunchError> {
         match cmd.spawn() {
             Ok(c) => children.push(Some(c)),
             Err(source) => {
-                stop_all(&mut children, true);
+                kill_all(&mut children);
                 return Err(LaunchError::Spawn { rank, exe: exe.display().to_string(), source });
             }
         }
@@ -78,7 +78,7 @@ pub fn launch(nproc: usize, args: &[OsString]) -> Result<(), LaunchError> {
                     super::ffi::terminate(c.id());
                 }
             } else {
-                stop_all(&mut children, true);
+                kill_all(&mut children);
             }
         }
         let mut running = 0;
@@ -105,7 +105,7 @@ pub fn launch(nproc: usize, args: &[OsString]) -> Result<(), LaunchError> {
         }
         if failed_at.is_some_and(|t| t.elapsed() > GRACE) {
             eprintln!("launcher: the other ranks did not stop within {}s of the failure; killing them", GRACE.as_secs());
-            stop_all(&mut children, true);
+            kill_all(&mut children);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -118,11 +118,9 @@ pub fn launch(nproc: usize, args: &[OsString]) -> Result<(), LaunchError> {
     }
 }
 
-fn stop_all(children: &mut [Option<Child>], kill: bool) {
+fn kill_all(children: &mut [Option<Child>]) {
     for c in children.iter_mut().flatten() {
-        if kill {
-            let _ = c.kill();
-        }
+        let _ = c.kill();
         let _ = c.wait();
     }
 }
