@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -78,6 +79,37 @@ static void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& work, int64_t 
     std::rethrow_exception(first);
   }
 }
+
+// Sums one tensor across the group, in place, and waits.
+static void allreduce_one(dlcv::Group* g, at::Tensor& t, int64_t timeout_ms) {
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
+  opts.timeout = std::chrono::milliseconds(timeout_ms);
+  std::vector<at::Tensor> one{t};
+  std::vector<c10::intrusive_ptr<c10d::Work>> work{g->backend->allreduce(one, opts)};
+  wait_all(work, timeout_ms);
+}
+
+// The all-reduce as a differentiable function, as torch.distributed.nn.functional.all_reduce is:
+// y = sum over ranks of x, so the gradient of every rank's x is the sum over ranks of y's gradient
+// (another all-reduce, run by the autograd engine during backward). SyncBatchNorm's statistics go
+// through it. The group is held by pointer: the trainer keeps it alive for the whole run.
+struct AllreduceSum : public torch::autograd::Function<AllreduceSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t group, int64_t timeout_ms) {
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["timeout_ms"] = timeout_ms;
+    at::Tensor out = x.contiguous().clone();
+    allreduce_one(reinterpret_cast<dlcv::Group*>(group), out, timeout_ms);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    auto* g = reinterpret_cast<dlcv::Group*>(ctx->saved_data["group"].toInt());
+    at::Tensor grad = grads[0].contiguous().clone();
+    allreduce_one(g, grad, ctx->saved_data["timeout_ms"].toInt());
+    return {grad, at::Tensor(), at::Tensor()};
+  }
+};
 
 extern "C" {
 
@@ -163,6 +195,16 @@ char* dlcv_broadcast(dlcv::Group* g, void* const* tensors, size_t n, int root, i
       work.push_back(g->backend->broadcast(one, opts));
     }
     wait_all(work, timeout_ms);
+  });
+}
+
+// A new tensor (written to *out as a heap at::Tensor, tch's handle): the sum of `x` over the
+// group, differentiable (see AllreduceSum). A failure in the backward all-reduce surfaces as the
+// error of the backward call.
+char* dlcv_allreduce_autograd(dlcv::Group* g, void* x, int64_t timeout_ms, void** out) {
+  return guarded([&] {
+    at::Tensor y = AllreduceSum::apply(*static_cast<at::Tensor*>(x), reinterpret_cast<int64_t>(g), timeout_ms);
+    *out = new at::Tensor(std::move(y));
   });
 }
 

@@ -115,6 +115,12 @@ pub struct TrainConfig {
     /// `batch_size` is per process, so the global batch is `batch_size` times the processes.
     #[serde(default)]
     pub devices: Vec<DeviceSpec>,
+    /// SyncBatchNorm (PyTorch's `nn.SyncBatchNorm`): in a multi-process run every BatchNorm layer
+    /// normalises with the mean and variance of the global batch, not of its rank's share, at the
+    /// cost of two small all-reduces per layer and step; the running statistics then agree on every
+    /// rank. For small per-process batches (detection, big images). No effect on one process.
+    #[serde(default)]
+    pub sync_bn: bool,
     /// Seconds a multi-process run waits for a rank (to join, or at a collective) before failing.
     #[serde(default = "d_dist_timeout")]
     pub dist_timeout: u64,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use models::graph::{Conv2d, GraphError, Init, Network, NodeId, Op, ParamInit, ParamSpec};
 use tch::{Device, Kind, Tensor};
@@ -50,6 +51,9 @@ pub struct Net {
     pub precision: Precision,
     /// Feature maps and conv weights in NHWC memory order (same shapes, other strides).
     pub channels_last: bool,
+    /// SyncBatchNorm: in training, every BatchNorm layer normalises with the statistics of the
+    /// whole job's batch, summed over the ranks through this link (None: this process's batch).
+    pub sync_bn: Option<Arc<crate::dist::BnSync>>,
 }
 
 /// The same tensor with channels-last strides: `[N, C, H, W]` stored as N, H, W, C.
@@ -110,6 +114,49 @@ fn elu(x: &Tensor, alpha: f64) -> Tensor {
     x.relu() + (x.clamp_max(0.0).exp() - 1.0) * alpha
 }
 
+/// A BatchNorm layer's running statistics and the weight of each new batch in them.
+struct Stats<'a> {
+    running_mean: &'a Tensor,
+    running_var: &'a Tensor,
+    momentum: f64,
+}
+
+/// BatchNorm in training over the whole job's batch, as PyTorch's `SyncBatchNorm`: each rank's
+/// per-channel sums of x and x² and its count are summed over the ranks in one differentiable
+/// all-reduce (in float64, so that E[x²] − E[x]² keeps its digits), giving the global mean and
+/// biased variance to normalise with; the running statistics take the global mean and unbiased
+/// variance with the layer's momentum, so they stay identical on every rank.
+fn sync_batch_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, stats: &Stats, eps: f64, sync: &crate::dist::BnSync) -> Tensor {
+    let c = x.size()[1];
+    let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
+    let count = (x.numel() as i64 / c.max(1)) as f64;
+    let local = Tensor::cat(
+        &[
+            x.sum_dim_intlist(&dims[..], false, Kind::Float).to_kind(Kind::Double),
+            x.square().sum_dim_intlist(&dims[..], false, Kind::Float).to_kind(Kind::Double),
+            Tensor::full([1], count, (Kind::Double, x.device())),
+        ],
+        0,
+    );
+    let total = sync.sum(&local);
+    let n = total.narrow(0, 2 * c, 1);
+    let mean = total.narrow(0, 0, c) / &n;
+    let var = (total.narrow(0, c, c) / &n - mean.square()).clamp_min(0.0);
+    tch::no_grad(|| {
+        let m = stats.momentum;
+        let unbiased = &var * &n / (&n - 1.0).clamp_min(1.0);
+        let mut rm = stats.running_mean.shallow_clone();
+        let mut rv = stats.running_var.shallow_clone();
+        rm.copy_(&(stats.running_mean * (1.0 - m) + mean.to_kind(Kind::Float) * m));
+        rv.copy_(&(stats.running_var * (1.0 - m) + unbiased.to_kind(Kind::Float) * m));
+    });
+    let scale = (var + eps).rsqrt().to_kind(Kind::Float) * weight;
+    let shift = bias - mean.to_kind(Kind::Float) * &scale;
+    let mut shape = vec![1i64; x.dim()];
+    shape[1] = c;
+    x * scale.view(&shape[..]) + shift.view(&shape[..])
+}
+
 /// Local response normalisation across channels, as torch.nn.LocalResponseNorm computes it:
 /// x / (k + alpha / size * sum over the `size` neighbouring channels of x²)^beta.
 fn lrn(x: &Tensor, size: usize, alpha: f64, beta: f64, k: f64) -> Tensor {
@@ -130,7 +177,7 @@ impl Net {
             let t = initial_value(spec, graph.init, device);
             params.insert(spec.name.clone(), if spec.trainable { t.set_requires_grad(true) } else { t });
         }
-        Ok(Self { graph, params, device, precision: Precision::Fp32, channels_last: false })
+        Ok(Self { graph, params, device, precision: Precision::Fp32, channels_last: false, sync_bn: None })
     }
 
     /// Switches precision and memory format (conv weights are re-laid out once, here).
@@ -213,6 +260,11 @@ impl Net {
                     dims(dilation),
                     *groups as i64,
                 )),
+                Op::BatchNorm { eps, momentum, .. } if train && self.sync_bn.is_some() => {
+                    let stats = Stats { running_mean: self.p(&name("running_mean")), running_var: self.p(&name("running_var")), momentum: *momentum };
+                    let sync = self.sync_bn.as_ref().expect("matched");
+                    sync_batch_norm(input(0), self.p(&name("weight")), self.p(&name("bias")), &stats, *eps, sync)
+                }
                 Op::BatchNorm { eps, momentum, .. } => Tensor::batch_norm(
                     input(0),
                     Some(self.p(&name("weight"))),

@@ -220,9 +220,17 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     let buckets = match &dist {
         Some(d) => {
             d.broadcast_net(&net, false)?;
+            if c.train.sync_bn {
+                net.sync_bn = Some(d.bn_sync());
+            }
             Some(GradBuckets::new(&net, BUCKET_BYTES))
         }
-        None => None,
+        None => {
+            if c.train.sync_bn {
+                tracing::info!("train.sync_bn: one process, so BatchNorm already sees the whole batch");
+            }
+            None
+        }
     };
     let mut log = if main {
         record_run(&run, &c, &net.graph)?;
@@ -232,7 +240,12 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     };
     let on = match &dist {
         Some(d) => {
-            format!("{world} processes ({} backend, rank 0 on {device:?}, {} gradient buckets)", d.backend.name(), buckets.as_ref().map_or(0, GradBuckets::len))
+            format!(
+                "{world} processes ({} backend, rank 0 on {device:?}, {} gradient buckets{})",
+                d.backend.name(),
+                buckets.as_ref().map_or(0, GradBuckets::len),
+                if net.sync_bn.is_some() { ", SyncBatchNorm" } else { "" }
+            )
         }
         None => format!("{device:?}"),
     };
@@ -312,8 +325,15 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
                 }
             } else {
                 let out = net.forward(&x, true);
+                if let Some(e) = net.sync_bn.as_ref().and_then(|s| s.take_failure()) {
+                    return Err(e.into());
+                }
                 let loss = out.cross_entropy_for_logits(&y);
-                loss.backward();
+                match &net.sync_bn {
+                    // SyncBatchNorm's gradient all-reduces run inside the backward pass
+                    Some(s) => loss.f_backward().map_err(|e| s.error("the backward pass's SyncBatchNorm all-reduce", e.to_string()))?,
+                    None => loss.backward(),
+                }
                 l = loss.double_value(&[]);
                 logits = Some(out.detach());
             }
@@ -390,7 +410,8 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         let [gl, g1, g5, gs] = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
         if let Some(d) = &dist {
             // the trainable parameters must agree bit for bit (a rank that drifted is a bug, not
-            // noise); BatchNorm statistics are per rank, and rank 0's are the model's (saved, evaluated)
+            // noise); BatchNorm statistics are per rank (with sync_bn: equal up to rounding), and
+            // rank 0's are the model's (saved, evaluated)
             d.broadcast_net(&net, true)?;
             d.check_identical(&net, &format!("epoch {epoch}"))?;
         }

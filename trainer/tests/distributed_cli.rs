@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 fn write_config(dir: &Path, name: &str, epochs: usize) -> (PathBuf, PathBuf) {
+    write_config_with(dir, name, epochs, "")
+}
+
+/// `train_extra`: more lines for the `[train]` table.
+fn write_config_with(dir: &Path, name: &str, epochs: usize, train_extra: &str) -> (PathBuf, PathBuf) {
     let run = dir.join(name);
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -31,6 +36,7 @@ seed = 3
 log_every = 1
 dist_timeout = 60
 run = "{}"
+{train_extra}
 [optimizer]
 name = "sgd"
 momentum = 0.9
@@ -137,7 +143,9 @@ fn two_ranks_by_nproc_by_torchrun_and_interrupted_then_resumed_end_with_the_same
 #[test]
 fn a_killed_rank_stops_the_job_with_an_error_naming_it() {
     let scratch = tempfile::tempdir().unwrap();
-    let (cfg, run) = write_config(scratch.path(), "killed", 50);
+    // under SyncBatchNorm (mini-vgg has BatchNorm): its all-reduces inside the forward and backward
+    // passes, where the dead peer is most often noticed, must fail as cleanly as the gradients' one
+    let (cfg, run) = write_config_with(scratch.path(), "killed", 50, "sync_bn = true");
     let mut child = trainer(&["train", "--nproc", "2", "--config", cfg.to_str().unwrap()]).spawn().unwrap();
     wait_for_steps(&mut child, &run.join("metrics-from-0000.jsonl"), 3);
     let ranks = ranks_of(child.id());
@@ -149,5 +157,6 @@ fn a_killed_rank_stops_the_job_with_an_error_naming_it() {
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("rank 1 of 2 was killed"), "the launcher names the dead rank: {err}");
     assert!(err.contains("rank 0 of 2:") && err.contains("failed"), "rank 0 says which collective failed: {err}");
+    assert!(err.contains("SyncBatchNorm)"), "the job ran with SyncBatchNorm: {err}");
     assert!(t0.elapsed() < Duration::from_secs(45), "stopping took {:?}", t0.elapsed());
 }

@@ -41,6 +41,7 @@ extern "C" {
     fn dlcv_allreduce(g: *mut RawGroup, tensors: *const *mut c_void, n: usize, timeout_ms: i64) -> *mut c_char;
     fn dlcv_broadcast(g: *mut RawGroup, tensors: *const *mut c_void, n: usize, root: c_int, timeout_ms: i64) -> *mut c_char;
     fn dlcv_barrier(g: *mut RawGroup, timeout_ms: i64) -> *mut c_char;
+    fn dlcv_allreduce_autograd(g: *mut RawGroup, x: *mut c_void, timeout_ms: i64, out: *mut *mut c_void) -> *mut c_char;
 }
 
 /// The shim's result: `Err(message)` when it returned one.
@@ -87,6 +88,9 @@ pub struct Group(*mut RawGroup);
 
 // SAFETY: as Store.
 unsafe impl Send for Group {}
+// SAFETY: c10d backends are thread-safe (PyTorch's DDP reducer calls them from autograd's threads);
+// the group is shared with the autograd function of `allreduce_autograd`.
+unsafe impl Sync for Group {}
 
 impl Group {
     pub fn gloo(store: &Store, rank: usize, world: usize, timeout_ms: i64, threads: usize, interface: &str) -> Result<Self, String> {
@@ -117,6 +121,19 @@ impl Group {
         let ptrs: Vec<*mut c_void> = tensors.iter_mut().map(|t| t.as_mut_ptr() as *mut c_void).collect();
         // SAFETY: as allreduce.
         result(unsafe { dlcv_broadcast(self.0, ptrs.as_ptr(), ptrs.len(), root as c_int, timeout_ms) })
+    }
+
+    /// The sum of `x` over the group as a new tensor whose gradient is the sum over the group of
+    /// its gradient (the backward pass runs that all-reduce); `x` is left unchanged.
+    pub fn allreduce_autograd(&self, x: &Tensor, timeout_ms: i64) -> Result<Tensor, String> {
+        let mut input = x.shallow_clone();
+        let mut out = std::ptr::null_mut();
+        // SAFETY: a live group and at::Tensor; the shim writes `out` (a new heap at::Tensor) only on
+        // success, and its autograd node holds the group, which outlives every backward pass of the
+        // run (the trainer drops it last).
+        result(unsafe { dlcv_allreduce_autograd(self.0, input.as_mut_ptr() as *mut c_void, timeout_ms, &mut out) })?;
+        // SAFETY: `out` is a heap at::Tensor we now own, as tch's handles are.
+        Ok(unsafe { Tensor::from_ptr(out.cast()) })
     }
 
     pub fn barrier(&self, timeout_ms: i64) -> Result<(), String> {

@@ -13,11 +13,14 @@
 //! (also after a resume); gradients are summed in buckets of about [`BUCKET_BYTES`] (all buckets
 //! started before any is waited on) and divided by the world size, so the update equals one process
 //! stepping on the global batch; BatchNorm statistics stay per rank and rank 0's are saved and
-//! evaluated (broadcast before validation); the loss, a stop flag and the metrics are summed with them.
+//! evaluated (broadcast before validation), unless `sync_bn` makes every BatchNorm layer normalise
+//! with the statistics of the global batch ([`BnSync`], PyTorch's `SyncBatchNorm`); the loss, a stop
+//! flag and the metrics are summed with the gradients.
 
 pub mod ffi;
 pub mod launch;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
@@ -151,7 +154,7 @@ pub struct Dist {
     pub backend: Backend,
     /// Where the collectives' tensors live (the rank's training device).
     pub device: Device,
-    group: ffi::Group,
+    group: Arc<ffi::Group>,
     _store: ffi::Store,
     timeout_ms: i64,
 }
@@ -182,7 +185,7 @@ impl Dist {
             Backend::Nccl => ffi::Group::nccl(&store, rank, world, timeout_ms),
         }
         .map_err(|msg| DistError::Group { rank, world, backend: backend.name(), msg })?;
-        Ok(Dist { env, backend, device, group, _store: store, timeout_ms })
+        Ok(Dist { env, backend, device, group: Arc::new(group), _store: store, timeout_ms })
     }
 
     pub fn rank(&self) -> usize {
@@ -221,6 +224,11 @@ impl Dist {
         let mut t = [Tensor::from_slice(values).to_device(self.device)];
         self.all_reduce(&mut t, what)?;
         Ok(Vec::<f64>::try_from(t[0].to_device(Device::Cpu)).expect("a float64 vector"))
+    }
+
+    /// The handle SyncBatchNorm layers reduce their statistics through (see [`BnSync`]).
+    pub fn bn_sync(&self) -> Arc<BnSync> {
+        Arc::new(BnSync { group: self.group.clone(), rank: self.env.rank, world: self.env.world, timeout_ms: self.timeout_ms, failure: Mutex::new(None) })
     }
 
     /// Gives every rank rank 0's parameters and buffers (BTreeMap order: the same on every rank).
@@ -269,6 +277,47 @@ impl Dist {
             return Err(DistError::Desync { rank: self.env.rank, world: self.env.world, when: when.into(), ranks, tensors: differ as usize });
         }
         Ok(())
+    }
+}
+
+/// SyncBatchNorm's link to the job: each BatchNorm layer in training sums its per-channel
+/// statistics over the ranks through a differentiable all-reduce, whose backward pass sums their
+/// gradients over the ranks again (as PyTorch's `SyncBatchNorm` does with its two collectives).
+///
+/// The forward pass cannot return an error, so a failed forward all-reduce is recorded here and
+/// the layer goes on with this rank's own statistics; the training step asks [`BnSync::take_failure`]
+/// after the forward pass and stops with the error. A failed backward all-reduce is the error of the
+/// backward call.
+pub struct BnSync {
+    group: Arc<ffi::Group>,
+    rank: usize,
+    world: usize,
+    timeout_ms: i64,
+    failure: Mutex<Option<String>>,
+}
+
+impl BnSync {
+    /// The sum of `x` over the ranks, differentiable; `x` itself after a failure (recorded).
+    pub fn sum(&self, x: &Tensor) -> Tensor {
+        match self.group.allreduce_autograd(x, self.timeout_ms) {
+            Ok(t) => t,
+            Err(msg) => {
+                let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                f.get_or_insert(msg);
+                x.shallow_clone()
+            }
+        }
+    }
+
+    /// The first failure of a forward all-reduce since the last call, as the error to stop with.
+    pub fn take_failure(&self) -> Option<DistError> {
+        let msg = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(self.error("the all-reduce of the SyncBatchNorm statistics", msg))
+    }
+
+    /// The error of a backward pass that ran SyncBatchNorm's gradient all-reduces.
+    pub fn error(&self, collective: &str, msg: String) -> DistError {
+        DistError::Collective { rank: self.rank, world: self.world, collective: collective.into(), msg }
     }
 }
 
