@@ -43,12 +43,13 @@ pkg-config --exists libturbojpeg || { echo "setup: pkg-config cannot find libtur
 
 # ---------------------------------------------------------------------------------------------- Python
 PYTHON=${PYTHON:-python3}
-req_hash=$(sha256sum requirements.txt | cut -c1-16)
+req_hash=$(cat requirements.txt requirements-oracles.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.requirements-hash" 2>/dev/null)" != "$req_hash" ]; then
   log "creating the Python environment .venv from requirements.txt (torch is ~5 GB on first download)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q --progress-bar off -r requirements.txt
+  "$VENV/bin/python" -m pip install -q --progress-bar off --no-deps -r requirements-oracles.txt
   echo "$req_hash" > "$VENV/.requirements-hash"
 else
   log "Python environment .venv: up to date"

@@ -9,6 +9,7 @@
 pub mod builder;
 pub mod cli;
 pub mod describe;
+pub mod detect;
 pub mod graph;
 pub mod meta;
 pub mod repository;

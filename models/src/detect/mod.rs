@@ -1,0 +1,35 @@
+//! Detection geometry shared by every crate (pure Rust: no libtorch, no ONNX Runtime): boxes and IoU,
+//! SSD priors and grid anchors, the box coder, the matchers, NMS with ONNX Runtime's semantics, the
+//! detectors' post-process, and the mAP evaluator the book measures with.
+//!
+//! Boxes are `[x0, y0, x1, y1]` in `f32` (pixels, or image-relative where said), as torchvision
+//! keeps them; arithmetic is done in `f32` in the order torchvision and ONNX Runtime do it, so the
+//! trainer, the exported graph and this reference agree to the last bits where the operations are
+//! exact (+, −, ×, ÷, √) and within a few ulps where libm and libtorch differ (exp, log).
+
+pub mod boxes;
+pub mod coder;
+pub mod map;
+pub mod matcher;
+pub mod nms;
+pub mod priors;
+
+pub use boxes::{iou, iou_matrix, Bbox};
+pub use coder::BoxCoder;
+pub use map::{ApResult, GroundTruth, MapEvaluator};
+pub use matcher::Matcher;
+pub use nms::{nms, postprocess, Detection, PostProcess};
+pub use priors::{GridAnchors, SsdPriors};
+
+/// Why a detection computation was refused; each names the setting or input that is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DetectError {
+    #[error("{what}: {why}")]
+    Setting { what: String, why: String },
+    #[error("{what}: expected {expected} values, got {got}")]
+    Length { what: String, expected: usize, got: usize },
+}
+
+pub(crate) fn setting(what: impl Into<String>, why: impl Into<String>) -> DetectError {
+    DetectError::Setting { what: what.into(), why: why.into() }
+}
