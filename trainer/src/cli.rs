@@ -125,6 +125,34 @@ pub enum PrepareKind {
         #[arg(long)]
         test_xml: Option<PathBuf>,
     },
+    /// Detection scenes of real Fashion-MNIST items on noisy canvases, boxes exact by construction
+    /// (train scenes from the train files, test scenes from the test files).
+    FashionDetect {
+        /// Prefix of the Fashion-MNIST train files.
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist/train")]
+        train: PathBuf,
+        /// Prefix of the test files ("none": test scenes from train items too).
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist/t10k")]
+        test: String,
+        /// Fashion-MNIST classes to place, in label order.
+        #[arg(long, value_delimiter = ',', default_value = "T-shirt/top,Trouser,Sneaker,Bag")]
+        classes: Vec<String>,
+        /// Canvas side in pixels.
+        #[arg(long, default_value_t = 128)]
+        canvas: u32,
+        #[arg(long, default_value_t = 3000)]
+        train_images: usize,
+        #[arg(long, default_value_t = 500)]
+        test_images: usize,
+        /// Items per scene: 1 to this many.
+        #[arg(long, default_value_t = 3)]
+        max_objects: usize,
+        /// Smallest and largest side of a placed item (the 28-px items are scaled).
+        #[arg(long, default_value_t = 24)]
+        min_side: u32,
+        #[arg(long, default_value_t = 64)]
+        max_side: u32,
+    },
     /// Any image folder → copies rotated by 0/90/180/270 degrees, labelled by the angle.
     Orientation {
         root: PathBuf,
@@ -176,6 +204,21 @@ pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
             detection::build_lisa(&o)?
         }
         PrepareKind::DlibXml { train_xml, test_xml } => detection::build_dlib_xml(&detection::DlibXmlOptions { train_xml, test_xml })?,
+        PrepareKind::FashionDetect { train, test, classes, canvas, train_images, test_images, max_objects, min_side, max_side } => {
+            let test = (test != "none").then(|| PathBuf::from(test));
+            let o = detection::CompositeOptions {
+                classes,
+                canvas,
+                train_images,
+                test_images,
+                max_objects,
+                min_side,
+                max_side,
+                seed: c.seed,
+                ..detection::CompositeOptions::new(train, test)
+            };
+            detection::build_composites(&o)?
+        }
         PrepareKind::Orientation { root, limit, all_angles, val_fraction, test_fraction } => {
             simple::build_orientation(&simple::OrientationOptions { root, limit, all_angles, val_fraction, test_fraction, seed: c.seed })?
         }

@@ -47,6 +47,9 @@ pub enum PrepareError {
     /// A fraction option (`test fraction`, …) outside 0..=1.
     #[error("{option} {value} is not between 0 and 1")]
     Fraction { option: &'static str, value: f64 },
+    /// An option out of its range, e.g. `--max-side 10` below `--min-side`.
+    #[error("{option}: {why}")]
+    Setting { option: &'static str, why: String },
     /// A class of the class filter is empty or repeated.
     #[error("class filter {classes:?}: '{class}' is empty or listed twice")]
     ClassFilter { classes: Vec<String>, class: String },

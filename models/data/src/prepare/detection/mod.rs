@@ -3,6 +3,8 @@
 //!
 //! * [`build_lisa`] (`lisa.rs`) — the LISA traffic signs (book ch. 15): `ROOT/allAnnotations.csv`,
 //!   semicolon-separated, split at image level (75 % train / 25 % test by default) with a seed.
+//! * [`build_composites`] (`composites.rs`) — detection scenes made of real Fashion-MNIST items placed
+//!   on canvases, boxes exact by construction: the data a tiny detector trains on here in minutes.
 //! * [`build_dlib_xml`] (`dlib_xml.rs`) — dlib imglab XML files such as the front-and-rear vehicles (book
 //!   ch. 17): `training.xml` and optionally `testing.xml`, a predefined split.
 //!
@@ -14,6 +16,7 @@
 //! [`IMAGE_DROPPED`]. Images are not decoded here; only the dlib builder reads the PNG/JPEG header of an
 //! image to learn its size for clipping ([`image_dimensions`]).
 
+mod composites;
 mod dlib_xml;
 mod lisa;
 
@@ -24,6 +27,7 @@ use crate::records::{BoundingBox, Item, Source};
 
 use super::Split;
 
+pub use composites::{build_composites, CompositeOptions};
 pub use dlib_xml::{build_dlib_xml, DlibXmlOptions};
 pub use lisa::{build_lisa, LisaOptions, LISA_BOOK_CLASSES};
 
