@@ -199,10 +199,8 @@ mod tests {
     }
 
     fn image(it: &Item) -> &GrayImage {
-        match &it.source {
-            Source::Image(DynamicImage::ImageLuma8(g)) => g,
-            _ => panic!("a grayscale image"),
-        }
+        let Source::Image(DynamicImage::ImageLuma8(g)) = &it.source else { panic!("{}: not a grayscale image", it.key) };
+        g
     }
 
     #[test]
