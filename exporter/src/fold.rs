@@ -75,7 +75,7 @@ pub fn fold_batchnorm(graph: &Network, weights: &Weights) -> Result<(Network, We
         if let Op::BatchNorm { eps, .. } = node.op {
             let src = node.inputs[0];
             let layer = &graph.nodes[src];
-            if layer.op.is_weight_layer() && src != graph.output && graph.consumers(src) == [id] {
+            if layer.op.is_weight_layer() && !graph.output_nodes().contains(&src) && graph.consumers(src) == [id] {
                 fold_weights(&mut w, &layer.name, &node.name, eps)?;
                 let folded_into = new_id[src];
                 // the folded layer always has a bias
@@ -91,7 +91,8 @@ pub fn fold_batchnorm(graph: &Network, weights: &Weights) -> Result<(Network, We
         new_id.push(nodes.len());
         nodes.push(n);
     }
-    let folded = Graph { name: graph.name.clone(), nodes, output: new_id[graph.output], init: graph.init }.validate()?;
+    let extra_outputs = graph.extra_outputs.iter().map(|o| models::graph::NamedOutput { name: o.name.clone(), node: new_id[o.node] }).collect();
+    let folded = Graph { name: graph.name.clone(), nodes, output: new_id[graph.output], init: graph.init, extra_outputs }.validate()?;
     Ok((folded, w, report))
 }
 

@@ -159,7 +159,8 @@ pub fn with_head(g: &Network, layer: &str, head: &LinearHead) -> Result<Network,
     let last = nodes.len() - 1;
     nodes.push(Node { name: FLATTEN_NODE.into(), op: Op::Flatten, inputs: vec![last] });
     nodes.push(Node { name: HEAD_NODE.into(), op: Op::Linear { out_features: head.classes, bias: true }, inputs: vec![last + 1] });
-    Ok(Graph { name: format!("{}+{HEAD_NODE}", g.name), output: nodes.len() - 1, nodes, init: g.init }.validate()?)
+    // a new classifier on cut features: the original's other outputs are not part of it
+    Ok(Graph { name: format!("{}+{HEAD_NODE}", g.name), output: nodes.len() - 1, nodes, init: g.init, extra_outputs: vec![] }.validate()?)
 }
 
 #[cfg(test)]

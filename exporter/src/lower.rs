@@ -125,6 +125,16 @@ fn tensor(name: &str, dims: &[usize], data: &[f32], fp16: bool) -> Result<Tensor
     Ok(t)
 }
 
+/// An int64 initializer (a Reshape target).
+fn int64_tensor(name: &str, data: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = vec![data.len() as i64];
+    t.data_type = DataType::INT64 as i32;
+    t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t
+}
+
 fn attr_type(name: &str, to: DataType) -> AttributeProto {
     attr_int(name, to as i64)
 }
@@ -280,6 +290,22 @@ pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<Mod
             Op::Concat => b.node("Concat", nm, &ins, &out, vec![attr_int("axis", 1)]),
             Op::Add => b.node("Sum", nm, &ins, &out, vec![]),
             Op::Softmax => b.node("Softmax", nm, &ins, &out, vec![attr_int("axis", -1)]),
+            Op::Clip { min, max } => {
+                // opset 11+: the bounds are inputs, scalars of the compute type
+                let (lo, hi) = (format!("{nm}.min"), format!("{nm}.max"));
+                b.initializers.push(tensor(&lo, &[], &[*min as f32], o.fp16)?);
+                b.initializers.push(tensor(&hi, &[], &[*max as f32], o.fp16)?);
+                b.node("Clip", nm, &[ins[0].clone(), lo, hi], &out, vec![]);
+            }
+            Op::AnchorRows { columns } => {
+                // [N, A·K, H, W] → [N, H, W, A·K] → [N, H·W·A, K]
+                let t = format!("{nm}.nhwc");
+                b.node("Transpose", &t, &ins, &t, vec![attr_ints("perm", &[0, 2, 3, 1])]);
+                let shape = format!("{nm}.shape");
+                b.initializers.push(int64_tensor(&shape, &[0, -1, *columns as i64]));
+                b.node("Reshape", nm, &[t, shape], &out, vec![]);
+            }
+            Op::ConcatRows => b.node("Concat", nm, &ins, &out, vec![attr_int("axis", 1)]),
         }
         value.push(out);
     }

@@ -21,7 +21,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use crate::graph::{Conv2d, Graph, GraphError, Init, Network, Node, NodeId, Op};
+use crate::graph::{Conv2d, Graph, GraphError, Init, NamedOutput, Network, Node, NodeId, Op};
 
 pub struct GraphBuilder {
     name: String,
@@ -147,7 +147,13 @@ impl GraphBuilder {
 
     /// Validates the graph (every shape inferred) with `output` as the logits.
     pub fn finish(self, output: NodeId) -> Result<Network, GraphError> {
-        Graph { name: self.name, nodes: self.nodes, output, init: self.init }.validate()
+        self.finish_with(output, &[])
+    }
+
+    /// Validates the graph with `output` and further named outputs (a detector's heads).
+    pub fn finish_with(self, output: NodeId, extra: &[(&str, NodeId)]) -> Result<Network, GraphError> {
+        let extra_outputs = extra.iter().map(|&(name, node)| NamedOutput { name: name.into(), node }).collect();
+        Graph { name: self.name, nodes: self.nodes, output, init: self.init, extra_outputs }.validate()
     }
 }
 

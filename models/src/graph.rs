@@ -91,6 +91,21 @@ pub enum Op {
     Add,
     /// Softmax over the last axis.
     Softmax,
+    /// Clamps every value into `[min, max]` (ReLU6 is `Clip { min: 0, max: 6 }`, the activation of
+    /// MobileNet's SSD-lite heads).
+    Clip {
+        min: f64,
+        max: f64,
+    },
+    /// A detection head's map `[A·K, H, W]` as rows, one per location and anchor: `[H·W·A, K]`.
+    /// Row `(y·W + x)·A + a` holds channels `a·K .. a·K + K` at `(y, x)`: the order in which
+    /// [`SsdPriors`](crate::detect::SsdPriors) and [`GridAnchors`](crate::detect::GridAnchors) list
+    /// their boxes (torchvision's SSD head reshapes the same way).
+    AnchorRows {
+        columns: usize,
+    },
+    /// The rows of several heads one after another: `[R1, K], [R2, K], … → [R1 + R2 + …, K]`.
+    ConcatRows,
 }
 
 /// The arguments of a convolution. In `graph.json` its fields sit beside `"op": "conv2d"`, as the
@@ -210,6 +225,17 @@ pub struct Graph {
     /// The node whose value is the network's output (the logits, before any softmax).
     pub output: NodeId,
     pub init: Init,
+    /// Outputs beside `output`, by name (a detector's box codes beside its class scores); none for
+    /// a classifier, whose `graph.json` does not mention them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_outputs: Vec<NamedOutput>,
+}
+
+/// A further output of a graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedOutput {
+    pub name: String,
+    pub node: NodeId,
 }
 
 /// Errors that name the node they are about.
@@ -356,6 +382,32 @@ impl Op {
                 }
                 Ok(vec![c_total, h, w])
             }
+            Op::Clip { min, max } => {
+                if !(min.is_finite() && max.is_finite() && min < max) {
+                    return Err(node_err(node, format!("Clip needs finite min {min} < max {max}")));
+                }
+                Ok(arity(1)?.clone())
+            }
+            Op::AnchorRows { columns } => {
+                let (c, h, w) = spatial(node, arity(1)?)?;
+                if *columns == 0 || c % columns != 0 {
+                    return Err(node_err(node, format!("{c} channels are not a whole number of anchors of {columns} columns")));
+                }
+                Ok(vec![h * w * (c / columns), *columns])
+            }
+            Op::ConcatRows => {
+                if ins.len() < 2 {
+                    return Err(node_err(node, "ConcatRows needs at least two inputs"));
+                }
+                let mut rows = 0;
+                for s in ins {
+                    match s.as_slice() {
+                        [r, k] if *k == ins[0][1] => rows += r,
+                        _ => return Err(node_err(node, format!("ConcatRows joins [rows, K] inputs of one K, got {:?} and {s:?}", ins[0]))),
+                    }
+                }
+                Ok(vec![rows, ins[0][1]])
+            }
             Op::Add => {
                 if ins.len() < 2 {
                     return Err(node_err(node, "Add needs at least two inputs"));
@@ -420,7 +472,10 @@ impl Op {
             | Op::Flatten
             | Op::Concat
             | Op::Add
-            | Op::Softmax => vec![],
+            | Op::Softmax
+            | Op::Clip { .. }
+            | Op::AnchorRows { .. }
+            | Op::ConcatRows => vec![],
         }
     }
 
@@ -441,7 +496,10 @@ impl Op {
             | Op::Flatten
             | Op::Concat
             | Op::Add
-            | Op::Softmax => false,
+            | Op::Softmax
+            | Op::Clip { .. }
+            | Op::AnchorRows { .. }
+            | Op::ConcatRows => false,
         }
     }
 
@@ -465,7 +523,10 @@ impl Op {
             | Op::Flatten
             | Op::Concat
             | Op::Add
-            | Op::Softmax => false,
+            | Op::Softmax
+            | Op::Clip { .. }
+            | Op::AnchorRows { .. }
+            | Op::ConcatRows => false,
         }
     }
 
@@ -488,7 +549,10 @@ impl Op {
             | Op::Flatten
             | Op::Concat
             | Op::Add
-            | Op::Softmax => {}
+            | Op::Softmax
+            | Op::Clip { .. }
+            | Op::AnchorRows { .. }
+            | Op::ConcatRows => {}
         }
         op
     }
@@ -513,6 +577,9 @@ impl Op {
             Op::Concat => "Concat",
             Op::Add => "Add",
             Op::Softmax => "Softmax",
+            Op::Clip { .. } => "Clip",
+            Op::AnchorRows { .. } => "AnchorRows",
+            Op::ConcatRows => "ConcatRows",
         }
     }
 }
@@ -572,6 +639,15 @@ impl Graph {
         if self.output >= self.nodes.len() {
             return Err(gerr(format!("output node {} does not exist ({} nodes)", self.output, self.nodes.len())));
         }
+        let mut outputs = HashSet::new();
+        for o in &self.extra_outputs {
+            if o.node >= self.nodes.len() {
+                return Err(gerr(format!("output '{}' reads node {}, which does not exist ({} nodes)", o.name, o.node, self.nodes.len())));
+            }
+            if o.name.is_empty() || !outputs.insert(o.name.as_str()) {
+                return Err(gerr(format!("output names must be unique and non-empty ('{}')", o.name)));
+            }
+        }
         let mut names = HashSet::new();
         let mut shapes: Vec<Shape> = Vec::with_capacity(self.nodes.len());
         for (id, node) in self.nodes.iter().enumerate() {
@@ -593,6 +669,11 @@ impl Graph {
     /// The node with this name.
     pub fn node(&self, name: &str) -> Option<(NodeId, &Node)> {
         self.nodes.iter().enumerate().find(|(_, n)| n.name == name)
+    }
+
+    /// Every output node: `output` first, then the named ones.
+    pub fn output_nodes(&self) -> Vec<NodeId> {
+        std::iter::once(self.output).chain(self.extra_outputs.iter().map(|o| o.node)).collect()
     }
 
     /// Ids of the nodes that read node `id`.
@@ -806,10 +887,57 @@ mod tests {
     }
 
     #[test]
+    fn detection_head_ops_have_shape_rules_and_named_outputs_validate() {
+        use crate::builder::{conv, GraphBuilder};
+        let mut b = GraphBuilder::new("heads", [3, 8, 8], Init::XavierUniform);
+        let x = b.input();
+        let x = b.then("act", Op::Clip { min: 0.0, max: 6.0 }, x);
+        let big = b.then("cls_a", conv(2 * 5, 3).pad(1), x); // 2 anchors × 5 columns on 8×8
+        let small = b.then("cls_b", conv(3 * 5, 3).pad(1).stride(2), x); // 3 anchors on 4×4
+        let ra = b.then("rows_a", Op::AnchorRows { columns: 5 }, big);
+        let rb = b.then("rows_b", Op::AnchorRows { columns: 5 }, small);
+        let rows = b.add_op("rows", Op::ConcatRows, &[ra, rb]);
+        let boxes = b.then("box", conv(2 * 4, 1), x);
+        let boxes = b.then("box_rows", Op::AnchorRows { columns: 4 }, boxes);
+        let g = b.finish_with(rows, &[("boxes", boxes)]).unwrap();
+        assert_eq!(g.shape(ra), &vec![8 * 8 * 2, 5]);
+        assert_eq!(g.shape(rows), &vec![128 + 48, 5]);
+        assert_eq!(g.output_nodes(), vec![rows, boxes]);
+        let json = serde_json::to_string(&g).unwrap();
+        assert!(json.contains(r#""extra_outputs":[{"name":"boxes","node":"#), "{json}");
+        assert_eq!(serde_json::from_str::<Network>(&json).unwrap(), g);
+        // a classifier's graph.json does not mention them
+        let plain = GraphBuilder::new("plain", [1, 2, 2], Init::XavierUniform).finish(0).unwrap();
+        assert!(!serde_json::to_string(&plain).unwrap().contains("extra_outputs"));
+
+        let input = Node { name: "input".into(), op: Op::Input { channels: 6, height: 2, width: 2 }, inputs: vec![] };
+        let one = |op: Op, inputs: Vec<usize>| Node { name: "n".into(), op, inputs };
+        let g = |nodes: Vec<Node>, extra: Vec<NamedOutput>| Graph {
+            name: "g".into(),
+            output: nodes.len() - 1,
+            nodes,
+            init: Init::XavierUniform,
+            extra_outputs: extra,
+        };
+        let err = |op: Op| g(vec![input.clone(), one(op, vec![0])], vec![]).validate().unwrap_err().to_string();
+        assert!(err(Op::AnchorRows { columns: 4 }).contains("6 channels are not a whole number of anchors of 4 columns"));
+        assert!(err(Op::Clip { min: 1.0, max: 1.0 }).contains("min 1 < max 1"));
+        assert!(err(Op::ConcatRows).contains("at least two"));
+        let flat = Node { name: "f".into(), op: Op::Flatten, inputs: vec![0] };
+        let rows = Node { name: "r".into(), op: Op::AnchorRows { columns: 3 }, inputs: vec![0] };
+        let e = g(vec![input.clone(), rows.clone(), flat, one(Op::ConcatRows, vec![1, 2])], vec![]).validate().unwrap_err().to_string();
+        assert!(e.contains("ConcatRows joins [rows, K] inputs of one K"), "{e}");
+        let e = g(vec![input.clone(), rows.clone()], vec![NamedOutput { name: "x".into(), node: 7 }]).validate().unwrap_err().to_string();
+        assert!(e.contains("output 'x' reads node 7"), "{e}");
+        let dup = vec![NamedOutput { name: "x".into(), node: 0 }, NamedOutput { name: "x".into(), node: 1 }];
+        assert!(g(vec![input, rows], dup).validate().unwrap_err().to_string().contains("unique"));
+    }
+
+    #[test]
     fn structural_errors_are_reported() {
         let input = Node { name: "input".into(), op: Op::Input { channels: 1, height: 4, width: 4 }, inputs: vec![] };
         let relu = |name: &str, from: usize| Node { name: name.into(), op: Op::Relu, inputs: vec![from] };
-        let g = |nodes: Vec<Node>| Graph { name: "g".into(), output: nodes.len() - 1, nodes, init: Init::XavierUniform };
+        let g = |nodes: Vec<Node>| Graph { name: "g".into(), output: nodes.len() - 1, nodes, init: Init::XavierUniform, extra_outputs: vec![] };
         let err = g(vec![input.clone(), relu("a", 2), relu("b", 1)]).validate().unwrap_err();
         assert_eq!(err.to_string(), "node 'a': reads node 2, which does not come before it (node 1)");
         let err = g(vec![input.clone(), relu("a", 0), relu("a", 1)]).validate().unwrap_err();

@@ -230,8 +230,20 @@ impl Net {
     /// computed) and returns that node's value: `trainer features` reads a frozen network's last
     /// pooling layer this way.
     pub fn forward_to(&self, x: &Tensor, train: bool, target: NodeId) -> Tensor {
+        self.forward_nodes(x, train, &[target]).pop().expect("one target")
+    }
+
+    /// The values of every output ([`Graph::output_nodes`](models::graph::Graph::output_nodes):
+    /// `output` first, then the named ones, e.g. a detector's class scores and box codes).
+    pub fn forward_outputs(&self, x: &Tensor, train: bool) -> Vec<Tensor> {
+        self.forward_nodes(x, train, &self.graph.output_nodes())
+    }
+
+    /// Runs the graph up to the last of `targets` and returns their values, in the order given.
+    pub fn forward_nodes(&self, x: &Tensor, train: bool, targets: &[NodeId]) -> Vec<Tensor> {
         let g = &self.graph;
-        let nodes = &g.nodes[..=target];
+        let last = targets.iter().copied().max().expect("at least one target");
+        let nodes = &g.nodes[..=last];
         let mut values: Vec<Option<Tensor>> = Vec::with_capacity(nodes.len());
         // free each value after its last reader, to keep activation memory to what autograd needs
         let mut last_use = vec![0usize; nodes.len()];
@@ -240,7 +252,9 @@ impl Net {
                 last_use[j] = i;
             }
         }
-        last_use[target] = usize::MAX;
+        for &t in targets {
+            last_use[t] = usize::MAX;
+        }
         for (i, node) in nodes.iter().enumerate() {
             let input = |k: usize| values[node.inputs[k]].as_ref().expect("value freed before its last use");
             let name = |suffix: &str| format!("{}.{suffix}", node.name);
@@ -298,6 +312,15 @@ impl Net {
                 }
                 Op::Add => (1..node.inputs.len()).fold(input(0).shallow_clone(), |acc, k| acc + input(k)),
                 Op::Softmax => input(0).softmax(-1, Kind::Float),
+                Op::Clip { min, max } => input(0).clamp(*min, *max),
+                Op::AnchorRows { columns } => {
+                    let x = input(0);
+                    x.permute([0, 2, 3, 1]).reshape([x.size()[0], -1, *columns as i64])
+                }
+                Op::ConcatRows => {
+                    let parts: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect();
+                    Tensor::cat(&parts, 1)
+                }
             };
             values.push(Some(out));
             for &j in &node.inputs {
@@ -306,7 +329,7 @@ impl Net {
                 }
             }
         }
-        values[target].take().expect("output value")
+        targets.iter().map(|&t| values[t].as_ref().expect("output value").shallow_clone()).collect()
     }
 
     /// A network on the CPU, initialised from libtorch's generator seeded with `seed`.
