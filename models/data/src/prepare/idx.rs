@@ -24,7 +24,8 @@ pub struct IdxOptions {
     pub seed: u64,
 }
 
-fn items(prefix: &Path, tag: &str) -> Result<(Vec<Item>, usize), PrepareError> {
+/// The images of one IDX prefix with their labels, and the labels file (for errors).
+pub(crate) fn labelled_images(prefix: &Path) -> Result<(Vec<GrayImage>, Vec<u8>, PathBuf), PrepareError> {
     let (img_path, lbl_path) = idx_files(prefix)?;
     let (dims, pixels) = read_idx(&img_path)?;
     let (ldims, labels) = read_idx(&lbl_path)?;
@@ -32,14 +33,22 @@ fn items(prefix: &Path, tag: &str) -> Result<(Vec<Item>, usize), PrepareError> {
         return Err(PrepareError::IdxMismatch { images: img_path, image_dims: dims, labels: lbl_path, label_dims: ldims });
     }
     let (h, w) = (dims[1], dims[2]);
-    let items = (0..dims[0])
-        .map(|i| {
-            let px = pixels[i * h * w..(i + 1) * h * w].to_vec();
-            let img = GrayImage::from_raw(w as u32, h as u32, px).expect("sized buffer");
-            Item { source: Source::Image(DynamicImage::ImageLuma8(img)), key: format!("{tag}#{i}"), label: labels[i] as i32, boxes: vec![] }
-        })
+    if h * w == 0 {
+        return Err(PrepareError::Format { path: img_path, reason: format!("images of {h}x{w} pixels") });
+    }
+    let images = pixels.chunks_exact(h * w).map(|px| GrayImage::from_raw(w as u32, h as u32, px.to_vec()).expect("sized buffer")).collect();
+    Ok((images, labels, lbl_path))
+}
+
+fn items(prefix: &Path, tag: &str) -> Result<(Vec<Item>, usize), PrepareError> {
+    let (images, labels, _) = labelled_images(prefix)?;
+    let n = images.len();
+    let items = images
+        .into_iter()
+        .enumerate()
+        .map(|(i, img)| Item { source: Source::Image(DynamicImage::ImageLuma8(img)), key: format!("{tag}#{i}"), label: labels[i] as i32, boxes: vec![] })
         .collect();
-    Ok((items, dims[0]))
+    Ok((items, n))
 }
 
 pub fn build(o: &IdxOptions) -> Result<Prepared, PrepareError> {

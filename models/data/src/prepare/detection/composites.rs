@@ -15,8 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::splits_of;
-use crate::idx::{idx_files, read_idx};
-use crate::prepare::idx::FASHION_MNIST;
+use crate::prepare::idx::{labelled_images, FASHION_MNIST};
 use crate::prepare::{PrepareError, Prepared};
 use crate::records::{BoundingBox, Item, Source};
 
@@ -64,18 +63,11 @@ impl CompositeOptions {
 
 /// Items of one IDX prefix, grouped by position in `classes`.
 fn pools(prefix: &std::path::Path, classes: &[usize]) -> Result<Vec<Vec<GrayImage>>, PrepareError> {
-    let (img_path, lbl_path) = idx_files(prefix)?;
-    let (dims, pixels) = read_idx(&img_path)?;
-    let (ldims, labels) = read_idx(&lbl_path)?;
-    if dims.len() != 3 || ldims.len() != 1 || ldims[0] != dims[0] {
-        return Err(PrepareError::IdxMismatch { images: img_path, image_dims: dims, labels: lbl_path, label_dims: ldims });
-    }
-    let (h, w) = (dims[1], dims[2]);
+    let (images, labels, lbl_path) = labelled_images(prefix)?;
     let mut out = vec![vec![]; classes.len()];
-    for i in 0..dims[0] {
-        if let Some(k) = classes.iter().position(|&c| c == labels[i] as usize) {
-            let px = pixels[i * h * w..(i + 1) * h * w].to_vec();
-            out[k].push(GrayImage::from_raw(w as u32, h as u32, px).expect("sized buffer"));
+    for (img, label) in images.into_iter().zip(labels) {
+        if let Some(k) = classes.iter().position(|&c| c == label as usize) {
+            out[k].push(img);
         }
     }
     if let Some(k) = out.iter().position(Vec::is_empty) {
