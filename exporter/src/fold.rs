@@ -92,7 +92,8 @@ pub fn fold_batchnorm(graph: &Network, weights: &Weights) -> Result<(Network, We
         nodes.push(n);
     }
     let extra_outputs = graph.extra_outputs.iter().map(|o| models::graph::NamedOutput { name: o.name.clone(), node: new_id[o.node] }).collect();
-    let folded = Graph { name: graph.name.clone(), nodes, output: new_id[graph.output], init: graph.init, extra_outputs }.validate()?;
+    let folded = Graph { name: graph.name.clone(), nodes, output: new_id[graph.output], init: graph.init, extra_outputs, detector: graph.detector.clone() }
+        .validate()?;
     Ok((folded, w, report))
 }
 

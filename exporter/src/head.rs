@@ -160,7 +160,7 @@ pub fn with_head(g: &Network, layer: &str, head: &LinearHead) -> Result<Network,
     nodes.push(Node { name: FLATTEN_NODE.into(), op: Op::Flatten, inputs: vec![last] });
     nodes.push(Node { name: HEAD_NODE.into(), op: Op::Linear { out_features: head.classes, bias: true }, inputs: vec![last + 1] });
     // a new classifier on cut features: the original's other outputs are not part of it
-    Ok(Graph { name: format!("{}+{HEAD_NODE}", g.name), output: nodes.len() - 1, nodes, init: g.init, extra_outputs: vec![] }.validate()?)
+    Ok(Graph { name: format!("{}+{HEAD_NODE}", g.name), output: nodes.len() - 1, nodes, init: g.init, extra_outputs: vec![], detector: None }.validate()?)
 }
 
 #[cfg(test)]

@@ -152,8 +152,19 @@ impl GraphBuilder {
 
     /// Validates the graph with `output` and further named outputs (a detector's heads).
     pub fn finish_with(self, output: NodeId, extra: &[(&str, NodeId)]) -> Result<Network, GraphError> {
+        self.finish_graph(output, extra, None)
+    }
+
+    /// Validates a detector: `scores` (class logits `[P, C]`) as the output and `codes` (`[P, 4]`)
+    /// under the name the spec gives, their rows checked against the spec's priors.
+    pub fn finish_detector(self, scores: NodeId, codes: NodeId, spec: crate::detect::DetectorSpec) -> Result<Network, GraphError> {
+        let name = spec.codes_output.clone();
+        self.finish_graph(scores, &[(&name, codes)], Some(spec))
+    }
+
+    fn finish_graph(self, output: NodeId, extra: &[(&str, NodeId)], detector: Option<crate::detect::DetectorSpec>) -> Result<Network, GraphError> {
         let extra_outputs = extra.iter().map(|&(name, node)| NamedOutput { name: name.into(), node }).collect();
-        Graph { name: self.name, nodes: self.nodes, output, init: self.init, extra_outputs }.validate()
+        Graph { name: self.name, nodes: self.nodes, output, init: self.init, extra_outputs, detector }.validate()
     }
 }
 

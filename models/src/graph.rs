@@ -229,6 +229,10 @@ pub struct Graph {
     /// a classifier, whose `graph.json` does not mention them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_outputs: Vec<NamedOutput>,
+    /// What makes the graph a detector (its priors, coder, thresholds and labels); none for a
+    /// classifier, whose `graph.json` does not mention it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<crate::detect::DetectorSpec>,
 }
 
 /// A further output of a graph.
@@ -663,7 +667,33 @@ impl Graph {
             let ins: Vec<&Shape> = node.inputs.iter().map(|&i| &shapes[i]).collect();
             shapes.push(node.op.output_shape(node, &ins)?);
         }
+        if let Some(d) = &self.detector {
+            self.check_detector(d, &shapes).map_err(gerr)?;
+        }
         Ok(shapes)
+    }
+
+    /// A detector's outputs are the rows of its priors: class logits `[P, C]` as the graph's output
+    /// and box codes `[P, 4]` as its named output.
+    fn check_detector(&self, d: &crate::detect::DetectorSpec, shapes: &[Shape]) -> Result<(), String> {
+        let priors = d.num_priors();
+        let scores = &shapes[self.output];
+        let [rows, classes] = scores[..] else {
+            return Err(format!("a detector's output (node '{}') must be [priors, classes], not {scores:?}", self.nodes[self.output].name));
+        };
+        d.check(classes).map_err(|e| e.to_string())?;
+        let Some(codes) = self.extra_outputs.iter().find(|o| o.name == d.codes_output) else {
+            return Err(format!("the detector's box codes output '{}' is not one of the graph's outputs", d.codes_output));
+        };
+        let codes_shape = &shapes[codes.node];
+        if rows != priors || codes_shape[..] != [priors, 4] {
+            return Err(format!(
+                "the heads give {rows} score rows and box codes {codes_shape:?}, but the detector has {priors} priors ({:?} per location on maps {:?}): rows must equal priors, 4 codes each",
+                d.per_location(),
+                d.grids
+            ));
+        }
+        Ok(())
     }
 
     /// The node with this name.
@@ -918,6 +948,7 @@ mod tests {
             nodes,
             init: Init::XavierUniform,
             extra_outputs: extra,
+            detector: None,
         };
         let err = |op: Op| g(vec![input.clone(), one(op, vec![0])], vec![]).validate().unwrap_err().to_string();
         assert!(err(Op::AnchorRows { columns: 4 }).contains("6 channels are not a whole number of anchors of 4 columns"));
@@ -937,7 +968,7 @@ mod tests {
     fn structural_errors_are_reported() {
         let input = Node { name: "input".into(), op: Op::Input { channels: 1, height: 4, width: 4 }, inputs: vec![] };
         let relu = |name: &str, from: usize| Node { name: name.into(), op: Op::Relu, inputs: vec![from] };
-        let g = |nodes: Vec<Node>| Graph { name: "g".into(), output: nodes.len() - 1, nodes, init: Init::XavierUniform, extra_outputs: vec![] };
+        let g = |nodes: Vec<Node>| Graph { name: "g".into(), output: nodes.len() - 1, nodes, init: Init::XavierUniform, extra_outputs: vec![], detector: None };
         let err = g(vec![input.clone(), relu("a", 2), relu("b", 1)]).validate().unwrap_err();
         assert_eq!(err.to_string(), "node 'a': reads node 2, which does not come before it (node 1)");
         let err = g(vec![input.clone(), relu("a", 0), relu("a", 1)]).validate().unwrap_err();

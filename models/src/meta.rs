@@ -65,12 +65,15 @@ pub enum MetaError {
 pub enum Task {
     /// One probability per class.
     Classification,
+    /// Boxes with a class and a score each (the graph carries a [`crate::detect::DetectorSpec`]).
+    Detection,
 }
 
 impl Task {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Classification => "classification",
+            Self::Detection => "detection",
         }
     }
 }
@@ -86,6 +89,7 @@ impl std::str::FromStr for Task {
     fn from_str(s: &str) -> Result<Self, ()> {
         match s {
             "classification" => Ok(Self::Classification),
+            "detection" => Ok(Self::Detection),
             _ => Err(()),
         }
     }

@@ -58,6 +58,8 @@ const PINS: &[Pin] = &[
     ("tv-vgg16", Some(7), Some(1), 40, 32, 134288071, 0xfff0e540b523668f),
     ("tv-resnet50", None, None, 176, 267, 25610152, 0x7fb6ceaddd3f3d0e),
     ("tv-resnet50", Some(7), Some(1), 176, 267, 23569223, 0x6882e52bd59701dd),
+    ("ssd-tiny", None, None, 33, 42, 329792, 0x55a113fa10f919e6),
+    ("ssd-tiny", Some(7), Some(1), 33, 42, 372752, 0x4aa269c55e8c3f3d),
 ];
 
 /// FNV-1a, 64 bits.

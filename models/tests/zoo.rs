@@ -2,7 +2,18 @@
 //! (the book's chapter on each network) and the papers give.
 
 use models::graph::{GraphError, Network, ParamKind};
+use models::meta::Task;
 use models::zoo::{self, ZooError, REGISTRY};
+
+/// The output shape of a model with `classes` classes: one score per class, or for a detector one
+/// row of the background and the classes per prior.
+fn output_of(m: &zoo::ModelInfo, g: &Network, classes: usize) -> Vec<usize> {
+    match (m.task, &g.detector) {
+        (Task::Classification, None) => vec![classes],
+        (Task::Detection, Some(d)) => vec![d.num_priors(), classes + 1],
+        (task, d) => panic!("{}: task {task} with detector spec {d:?}", m.name),
+    }
+}
 
 fn shape_of(g: &Network, node: &str) -> Vec<usize> {
     let (id, _) = g.node(node).unwrap_or_else(|| panic!("{}: no node '{node}'", g.name));
@@ -14,7 +25,7 @@ fn every_model_builds_with_its_defaults_and_outputs_one_score_per_class() {
     for m in REGISTRY {
         let g = zoo::build(m.name, None, None).unwrap_or_else(|e| panic!("{e}"));
         let shapes = g.shapes();
-        assert_eq!(shapes[g.output], vec![m.default_classes], "{}", m.name);
+        assert_eq!(shapes[g.output], output_of(m, &g, m.default_classes), "{}", m.name);
         assert_eq!(g.input_shape(), m.input, "{}", m.name);
         assert_eq!(g.name, m.name);
     }
@@ -24,7 +35,7 @@ fn every_model_builds_with_its_defaults_and_outputs_one_score_per_class() {
 fn class_count_and_input_channels_are_options_of_every_model() {
     for m in REGISTRY {
         let g = zoo::build(m.name, Some(7), Some(5)).unwrap();
-        assert_eq!(g.shapes()[g.output], vec![7], "{}", m.name);
+        assert_eq!(g.shapes()[g.output], output_of(m, &g, 7), "{}", m.name);
         assert_eq!(g.input_shape()[0], 5, "{}", m.name);
         let first_weight = g.params().iter().find(|p| p.kind == ParamKind::Weight).unwrap();
         assert_eq!(first_weight.shape[1], 5, "{}: first conv reads 5 channels", m.name);
@@ -51,8 +62,15 @@ fn parameter_names_are_unique_dotted_and_typed() {
                 assert!(p.fan_in > 0 && p.fan_out > 0, "{}", p.name);
             }
         }
-        // the classifier is always called "classifier", which network surgery relies on
-        assert!(params.iter().any(|p| p.name == "classifier.weight"), "{}", m.name);
+        match &g.detector {
+            // a detector's box codes are a named output of [priors, 4]
+            Some(d) => {
+                let codes = g.extra_outputs.iter().find(|o| o.name == d.codes_output).unwrap();
+                assert_eq!(g.shapes()[codes.node], [d.num_priors(), 4], "{}", m.name);
+            }
+            // the classifier is always called "classifier", which network surgery relies on
+            None => assert!(params.iter().any(|p| p.name == "classifier.weight"), "{}", m.name),
+        }
     }
 }
 

@@ -86,6 +86,11 @@ pub struct DataConfig {
     /// prediction within one bin of the truth (book.md §6.3).
     #[serde(default)]
     pub ordinal: bool,
+    /// Build the data on first use when `train` does not exist: `"fashion-detect"` writes the
+    /// Fashion-MNIST detection composites (`trainer prepare fashion-detect` with its defaults) into
+    /// `train`'s folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<String>,
 }
 
 pub(crate) fn d_mean() -> PerChannel {
@@ -190,6 +195,15 @@ pub struct AugmentConfig {
     /// Random shear within ± this ratio (record files).
     #[serde(default)]
     pub shear: f32,
+    /// Detectors: SSD's random crop with IoU constraints (boxes move with it).
+    #[serde(default)]
+    pub crop: bool,
+    /// Detectors: zoom out onto a canvas up to this many times the image (SSD: 4; 0 or 1: never).
+    #[serde(default)]
+    pub expand: f32,
+    /// Detectors: random brightness, contrast and (RGB) saturation.
+    #[serde(default)]
+    pub photometric: bool,
 }
 
 impl Config {

@@ -31,7 +31,10 @@ pub struct EpochMetrics {
     pub lr: f64,
     #[serde(deserialize_with = "nan_from_null")]
     pub train_loss: f64,
+    /// (A detector has no rank-1/rank-5: NaN, written as `null`.)
+    #[serde(deserialize_with = "nan_from_null")]
     pub train_rank1: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub train_rank5: f64,
     pub val: Option<EvalMetrics>,
     pub seconds: f64,
@@ -43,11 +46,30 @@ pub struct EvalMetrics {
     pub samples: usize,
     #[serde(deserialize_with = "nan_from_null")]
     pub loss: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub rank1: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub rank5: f64,
     /// For ordinal labels: predictions at most one class away from the truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_off: Option<f64>,
+    /// For detectors: mAP@0.5 as the book measures it (TFOD's PASCAL evaluator), over the classes
+    /// with ground truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<f64>,
+    /// For detectors: AP@0.5 of every class (`null` for a class with no ground truth in the set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ap: Vec<ClassAp>,
+}
+
+/// One class's average precision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassAp {
+    pub label: String,
+    pub ap: Option<f64>,
+    /// Ground-truth objects of the class in the set.
+    pub objects: usize,
+    pub detections: usize,
 }
 
 /// A diverged loss (NaN or infinite) is written to JSON as `null`; it reads back as NaN, so the
@@ -85,7 +107,7 @@ pub fn evaluate(net: &Net, set: &RecordBatches, ordinal: bool) -> Result<EvalMet
     }
     let n_f = n.max(1) as f64;
     let one_off = ordinal.then(|| off as f64 / n_f);
-    Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f, one_off })
+    Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f, one_off, map: None, ap: vec![] })
 }
 
 /// `trainer eval`: a checkpoint (the latest when `epoch` is None) on a record file or an IDX set.
@@ -115,7 +137,7 @@ mod tests {
             train_loss: f64::INFINITY,
             train_rank1: 0.5,
             train_rank5: 1.0,
-            val: Some(EvalMetrics { samples: 3, loss: f64::NAN, rank1: 0.0, rank5: 1.0, one_off: None }),
+            val: Some(EvalMetrics { samples: 3, loss: f64::NAN, rank1: 0.0, rank5: 1.0, one_off: None, map: None, ap: vec![] }),
             seconds: 1.0,
             samples_per_sec: 2.0,
         };

@@ -214,6 +214,7 @@ fn config(o: &ImportOptions, classes: usize) -> Config {
             std: PerChannel::Each(STD.to_vec()),
             mean_file: None,
             ordinal: false,
+            prepare: None,
         },
         train: TrainConfig { seed: o.seed, run: o.run.clone(), ..TrainConfig::default() },
         optimizer: OptimizerConfig::default(),

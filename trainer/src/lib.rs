@@ -6,6 +6,7 @@
 
 pub mod batches;
 pub mod config;
+pub mod detection;
 pub mod device;
 pub mod dist;
 pub mod doctor;

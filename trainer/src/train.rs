@@ -71,6 +71,8 @@ pub enum TrainError {
     Diverged { epoch: usize, batch: i64, loss: f64, lr: f64 },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Detection(#[from] crate::detection::DetectionError),
 }
 
 /// Builds the network of `c` on its device, with freshly initialised weights from `seed`.
@@ -134,7 +136,15 @@ fn job_eval(dist: Option<&Dist>, m: EvalMetrics) -> Result<EvalMetrics, DistErro
     let n = m.samples as f64;
     let s = d.sum(&[m.loss * n, m.rank1 * n, m.rank5 * n, m.one_off.unwrap_or(0.0) * n, n], "the validation metrics")?;
     let total = s[4].max(1.0);
-    Ok(EvalMetrics { samples: s[4].round() as usize, loss: s[0] / total, rank1: s[1] / total, rank5: s[2] / total, one_off: m.one_off.map(|_| s[3] / total) })
+    Ok(EvalMetrics {
+        samples: s[4].round() as usize,
+        loss: s[0] / total,
+        rank1: s[1] / total,
+        rank5: s[2] / total,
+        one_off: m.one_off.map(|_| s[3] / total),
+        map: m.map,
+        ap: m.ap,
+    })
 }
 
 fn zero_grad(net: &Net) {
@@ -151,6 +161,9 @@ fn zero_grad(net: &Net) {
 /// Under torchrun (or `--nproc`) this process is one rank of a data-parallel job (see [`crate::dist`]).
 pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, TrainError> {
     o.apply(&mut config);
+    if models::zoo::info(&config.model.name).map_err(BuildError::from)?.task == models::meta::Task::Detection {
+        return crate::detection::train_detector(config, o);
+    }
     let c = config.clone();
     let run = c.train.run.clone();
     let env = Env::from_env()?;
@@ -473,6 +486,7 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
             std: d_std(),
             mean_file: None,
             ordinal: false,
+            prepare: None,
         },
         train: TrainConfig { seed, run: run.to_path_buf(), ..TrainConfig::default() },
         optimizer: OptimizerConfig::default(),

@@ -14,7 +14,16 @@ fn every_registry_model_runs_forward_with_the_inferred_output_shape() {
         let [c, h, w] = m.input;
         let x = Tensor::randn([2, c as i64, h as i64, w as i64], (Kind::Float, Device::Cpu));
         let y = tch::no_grad(|| net.forward(&x, false));
-        assert_eq!(y.size(), [2, 11], "{}", m.name);
+        match &net.graph.detector {
+            // a detector: one row per prior, the background and 11 classes; 4 box codes per prior
+            Some(d) => {
+                let p = d.num_priors() as i64;
+                assert_eq!(y.size(), [2, p, 12], "{}", m.name);
+                let outs = tch::no_grad(|| net.forward_outputs(&x, false));
+                assert_eq!(outs[1].size(), [2, p, 4], "{}", m.name);
+            }
+            None => assert_eq!(y.size(), [2, 11], "{}", m.name),
+        }
         assert!(y.isfinite().all().int64_value(&[]) == 1, "{}: non-finite logits", m.name);
         // eval mode is deterministic; train mode (dropout, batch statistics) is not the same function
         let again = tch::no_grad(|| net.forward(&x, false));

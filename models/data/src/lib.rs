@@ -5,6 +5,7 @@
 //! - [`records`]: the record file format (write, index, read back, pack);
 //! - [`decode`]: stored images → pixels (libjpeg-turbo, the `image` crate for the rest);
 //! - [`transform`]: pixels → normalised network inputs (augmentation or the evaluation crop);
+//!   [`detect_transform`]: the same for detectors, the boxes moved with the pixels;
 //! - [`loader`]: record files → batches on worker threads, in order ([`pool`] is the ordered worker
 //!   pool the loader, the runtime and the video CLI share);
 //! - [`idx`]: MNIST-family IDX files; [`labels`]: the one `labels.txt` reader; [`rotation`]: the
@@ -16,6 +17,7 @@
 //! libjpeg-turbo (the default `turbojpeg` feature; without it the `image` crate decodes everything).
 
 pub mod decode;
+pub mod detect_transform;
 pub mod files;
 pub mod folder;
 pub mod idx;
@@ -34,6 +36,7 @@ pub mod transform;
 pub use image;
 
 pub use decode::{Decoded, Decoder};
+pub use detect_transform::DetectTransform;
 pub use loader::{Batch, Epoch, Loader, LoaderOptions};
 pub use records::RecordFile;
 pub use transform::Transform;

@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::decode::Decoder;
+use crate::detect_transform::DetectTransform;
 use crate::pool::{map_ordered, Ordered};
 use crate::records::{RecordError, RecordFile};
 use crate::transform::Transform;
@@ -31,6 +32,9 @@ pub struct Batch {
     pub shape: [usize; 3],
     /// Records whose image could not be decoded: (key, reason). They are left out of the batch.
     pub skipped: Vec<(String, String)>,
+    /// Each image's boxes in pixels of the batch's images, moved with any augmentation (a detection
+    /// loader, [`Loader::detection`]); empty for a classification loader.
+    pub boxes: Vec<Vec<crate::records::BoundingBox>>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,8 +67,16 @@ impl Default for LoaderOptions {
 /// Record files read as batches.
 pub struct Loader {
     file: Arc<RecordFile>,
-    transform: Arc<Transform>,
+    transform: Arc<Pipeline>,
     opts: LoaderOptions,
+}
+
+/// What a loader makes of each record.
+enum Pipeline {
+    /// An image (and its label).
+    Classify(Transform),
+    /// An image with its boxes.
+    Detect(DetectTransform),
 }
 
 fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
@@ -79,7 +91,12 @@ fn sample_seed(seed: u64, epoch: usize, record: usize) -> u64 {
 
 impl Loader {
     pub fn new(file: RecordFile, transform: Transform, opts: LoaderOptions) -> Self {
-        Self { file: Arc::new(file), transform: Arc::new(transform), opts }
+        Self { file: Arc::new(file), transform: Arc::new(Pipeline::Classify(transform)), opts }
+    }
+
+    /// A loader for a detector: each batch also holds every image's boxes, moved with its pixels.
+    pub fn detection(file: RecordFile, transform: DetectTransform, opts: LoaderOptions) -> Self {
+        Self { file: Arc::new(file), transform: Arc::new(Pipeline::Detect(transform)), opts }
     }
 
     /// (rank, world) of the shard read; (0, 1) without sharding.
@@ -163,19 +180,28 @@ struct Scratch {
 }
 
 /// Decodes and transforms the records `idx`; `rng(i)` gives record i's random draws.
-fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: impl Fn(usize) -> SmallRng, s: &mut Scratch) -> Result<Batch, RecordError> {
-    let shape = [t.channels as usize, t.size[0] as usize, t.size[1] as usize];
+fn build_batch(file: &RecordFile, t: &Pipeline, idx: &[usize], rng: impl Fn(usize) -> SmallRng, s: &mut Scratch) -> Result<Batch, RecordError> {
+    let (size, channels) = match t {
+        Pipeline::Classify(t) => (t.size, t.channels),
+        Pipeline::Detect(t) => (t.size, t.channels),
+    };
+    let shape = [channels as usize, size[0] as usize, size[1] as usize];
     let per = shape.iter().product::<usize>();
     let mut data = vec![0f32; idx.len() * per];
     let mut labels = Vec::with_capacity(idx.len());
     let mut keys = Vec::with_capacity(idx.len());
+    let mut boxes = vec![];
     let mut skipped = vec![];
     let mut n = 0;
     for &i in idx {
         let rec = file.read_into(i, &mut s.record)?;
-        match s.decoder.decode(rec.image, t.channels) {
+        match s.decoder.decode(rec.image, channels) {
             Ok(px) => {
-                t.apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng(i), &mut data[n * per..(n + 1) * per]);
+                let out = &mut data[n * per..(n + 1) * per];
+                match t {
+                    Pipeline::Classify(t) => t.apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng(i), out),
+                    Pipeline::Detect(t) => boxes.push(t.apply(px.pixels, px.width, px.height, px.bytes_per_pixel, &rec.boxes, &mut rng(i), out)),
+                }
                 labels.push(rec.label as i64);
                 keys.push(rec.key.into_owned());
                 n += 1;
@@ -184,7 +210,7 @@ fn build_batch(file: &RecordFile, t: &Transform, idx: &[usize], rng: impl Fn(usi
         }
     }
     data.truncate(n * per);
-    Ok(Batch { data, labels, keys, n, shape, skipped })
+    Ok(Batch { data, labels, keys, n, shape, skipped, boxes })
 }
 
 /// The batches of one epoch, yielded in order.
@@ -485,5 +511,48 @@ mod tests {
         assert_eq!((b.n, b.labels.clone(), b.data.len()), (3, vec![0, 2, 4], 3 * 3 * 24 * 24));
         assert_eq!(b.skipped.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["img1", "img3"]);
         assert!(b.skipped.iter().all(|(_, why)| !why.is_empty()));
+    }
+
+    #[test]
+    fn a_detection_loader_moves_each_images_boxes_with_it() {
+        let d = tempfile::Builder::new().prefix("dlcv-loader-boxes-").tempdir().unwrap().keep();
+        // image i: 48x32, a bright 8x8 square at x = 4i, y = 10; its box says so, class i % 3
+        let items: Vec<Item> = (0..7)
+            .map(|i| {
+                let mut img = image::GrayImage::new(48, 32);
+                for y in 10..18 {
+                    for x in 4 * i..4 * i + 8 {
+                        img.put_pixel(x as u32, y, image::Luma([250]));
+                    }
+                }
+                let b = crate::records::BoundingBox { class: (i % 3) as u32, x0: 4.0 * i as f32, y0: 10.0, x1: 4.0 * i as f32 + 8.0, y1: 18.0 };
+                Item { source: Source::Image(DynamicImage::ImageLuma8(img)), key: format!("{i}"), label: 0, boxes: vec![b] }
+            })
+            .collect();
+        let rec = d.join("b.rec");
+        pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true }, false).unwrap();
+        let t = crate::DetectTransform { flip: true, ..crate::DetectTransform::eval([32, 48], 1, vec![0.0], vec![1.0]) };
+        let opts = LoaderOptions { batch_size: 3, shuffle: true, seed: 5, workers: 2, ..Default::default() };
+        let l = Loader::detection(RecordFile::open(&rec).unwrap(), t, opts);
+        let mut flipped = 0;
+        for b in l.epoch(1).map(Result::unwrap) {
+            assert_eq!(b.boxes.len(), b.n);
+            for (j, (key, boxes)) in b.keys.iter().zip(&b.boxes).enumerate() {
+                let i: usize = key.parse().unwrap();
+                let [bx] = boxes[..] else { panic!("image {key}: {boxes:?}") };
+                assert_eq!(bx.class, (i % 3) as u32);
+                let x0 = if bx.x0 == 4.0 * i as f32 {
+                    bx.x0
+                } else {
+                    flipped += 1;
+                    48.0 - bx.x1
+                };
+                assert_eq!((x0, bx.y0, bx.x1 - bx.x0), (4.0 * i as f32, 10.0, 8.0), "image {key}");
+                // the pixels at the box's centre are the square's
+                let (cx, cy) = (((bx.x0 + bx.x1) / 2.0) as usize, ((bx.y0 + bx.y1) / 2.0) as usize);
+                assert!(b.data[j * 32 * 48 + cy * 48 + cx] > 200.0, "image {key}");
+            }
+        }
+        assert!(flipped > 0 && flipped < 7, "{flipped} of 7 flipped");
     }
 }

@@ -13,6 +13,7 @@ pub mod map;
 pub mod matcher;
 pub mod nms;
 pub mod priors;
+pub mod spec;
 
 pub use boxes::{iou, iou_matrix, Bbox};
 pub use coder::BoxCoder;
@@ -20,6 +21,7 @@ pub use map::{ApResult, GroundTruth, MapEvaluator};
 pub use matcher::Matcher;
 pub use nms::{nms, postprocess, Detection, PostProcess};
 pub use priors::{GridAnchors, SsdPriors};
+pub use spec::{BoxFormat, DetectorSpec};
 
 /// Why a detection computation was refused; each names the setting or input that is wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -12,6 +12,7 @@ mod googlenet;
 mod mini_vgg;
 mod resnet;
 mod squeezenet;
+mod ssd;
 pub mod torchvision;
 mod vgg;
 
@@ -141,6 +142,15 @@ pub static REGISTRY: &[ModelInfo] = &[
         "torchvision's resnet50 (v1.5, post-activation): loads its state_dict (trainer import-weights)",
         torchvision::resnet50
     ),
+    ModelInfo {
+        name: "ssd-tiny",
+        family: "ssd",
+        task: Task::Detection,
+        input: [3, 128, 128],
+        default_classes: 4,
+        summary: "A small SSD for 2 CPU cores: dense 3x3 conv-BN-ReLU, maps at strides 8/16/32, 2,016 priors",
+        build: ssd::tiny,
+    },
 ];
 
 const ELU_BOOK: Op = crate::builder::ELU_MXNET;

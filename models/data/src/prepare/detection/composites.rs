@@ -19,6 +19,9 @@ use crate::prepare::idx::{labelled_images, FASHION_MNIST};
 use crate::prepare::{PrepareError, Prepared};
 use crate::records::{BoundingBox, Item, Source};
 
+/// Where Debian's `dataset-fashion-mnist` installs the IDX files (`train-*`, `t10k-*`).
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
 pub struct CompositeOptions {
     /// Prefix of the Fashion-MNIST train files (`…/train`).
     pub train: PathBuf,

@@ -27,7 +27,7 @@ use crate::records::{BoundingBox, Item, Source};
 
 use super::Split;
 
-pub use composites::{build_composites, CompositeOptions};
+pub use composites::{build_composites, CompositeOptions, FASHION_MNIST_DIR};
 pub use dlib_xml::{build_dlib_xml, DlibXmlOptions};
 pub use lisa::{build_lisa, LisaOptions, LISA_BOOK_CLASSES};
 

@@ -1,0 +1,144 @@
+//! Training a detector: the targets matched on the device and SSD's multibox loss against
+//! torchvision's own (`SSDMatcher`, `BoxCoder`, `SSD.compute_loss`, one Python run for every case),
+//! and `ssd-tiny` trained on the real Fashion-MNIST composites through `trainer train`'s workflow.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use data::records::BoundingBox;
+use models::detect::{DetectorSpec, SsdPriors};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+use trainer::detection::{match_targets, multibox_loss, priors_tensor};
+
+fn python() -> PathBuf {
+    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
+/// splitmix64: the cases are the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn spec() -> DetectorSpec {
+    let priors = SsdPriors { aspect_ratios: vec![vec![2.0], vec![2.0, 3.0]], min_ratio: 0.2, max_ratio: 0.6, scales: None, steps: None, clip: true };
+    DetectorSpec::ssd(priors, vec![[8, 8], [4, 4]], [64, 64])
+}
+
+#[test]
+fn targets_and_multibox_loss_equal_torchvision() {
+    let spec = spec();
+    let priors = spec.prior_boxes().unwrap();
+    let p = priors.len();
+    let classes = 4;
+    let mut rng = Rng(7);
+    let mut cases = vec![];
+    let mut ours = vec![];
+    for case in 0..10 {
+        let n = 3;
+        let mut images = vec![];
+        for i in 0..n {
+            // image 0 of case 0 has no objects; some boxes sit exactly on a prior (IoU 1)
+            let count = if case == 0 && i == 0 { 0 } else { 1 + rng.below(5) };
+            let boxes: Vec<BoundingBox> = (0..count)
+                .map(|_| {
+                    if rng.below(4) == 0 {
+                        let b = priors[rng.below(p)];
+                        return BoundingBox { class: rng.below(classes - 1) as u32, x0: b[0], y0: b[1], x1: b[2], y1: b[3] };
+                    }
+                    let (x, y) = (rng.range(0.0, 50.0), rng.range(0.0, 50.0));
+                    let (w, h) = (rng.range(4.0, 40.0), rng.range(4.0, 40.0));
+                    BoundingBox { class: rng.below(classes - 1) as u32, x0: x, y0: y, x1: (x + w).min(64.0), y1: (y + h).min(64.0) }
+                })
+                .collect();
+            images.push(boxes);
+        }
+        let logits: Vec<f32> = (0..n * p * classes).map(|_| rng.range(-3.0, 3.0)).collect();
+        let codes: Vec<f32> = (0..n * p * 4).map(|_| rng.range(-2.0, 2.0)).collect();
+        cases.push(json!({
+            "priors": priors,
+            "match_iou": spec.match_iou,
+            "neg_pos": spec.neg_pos_ratio,
+            "images": images.iter().map(|bs| json!({
+                "boxes": bs.iter().map(|b| [b.x0, b.y0, b.x1, b.y1]).collect::<Vec<_>>(),
+                "labels": bs.iter().map(|b| b.class + 1).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "logits": logits.chunks(p * classes).map(|im| im.chunks(classes).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "codes": codes.chunks(p * 4).map(|im| im.chunks(4).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        }));
+        let pt = priors_tensor(&spec, Device::Cpu).unwrap();
+        let t = match_targets(&pt, &images, &spec);
+        let scores = Tensor::from_slice(&logits).view([n as i64, p as i64, classes as i64]);
+        let codes = Tensor::from_slice(&codes).view([n as i64, p as i64, 4]);
+        let (total, b, c) = multibox_loss(&scores, &codes, &t, spec.neg_pos_ratio as f64);
+        ours.push((t, total.double_value(&[]), b.double_value(&[]), c.double_value(&[])));
+    }
+    let mut child = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ssd_loss_oracle.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the project's Python (scripts/setup.sh)");
+    child.stdin.take().unwrap().write_all(json!(cases).to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the oracle failed");
+    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut matched = 0;
+    for (k, ((t, total, b, c), want)) in ours.iter().zip(&answers).enumerate() {
+        let labels: Vec<Vec<i64>> = Vec::try_from(&t.labels).unwrap();
+        let want_labels: Vec<Vec<i64>> = serde_json::from_value(want["labels"].clone()).unwrap();
+        assert_eq!(labels, want_labels, "case {k}: the priors' classes");
+        let codes = Vec::<f32>::try_from(t.codes.view([-1])).unwrap();
+        let want_codes: Vec<Vec<[f32; 4]>> = serde_json::from_value(want["codes"].clone()).unwrap();
+        for (i, img) in want_codes.iter().enumerate() {
+            for (j, w) in img.iter().enumerate() {
+                if want_labels[i][j] > 0 {
+                    matched += 1;
+                    let got = &codes[(i * p + j) * 4..][..4];
+                    for (g, w) in got.iter().zip(w) {
+                        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "case {k} image {i} prior {j}: codes {got:?} vs {w:?}");
+                    }
+                }
+            }
+        }
+        let (wb, wc) = (want["box_loss"].as_f64().unwrap(), want["class_loss"].as_f64().unwrap());
+        assert!((b - wb).abs() <= 1e-5 * wb.abs().max(1.0), "case {k}: box loss {b} vs torchvision {wb}");
+        assert!((c - wc).abs() <= 1e-5 * wc.abs().max(1.0), "case {k}: class loss {c} vs torchvision {wc}");
+        assert!((total - (b + c)).abs() <= 1e-6 * total.abs(), "case {k}: the total is the sum of the parts (f32)");
+    }
+    assert!(matched > 100, "only {matched} matched priors: the cases do not exercise the matcher");
+}
+
+#[test]
+fn the_loss_gradient_reaches_only_the_kept_priors() {
+    // one image, one object: 1 matched prior, 3 hard negatives; every other prior has zero gradient
+    let spec = spec();
+    let pt = priors_tensor(&spec, Device::Cpu).unwrap();
+    let b = spec.prior_boxes().unwrap()[10];
+    let t = match_targets(&pt, &[vec![BoundingBox { class: 1, x0: b[0], y0: b[1], x1: b[2], y1: b[3] }]], &spec);
+    let fg: i64 = t.labels.gt(0).sum(Kind::Int64).int64_value(&[]);
+    let p = pt.size()[0];
+    let scores = Tensor::randn([1, p, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let codes = Tensor::randn([1, p, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let (loss, _, _) = multibox_loss(&scores, &codes, &t, 3.0);
+    loss.backward();
+    let touched = scores.grad().abs().sum_dim_intlist(&[2i64][..], false, Kind::Float).gt(0.0).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(touched, 4 * fg, "class loss on {fg} matched priors and 3 negatives each");
+    let boxed = codes.grad().abs().sum_dim_intlist(&[2i64][..], false, Kind::Float).gt(0.0).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(boxed, fg);
+}
