@@ -35,6 +35,8 @@ pub enum DetectionError {
     NoLabels { path: PathBuf },
     #[error("the model detects {model} classes and {path} has {data}: set model.num_classes or use data with the same classes")]
     Classes { model: usize, data: usize, path: PathBuf },
+    #[error("{path}: the data's classes {missing:?} are not among the model's {model:?} (classes are matched by name, labels.txt)")]
+    UnknownClasses { path: PathBuf, missing: Vec<String>, model: Vec<String> },
     #[error("training a detector on {world} processes is not supported yet: run it on one (no --nproc, torchrun or train.devices)")]
     Distributed { world: usize },
     #[error("data.prepare = \"{name}\": unknown; the one data set built on first use is \"fashion-detect\"")]
@@ -53,6 +55,8 @@ pub struct DetectionSet {
     records: PathBuf,
     /// The foreground classes (`labels.txt`); a record box of class k is the model's class k + 1.
     pub labels: Vec<String>,
+    /// The model's class (0-based foreground) of each of the data's classes, when they differ.
+    remap: Option<Vec<u32>>,
 }
 
 /// One batch: the images and, per image, its boxes in pixels of the input.
@@ -70,7 +74,23 @@ impl DetectionSet {
             file.index.truncate(limit);
         }
         let labels = labels_beside(path).map_err(BatchError::from)?.ok_or_else(|| DetectionError::NoLabels { path: path.to_path_buf() })?;
-        Ok(DetectionSet { loader: Loader::detection(file, transform, opts), records: path.to_path_buf(), labels })
+        Ok(DetectionSet { loader: Loader::detection(file, transform, opts), records: path.to_path_buf(), labels, remap: None })
+    }
+
+    /// Reads the data's classes as the model's, matched by name (`model` without the background): the
+    /// set then reports boxes in the model's classes and takes its labels. A data class the model
+    /// does not know is an error naming it; model classes the data lacks simply have no ground truth.
+    pub fn match_model(mut self, model: &[String]) -> Result<Self, DetectionError> {
+        if self.labels == model {
+            return Ok(self);
+        }
+        let missing: Vec<String> = self.labels.iter().filter(|l| !model.contains(l)).cloned().collect();
+        if !missing.is_empty() {
+            return Err(DetectionError::UnknownClasses { path: self.records.clone(), missing, model: model.to_vec() });
+        }
+        self.remap = Some(self.labels.iter().map(|l| model.iter().position(|m| m == l).expect("checked") as u32).collect());
+        self.labels = model.to_vec();
+        Ok(self)
     }
 
     pub fn len(&self) -> usize {
@@ -88,15 +108,20 @@ impl DetectionSet {
     /// The batches of `epoch` from batch `start` on; a box whose class is not in `labels.txt` is an
     /// error naming its record, an image that does not decode is skipped and reported.
     pub fn batches(&self, epoch: usize, start: usize, device: Device) -> impl Iterator<Item = Result<DetectionBatch, TrainError>> + '_ {
-        let classes = self.labels.len();
+        let classes = self.remap.as_ref().map_or(self.labels.len(), Vec::len);
         self.loader.epoch_from(epoch, start).map(move |b| {
-            let b = b.map_err(|source| BatchError::Read { path: self.records.clone(), source })?;
+            let mut b = b.map_err(|source| BatchError::Read { path: self.records.clone(), source })?;
             for (key, why) in &b.skipped {
                 tracing::warn!("{}: skipped {key}: {why}", self.records.display());
             }
             for (key, boxes) in b.keys.iter().zip(&b.boxes) {
                 if let Some(bad) = boxes.iter().find(|x| x.class as usize >= classes) {
                     return Err(DetectionError::Class { path: self.records.clone(), key: key.clone(), class: bad.class, classes }.into());
+                }
+            }
+            if let Some(remap) = &self.remap {
+                for x in b.boxes.iter_mut().flatten() {
+                    x.class = remap[x.class as usize];
                 }
             }
             let [c, h, w] = b.shape;
@@ -261,6 +286,18 @@ pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, T
     let ap =
         (1..classes).map(|k| ClassAp { label: spec.label(k), ap: r.per_class[k - 1], objects: r.ground_truth[k - 1], detections: detections[k] }).collect();
     Ok(EvalMetrics { samples: n, loss: loss / n.max(1) as f64, rank1: f64::NAN, rank5: f64::NAN, one_off: None, map: r.mean_ap, ap })
+}
+
+/// `trainer eval` of a detector: `net` (restored) on the record file `data`, its classes matched to
+/// the model's by name.
+pub fn eval_detector(net: &Net, c: &Config, data: &Path, batch: usize) -> Result<EvalMetrics, TrainError> {
+    let spec = net.graph.detector.as_ref().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
+    let input = net.graph.input_shape();
+    let opts = LoaderOptions { batch_size: batch, ..LoaderOptions::default() };
+    let set = DetectionSet::open(data, 0, detect_transform(c, input, false)?, opts)?;
+    let model: Vec<String> = (1..spec.labels.len()).map(|k| spec.label(k)).collect();
+    let set = if spec.labels.is_empty() { set } else { set.match_model(&model)? };
+    evaluate_detector(net, &set)
 }
 
 /// The transform of a detector's input from the config (`train`: with the config's augmentation).

@@ -23,6 +23,8 @@ pub enum EvalError {
     RunDir(#[from] RunError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Detector(Box<crate::train::TrainError>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +119,12 @@ pub fn eval(run: &Path, epoch: Option<usize>, data: &Path, batch: usize) -> Resu
     let info = load_checkpoint_info(run, epoch)?;
     let c = &info.config;
     let graph = dir.graph(&c.model.name, c.model.in_channels, epoch)?;
+    if graph.detector.is_some() {
+        let mut net = net_for(c, graph)?;
+        restore(run, epoch, &mut net, None)?;
+        let m = crate::detection::eval_detector(&net, c, data, batch).map_err(|e| EvalError::Detector(Box::new(e)))?;
+        return Ok((epoch, m));
+    }
     let spec = batch_spec(c, graph.input_shape(), false)?;
     let set = RecordBatches::open(data, 0, &spec, batch, 0, false)?;
     let mut net = net_for(c, graph)?;

@@ -290,6 +290,12 @@ fn run(mut cli: Cli) -> Result<()> {
             let (epoch, m) = trainer::train::eval(&run, epoch, &data, batch_size)?;
             if json {
                 println!("{}", serde_json::json!({"epoch": epoch, "metrics": m}));
+            } else if let Some(map) = m.map {
+                println!("{} epoch {epoch} on {}: {} images, loss {:.4}, mAP@0.5 {map:.4}", run.display(), data.display(), m.samples, m.loss);
+                println!("{:<24} {:>8} {:>8} {:>10}", "class", "AP@0.5", "objects", "detections");
+                for a in &m.ap {
+                    println!("{:<24} {:>8} {:>8} {:>10}", a.label, a.ap.map_or("-".into(), |v| format!("{v:.4}")), a.objects, a.detections);
+                }
             } else {
                 let off = m.one_off.map_or(String::new(), |o| format!(", one-off {:.2}%", 100.0 * o));
                 println!(

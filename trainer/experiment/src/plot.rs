@@ -57,6 +57,11 @@ pub struct Point {
     pub val_loss: Option<f64>,
     pub val_rank1: Option<f64>,
     pub val_rank5: Option<f64>,
+    /// A detector's validation mAP@0.5, and each class's AP@0.5 (label, AP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_map: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub val_ap: Vec<(String, Option<f64>)>,
 }
 
 /// Every epoch of a run, merged over its restarts (a later restart's epoch replaces an earlier one's),
@@ -97,6 +102,13 @@ pub fn history(run: &Path) -> Result<History> {
                     val_loss: val("loss"),
                     val_rank1: val("rank1"),
                     val_rank5: val("rank5"),
+                    val_map: val("map"),
+                    val_ap: v
+                        .get("val")
+                        .and_then(|x| x.get("ap"))
+                        .and_then(serde_json::Value::as_array)
+                        .map(|a| a.iter().map(|c| (c["label"].as_str().unwrap_or("?").to_string(), c["ap"].as_f64())).collect())
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -203,12 +215,25 @@ pub fn plot(run: &Path, out: &Path) -> Result<History> {
     let (left, right) = root.split_horizontally(640);
     let loss: Vec<Series> = vec![("train loss", BLUE, xs(&|p| Some(p.train_loss))), ("val loss", RED, xs(&|p| p.val_loss))];
     panel(&left, "loss", &loss, &h.restarts, last, SeriesLabelPosition::UpperRight).map_err(draw)?;
-    let acc: Vec<Series> = vec![
-        ("train rank-1", BLUE, xs(&|p| Some(p.train_rank1))),
-        ("val rank-1", RED, xs(&|p| p.val_rank1)),
-        ("val rank-5", RGBColor(0, 140, 70), xs(&|p| p.val_rank5)),
-    ];
-    panel(&right, "accuracy", &acc, &h.restarts, last, SeriesLabelPosition::LowerRight).map_err(draw)?;
+    if h.points.iter().any(|p| p.val_map.is_some()) {
+        // a detector: mAP@0.5 and each class's AP@0.5
+        let classes: Vec<String> = h.points.iter().rev().find(|p| !p.val_ap.is_empty()).map_or(vec![], |p| p.val_ap.iter().map(|(l, _)| l.clone()).collect());
+        let names: Vec<String> = classes.iter().map(|l| format!("AP {l}")).collect();
+        let palette = [RGBColor(0, 140, 70), RGBColor(230, 140, 0), RGBColor(140, 60, 200), RGBColor(0, 150, 200), RGBColor(120, 120, 120)];
+        let mut acc: Vec<Series> = vec![("val mAP@0.5", RED, xs(&|p| p.val_map))];
+        for (k, (class, name)) in classes.iter().zip(&names).enumerate() {
+            let per = xs(&|p| p.val_ap.iter().find(|(l, _)| l == class).and_then(|(_, ap)| *ap));
+            acc.push((name.as_str(), palette[k % palette.len()], per));
+        }
+        panel(&right, "mAP@0.5 (validation)", &acc, &h.restarts, last, SeriesLabelPosition::LowerRight).map_err(draw)?;
+    } else {
+        let acc: Vec<Series> = vec![
+            ("train rank-1", BLUE, xs(&|p| Some(p.train_rank1).filter(|v| v.is_finite()))),
+            ("val rank-1", RED, xs(&|p| p.val_rank1)),
+            ("val rank-5", RGBColor(0, 140, 70), xs(&|p| p.val_rank5)),
+        ];
+        panel(&right, "accuracy", &acc, &h.restarts, last, SeriesLabelPosition::LowerRight).map_err(draw)?;
+    }
     root.present().map_err(|e| draw(e.into()))?;
     Ok(h)
 }
