@@ -8,6 +8,9 @@
 //! fitted head of [`head`]); the `exporter` binary requires it. [`triton`] writes an ONNX file as an
 //! entry of a Triton model repository (pure Rust too).
 
+#[cfg(feature = "verify")]
+pub mod detect_export;
+pub mod detect_tail;
 pub mod fold;
 pub mod fp16;
 pub mod head;

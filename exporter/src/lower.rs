@@ -77,7 +77,7 @@ pub fn read_safetensors(path: &Path) -> Result<Weights, ExportError> {
     Ok(out)
 }
 
-fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
+pub(crate) fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.into();
     a.type_ = AttributeType::INTS.into();
@@ -85,7 +85,7 @@ fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
     a
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.into();
     a.type_ = AttributeType::INT.into();
@@ -93,7 +93,7 @@ fn attr_int(name: &str, v: i64) -> AttributeProto {
     a
 }
 
-fn attr_float(name: &str, v: f64) -> AttributeProto {
+pub(crate) fn attr_float(name: &str, v: f64) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.into();
     a.type_ = AttributeType::FLOAT.into();
@@ -103,7 +103,7 @@ fn attr_float(name: &str, v: f64) -> AttributeProto {
 
 /// An initializer holding `data` as float32, or as float16 when `fp16` (refused where a value does not
 /// fit float16's range, since it would become infinite).
-fn tensor(name: &str, dims: &[usize], data: &[f32], fp16: bool) -> Result<TensorProto, ExportError> {
+pub(crate) fn tensor(name: &str, dims: &[usize], data: &[f32], fp16: bool) -> Result<TensorProto, ExportError> {
     let mut t = TensorProto::new();
     t.name = name.into();
     t.dims = dims.iter().map(|&d| d as i64).collect();
@@ -126,7 +126,7 @@ fn tensor(name: &str, dims: &[usize], data: &[f32], fp16: bool) -> Result<Tensor
 }
 
 /// An int64 initializer (a Reshape target).
-fn int64_tensor(name: &str, data: &[i64]) -> TensorProto {
+pub(crate) fn int64_tensor(name: &str, data: &[i64]) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.into();
     t.dims = vec![data.len() as i64];
@@ -135,7 +135,7 @@ fn int64_tensor(name: &str, data: &[i64]) -> TensorProto {
     t
 }
 
-fn attr_type(name: &str, to: DataType) -> AttributeProto {
+pub(crate) fn attr_type(name: &str, to: DataType) -> AttributeProto {
     attr_int(name, to as i64)
 }
 
@@ -159,13 +159,20 @@ pub(crate) fn value_info(name: &str, dims: &[Result<usize, &str>]) -> ValueInfoP
     v
 }
 
-struct Builder {
-    nodes: Vec<NodeProto>,
-    initializers: Vec<TensorProto>,
+pub(crate) struct Builder {
+    pub(crate) nodes: Vec<NodeProto>,
+    pub(crate) initializers: Vec<TensorProto>,
 }
 
 impl Builder {
-    fn node(&mut self, op: &str, name: &str, inputs: &[String], output: &str, attrs: Vec<AttributeProto>) {
+    /// A node with several outputs (TopK's values and indices).
+    pub(crate) fn node_multi(&mut self, op: &str, name: &str, inputs: &[String], outputs: &[&str], attrs: Vec<AttributeProto>) {
+        self.node(op, name, inputs, outputs[0], attrs);
+        let n = self.nodes.last_mut().expect("just added");
+        n.output = outputs.iter().map(|o| o.to_string()).collect();
+    }
+
+    pub(crate) fn node(&mut self, op: &str, name: &str, inputs: &[String], output: &str, attrs: Vec<AttributeProto>) {
         let mut n = NodeProto::new();
         n.op_type = op.into();
         n.name = name.into();
@@ -176,10 +183,65 @@ impl Builder {
     }
 }
 
-/// The ONNX form of `graph` with `weights`.
+/// The ONNX form of `graph` with `weights`: a classifier's probabilities, or for a detector (a graph
+/// with a [`models::detect::DetectorSpec`]) the detections ([`crate::detect_tail`]).
 pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<ModelProto, ExportError> {
-    let shapes = graph.shapes();
     let mut b = Builder { nodes: vec![], initializers: vec![] };
+    let value = lower_body(graph, weights, o, &mut b)?;
+    if let Some(spec) = &graph.detector {
+        let outputs = crate::detect_tail::append(graph, spec, &value, o, &mut b)?;
+        return Ok(model(graph, b, outputs, o));
+    }
+    let shapes = graph.shapes();
+    let logits = value[graph.output].clone();
+    if shapes[graph.output].len() != 1 {
+        return Err(ExportError::Node {
+            node: graph.nodes[graph.output].name.clone(),
+            reason: format!("the output must be [classes], it is {:?}", shapes[graph.output]),
+        });
+    }
+    let classes = shapes[graph.output][0];
+    let logits = if o.fp16 {
+        b.node("Cast", "logits_fp32", &[logits], "logits_fp32", vec![attr_type("to", DataType::FLOAT)]);
+        "logits_fp32".to_string()
+    } else {
+        logits
+    };
+    b.node("Softmax", "probabilities", std::slice::from_ref(&logits), "probabilities", vec![attr_int("axis", 1)]);
+    let mut outputs = vec![value_info("probabilities", &[Err("N"), Ok(classes)])];
+    if o.logits {
+        b.node("Identity", "logits", &[logits], "logits", vec![]);
+        outputs.push(value_info("logits", &[Err("N"), Ok(classes)]));
+    }
+    Ok(model(graph, b, outputs, o))
+}
+
+/// The model of the nodes and initializers in `b`, with the graph's input and these outputs.
+fn model(graph: &Network, b: Builder, outputs: Vec<ValueInfoProto>, o: &LowerOptions) -> ModelProto {
+    let mut g = GraphProto::new();
+    g.name = graph.name.clone();
+    let [c, h, w] = graph.input_shape();
+    g.input.push(value_info("input", &[Err("N"), Ok(c), Ok(h), Ok(w)]));
+    g.output = outputs;
+    g.node = b.nodes;
+    g.initializer = b.initializers;
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    m.producer_name = "dlcv-exporter".into();
+    m.producer_version = models::VERSION.into();
+    let mut opset = OperatorSetIdProto::new();
+    opset.version = o.opset;
+    m.opset_import.push(opset);
+    m.graph = Some(g).into();
+    for (k, v) in &o.metadata {
+        set_metadata(&mut m, k, v);
+    }
+    m
+}
+
+/// Every node of `graph` into `b`; returns the ONNX value holding each node's output.
+fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Builder) -> Result<Vec<String>, ExportError> {
+    let shapes = graph.shapes();
     let mut used = std::collections::BTreeSet::new();
     // Parameter `suffix` of node `id` as an initializer (reshaped to `shape` when given).
     let mut param = |b: &mut Builder, id: usize, suffix: &str, shape: Option<Vec<usize>>| -> Result<String, ExportError> {
@@ -219,9 +281,9 @@ pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<Mod
                 continue;
             }
             Op::Conv2d(Conv2d { kernel, stride, padding, dilation, groups, bias, .. }) => {
-                let mut inputs = vec![ins[0].clone(), param(&mut b, id, "weight", None)?];
+                let mut inputs = vec![ins[0].clone(), param(b, id, "weight", None)?];
                 if *bias {
-                    inputs.push(param(&mut b, id, "bias", None)?);
+                    inputs.push(param(b, id, "bias", None)?);
                 }
                 let pads = [padding[0], padding[1], padding[0], padding[1]];
                 let attrs = vec![
@@ -236,10 +298,10 @@ pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<Mod
             Op::BatchNorm { eps, momentum, .. } => {
                 let inputs = vec![
                     ins[0].clone(),
-                    param(&mut b, id, "weight", None)?,
-                    param(&mut b, id, "bias", None)?,
-                    param(&mut b, id, "running_mean", None)?,
-                    param(&mut b, id, "running_var", None)?,
+                    param(b, id, "weight", None)?,
+                    param(b, id, "bias", None)?,
+                    param(b, id, "running_mean", None)?,
+                    param(b, id, "running_var", None)?,
                 ];
                 // ONNX's momentum weighs the running statistic (inference ignores it)
                 b.node("BatchNormalization", nm, &inputs, &out, vec![attr_float("epsilon", *eps), attr_float("momentum", 1.0 - momentum)]);
@@ -251,7 +313,7 @@ pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<Mod
                 // one slope per channel, broadcast over H and W
                 let c = in_shape.first().copied().unwrap_or(0);
                 let shape = if in_shape.len() == 3 { vec![c, 1, 1] } else { vec![c] };
-                let slope = param(&mut b, id, "weight", Some(shape))?;
+                let slope = param(b, id, "weight", Some(shape))?;
                 b.node("PRelu", nm, &[ins[0].clone(), slope], &out, vec![]);
             }
             Op::Lrn { size, alpha, beta, k } => b.node(
@@ -275,9 +337,9 @@ pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<Mod
             }
             Op::GlobalAvgPool => b.node("GlobalAveragePool", nm, &ins, &out, vec![]),
             Op::Linear { bias, .. } => {
-                let mut inputs = vec![ins[0].clone(), param(&mut b, id, "weight", None)?];
+                let mut inputs = vec![ins[0].clone(), param(b, id, "weight", None)?];
                 if *bias {
-                    inputs.push(param(&mut b, id, "bias", None)?);
+                    inputs.push(param(b, id, "bias", None)?);
                 }
                 b.node("Gemm", nm, &inputs, &out, vec![attr_int("transB", 1)]);
             }
@@ -309,44 +371,7 @@ pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<Mod
         }
         value.push(out);
     }
-    let logits = value[graph.output].clone();
-    if shapes[graph.output].len() != 1 {
-        return Err(ExportError::Node {
-            node: graph.nodes[graph.output].name.clone(),
-            reason: format!("the output must be [classes], it is {:?}", shapes[graph.output]),
-        });
-    }
-    let classes = shapes[graph.output][0];
-    let logits = if o.fp16 {
-        b.node("Cast", "logits_fp32", &[logits], "logits_fp32", vec![attr_type("to", DataType::FLOAT)]);
-        "logits_fp32".to_string()
-    } else {
-        logits
-    };
-    b.node("Softmax", "probabilities", std::slice::from_ref(&logits), "probabilities", vec![attr_int("axis", 1)]);
-    let mut g = GraphProto::new();
-    g.name = graph.name.clone();
-    let [c, h, w] = graph.input_shape();
-    g.input.push(value_info("input", &[Err("N"), Ok(c), Ok(h), Ok(w)]));
-    g.output.push(value_info("probabilities", &[Err("N"), Ok(classes)]));
-    if o.logits {
-        b.node("Identity", "logits", &[logits], "logits", vec![]);
-        g.output.push(value_info("logits", &[Err("N"), Ok(classes)]));
-    }
-    g.node = b.nodes;
-    g.initializer = b.initializers;
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    m.producer_name = "dlcv-exporter".into();
-    m.producer_version = models::VERSION.into();
-    let mut opset = OperatorSetIdProto::new();
-    opset.version = o.opset;
-    m.opset_import.push(opset);
-    m.graph = Some(g).into();
-    for (k, v) in &o.metadata {
-        set_metadata(&mut m, k, v);
-    }
-    Ok(m)
+    Ok(value)
 }
 
 /// Writes a model to `path`.

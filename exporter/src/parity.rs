@@ -148,6 +148,10 @@ pub struct Report {
     /// Why there are no real samples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples_note: Option<String>,
+    /// A detector's final detections against the reference post-process
+    /// (`exporter::detect_export::DetectionParity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detections: Option<serde_json::Value>,
 }
 
 impl Report {
@@ -168,6 +172,7 @@ impl Report {
             fixed_inputs,
             samples,
             samples_note,
+            detections: None,
         }
     }
 

@@ -175,6 +175,16 @@ impl std::fmt::Display for ExportReport {
         for set in std::iter::once(&self.parity.fixed_inputs).chain(&self.parity.samples) {
             write!(f, "\nparity vs libtorch fp32 on {}: {}", set.inputs, set.summary(Some(self.parity.tolerance)))?;
         }
+        if let Some(d) = &self.parity.detections {
+            write!(
+                f,
+                "\ndetections vs the reference post-process of libtorch's heads: {} of {} matched on {} images; box codes max |Δ| {:.2e}",
+                d["matched"],
+                d["reference"],
+                d["images"],
+                d["codes_max_abs_diff"].as_f64().unwrap_or(f64::NAN)
+            )?;
+        }
         if let Some(note) = &self.parity.samples_note {
             write!(f, "\nno parity check on real samples: {note}")?;
         }
@@ -194,6 +204,9 @@ pub fn export(a: &ExportOptions) -> Result<ExportReport> {
     // the network as trained (graph.json), never guessed from the weights
     let graph = dir.graph(&c.model.name, c.model.in_channels, epoch).map_err(run_err)?;
     let weights = lower::read_safetensors(&ckpt)?;
+    if graph.detector.is_some() {
+        return crate::detect_export::export(a, c, epoch, graph, weights, &ckpt);
+    }
     let zoo = models::zoo::info(&c.model.name)?;
     let input = graph.input_shape();
     let classes = graph.shapes().last().map_or(0, |s| s.iter().product());

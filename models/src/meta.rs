@@ -38,6 +38,9 @@ mod key {
     pub const EPOCH: &str = "epoch";
     pub const PRODUCER: &str = "producer";
     pub const PARITY: &str = "parity";
+    pub const DETECTOR: &str = "detector";
+    pub const BOX_FORMAT: &str = "box_format";
+    pub const LETTERBOX: &str = "letterbox";
 }
 
 /// The full metadata key (`dlcv.` + name).
@@ -171,6 +174,10 @@ pub struct ModelMeta {
     pub producer: String,
     /// The exporter's parity report (JSON), once the written file passed it.
     pub parity: Option<String>,
+    /// A detector's priors, coder, thresholds, labels and box format (task `detection`); its labels
+    /// are also `labels` (index 0 the background).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<crate::detect::DetectorSpec>,
 }
 
 impl ModelMeta {
@@ -186,6 +193,7 @@ impl ModelMeta {
             ordinal: false,
             producer: format!("dlcv exporter {}", crate::VERSION),
             parity: None,
+            detector: None,
         }
     }
 
@@ -212,7 +220,16 @@ impl ModelMeta {
         put(key::STD, list(&p.std));
         put(key::RESIZE_SHORT_SIDE, p.resize_short_side.to_string());
         put(key::CROP, p.crop.as_str().into());
-        put(key::OUTPUTS, "probabilities (softmax over classes)".into());
+        match &self.detector {
+            Some(d) => {
+                put(key::OUTPUTS, "detection_boxes, detection_scores, detection_classes, num_detections (TFOD)".into());
+                put(key::DETECTOR, serde_json::to_string(d).expect("a detector spec serialises"));
+                put(key::BOX_FORMAT, serde_json::to_value(d.box_format).expect("an enum").as_str().unwrap_or_default().to_string());
+                // the image is resized to the input (SSD's training); no letterbox
+                put(key::LETTERBOX, "false".into());
+            }
+            None => put(key::OUTPUTS, "probabilities (softmax over classes)".into()),
+        }
         put(key::RUN, self.run.clone());
         put(key::EPOCH, self.epoch.to_string());
         put(key::PRODUCER, self.producer.clone());
@@ -271,8 +288,15 @@ impl ModelMeta {
         };
         let task = match get(key::TASK) {
             None => Task::Classification,
-            Some(v) => v.parse().map_err(|()| bad(key::TASK, v, "classification"))?,
+            Some(v) => v.parse().map_err(|()| bad(key::TASK, v, "classification or detection"))?,
         };
+        let detector = match get(key::DETECTOR) {
+            None => None,
+            Some(v) => Some(serde_json::from_str(v).map_err(|_| bad(key::DETECTOR, v, "a detector spec (JSON)"))?),
+        };
+        if task == Task::Detection && detector.is_none() {
+            return Err(MetaError::Missing { key: full(key::DETECTOR) });
+        }
         let labels = match get(key::LABELS) {
             None => vec![],
             Some(v) => serde_json::from_str(v).map_err(|_| bad(key::LABELS, v, "a JSON list of strings"))?,
@@ -295,6 +319,7 @@ impl ModelMeta {
             ordinal: flag(key::ORDINAL)?,
             producer: text(key::PRODUCER),
             parity: get(key::PARITY).map(str::to_string),
+            detector,
         }))
     }
 }
@@ -339,6 +364,22 @@ mod tests {
         let props = m2.to_props();
         assert!(!props.contains_key(&parity_key()));
         assert_eq!(ModelMeta::from_props(&props).unwrap(), Some(m2));
+    }
+
+    #[test]
+    fn a_detector_round_trips_with_its_spec_and_needs_it() {
+        let zoo = crate::zoo::build("ssd-tiny", Some(2), Some(1)).unwrap();
+        let mut spec = zoo.detector.clone().unwrap();
+        spec.labels = vec!["background".into(), "car".into(), "sign".into()];
+        let pre = Preprocessing { input: [1, 128, 128], layout: Layout::Nchw, mean: vec![30.0], std: vec![55.0], resize_short_side: 0, crop: Crop::Stretch };
+        let mut m = ModelMeta::new("ssd-tiny", Task::Detection, spec.labels.clone(), pre);
+        m.detector = Some(spec);
+        let props = m.to_props();
+        assert_eq!((props["dlcv.task"].as_str(), props["dlcv.box_format"].as_str()), ("detection", "xyxy_pixels"));
+        assert_eq!(ModelMeta::from_props(&props).unwrap(), Some(m));
+        let mut props = props;
+        props.remove("dlcv.detector");
+        assert_eq!(ModelMeta::from_props(&props).unwrap_err(), MetaError::Missing { key: "dlcv.detector".into() });
     }
 
     #[test]

@@ -248,6 +248,16 @@ pub fn detector_outputs(net: &Net, x: &Tensor, train: bool) -> (Tensor, Tensor) 
     (outs.swap_remove(0), codes)
 }
 
+/// The heads of a detector on a `[n, C, H, W]` batch in eval mode, flat: softmax scores
+/// `[n, P, classes]` and box codes `[n, P, 4]` (the exporter's parity check reads them).
+pub fn heads_f32(net: &Net, x: &[f32], shape: [usize; 4]) -> (Vec<f32>, Vec<f32>) {
+    let t = Tensor::from_slice(x).view(shape.map(|d| d as i64)).to_device(net.device);
+    let (scores, codes) = tch::no_grad(|| detector_outputs(net, &t, false));
+    let probs = scores.to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous().view([-1]);
+    let codes = codes.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().view([-1]);
+    (Vec::try_from(probs).expect("f32 scores"), Vec::try_from(codes).expect("f32 codes"))
+}
+
 /// Loss, mAP@0.5 and per-class AP of a detector on a set, in eval mode. The detections are those of
 /// [`models::detect::postprocess`] (what the exported file computes) with the spec's thresholds.
 pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, TrainError> {

@@ -1,0 +1,208 @@
+//! Exporting a detector: one ONNX file, the image in and the TFOD contract out
+//! ([`crate::detect_tail`]), proved on the way out. The raw heads (softmax scores and box codes) must
+//! equal libtorch's on fixed inputs and on the run's own samples within the tolerance, and the file's
+//! final detections on those samples must be the Rust reference post-process of libtorch's heads
+//! ([`models::detect::postprocess`]): the same number per image, each with the same class, IoU > 0.99
+//! and |Δscore| < 1e-4. (Detections are compared on trained weights: the ties of a fresh random
+//! initialisation legitimately reorder.) A float16 file is held to its own tolerance instead: every
+//! reference detection of score ≥ 0.5 is in the file with its class, IoU > 0.95 and |Δscore| within
+//! the tolerance.
+
+use std::path::Path;
+
+use data::records::RecordFile;
+use data::{Loader, LoaderOptions};
+use models::detect::{iou, postprocess, Detection, DetectorSpec};
+use models::graph::Network;
+use models::meta::{parity_key, Crop, Layout, ModelMeta, Preprocessing, Task};
+use serde::Serialize;
+use trainer::train::Config;
+
+use crate::detect_tail::{OUTPUTS, RAW_OUTPUTS};
+use crate::fold::fold_batchnorm;
+use crate::lower::{self, LowerOptions, Weights};
+use crate::parity::{fixed_inputs, Comparison, FoldCounts, Report, Variant};
+use crate::pipeline::{run_err, ExportOptions, ExportReport, PipelineError, FIXED_INPUTS, FIXED_SEED};
+
+type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// How the file's detections compared with the reference post-process of libtorch's heads.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionParity {
+    pub images: usize,
+    /// Detections of the reference (all images).
+    pub reference: usize,
+    /// Of them, found in the file at the same rank with the same class, IoU > 0.99, |Δscore| < 1e-4.
+    pub matched: usize,
+    /// The first difference, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_difference: Option<String>,
+    /// The largest box-code difference between the two sets of heads.
+    pub codes_max_abs_diff: f32,
+}
+
+/// A file's outputs by name: (dims, values).
+type Outputs = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every output of the file on a batch, by name.
+fn file_outputs(path: &Path, x: Vec<f32>, shape: [usize; 4]) -> Result<Outputs> {
+    let outs = runtime::engine::infer(path, &runtime::SessionOptions::default(), x, &shape)?;
+    Ok(outs.into_iter().map(|(n, d, v)| (n, (d, v))).collect())
+}
+
+/// Softmax over each `classes`-wide row.
+fn softmax(v: &[f32], classes: usize) -> Vec<f32> {
+    models::detect::nms::softmax_rows(v, classes)
+}
+
+/// The file's detections of image `i` from its four outputs.
+fn file_detections(outs: &Outputs, i: usize, m: usize) -> Vec<Detection> {
+    let (boxes, scores, classes, num) = (&outs[OUTPUTS[0]].1, &outs[OUTPUTS[1]].1, &outs[OUTPUTS[2]].1, &outs[OUTPUTS[3]].1);
+    (0..num[i] as usize)
+        .map(|k| {
+            let at = i * m + k;
+            let b = &boxes[at * 4..at * 4 + 4];
+            Detection { class: classes[at] as usize, score: scores[at], bbox: [b[0], b[1], b[2], b[3]] }
+        })
+        .collect()
+}
+
+/// Exports the detector of the run (called by [`crate::pipeline::export`] when the graph has a spec).
+pub(crate) fn export(a: &ExportOptions, c: &Config, epoch: usize, graph: Network, weights: Weights, ckpt: &Path) -> Result<ExportReport> {
+    let spec: DetectorSpec = graph.detector.clone().expect("a detector");
+    let input = graph.input_shape();
+    let classes = graph.shape(graph.output)[1];
+    let t = trainer::detection::detect_transform(c, input, false).map_err(run_err)?;
+    let preprocessing = Preprocessing { input, layout: Layout::Nchw, mean: t.mean.clone(), std: t.std.clone(), resize_short_side: 0, crop: Crop::Stretch };
+    let labels = if spec.labels.is_empty() { (0..classes).map(|k| spec.label(k)).collect() } else { spec.labels.clone() };
+    let mut meta = ModelMeta::new(&c.model.name, Task::Detection, labels, preprocessing);
+    meta.run = a.run.display().to_string();
+    meta.epoch = epoch;
+    meta.detector = Some(spec.clone());
+    let variant = Variant { fp16: a.fp16, fold_bn: a.fold_bn };
+    let tolerance = a.tolerance.unwrap_or(variant.default_tolerance());
+    let (graph_out, weights_out, fold) = if a.fold_bn {
+        let (folded, fw, report) = fold_batchnorm(&graph, &weights)?;
+        (folded, fw, Some(FoldCounts { folded: report.folded.len(), kept: report.kept.len() }))
+    } else {
+        (graph.clone(), weights, None)
+    };
+    // the checked file carries the raw heads too; the written one only with --logits
+    let lower_with = |raw: bool| lower::lower(&graph_out, &weights_out, &LowerOptions { opset: a.opset, logits: raw, metadata: meta.to_props(), fp16: a.fp16 });
+    let checked = a.out.with_extension("parity.onnx");
+    lower::save(&lower_with(true)?, &checked)?;
+    let result = check(a, c, &graph, ckpt, &checked, &spec, classes, tolerance, variant, fold);
+    let _ = std::fs::remove_file(&checked);
+    let report = result?;
+    let mut model = lower_with(a.logits)?;
+    meta.parity = Some(report.to_json());
+    lower::set_metadata(&mut model, &parity_key(), &report.to_json());
+    lower::save(&model, &a.out)?;
+    Ok(ExportReport { checkpoint: ckpt.to_path_buf(), out: a.out.clone(), epoch, classes, input, opset: a.opset, variant, fold, meta, parity: report })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    a: &ExportOptions,
+    c: &Config,
+    graph: &Network,
+    ckpt: &Path,
+    file: &Path,
+    spec: &DetectorSpec,
+    classes: usize,
+    tolerance: f32,
+    variant: Variant,
+    fold: Option<FoldCounts>,
+) -> Result<Report> {
+    let input = graph.input_shape();
+    let mut net = trainer::net::Net::new_cpu(graph.clone(), 0).map_err(run_err)?;
+    net.load(ckpt).map_err(run_err)?;
+    let mut codes_diff = 0f32;
+    let mut compare_heads = |what: &str, x: &[f32], shape: [usize; 4]| -> Result<(Comparison, Vec<f32>, Vec<f32>, Outputs)> {
+        let (probs, codes) = trainer::detection::heads_f32(&net, x, shape);
+        let outs = file_outputs(file, x.to_vec(), shape)?;
+        let file_probs = softmax(&outs[RAW_OUTPUTS[0]].1, classes);
+        let d =
+            codes.iter().zip(&outs[RAW_OUTPUTS[1]].1).map(|(p, q)| (p - q).abs()).fold(0f32, |m, v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) });
+        codes_diff = if d.is_nan() || codes_diff.is_nan() { f32::NAN } else { codes_diff.max(d) };
+        Ok((Comparison::new(what, &probs, &file_probs, classes, None), probs, codes, outs))
+    };
+    let shape = [FIXED_INPUTS, input[0], input[1], input[2]];
+    let x = fixed_inputs(shape.iter().product(), FIXED_SEED);
+    let (fixed, ..) = compare_heads(&format!("{FIXED_INPUTS} fixed pseudo-random images (scores per prior)"), &x, shape)?;
+    let source = c.data.val.iter().chain([&c.data.train]).find(|p| p.is_file()).cloned();
+    let mut detections = None;
+    let samples = match (a.samples, source) {
+        (0, _) => Err("not requested (--samples 0)".to_string()),
+        (_, None) => Err("the run's record files are not here".to_string()),
+        (n, Some(src)) => {
+            let t = trainer::detection::detect_transform(c, input, false).map_err(run_err)?;
+            let file_set = RecordFile::open(&src).map_err(run_err)?;
+            let opts = LoaderOptions { batch_size: n, workers: 1, prefetch: 1, ..LoaderOptions::default() };
+            let Some(batch) = Loader::detection(file_set, t, opts).epoch(0).next() else {
+                return Err(PipelineError::Run(format!("{}: no records", src.display())));
+            };
+            let batch = batch.map_err(|e| PipelineError::Run(format!("reading {}: {e}", src.display())))?;
+            let shape = [batch.n, input[0], input[1], input[2]];
+            let what = format!("{} samples of {} (scores per prior)", batch.n, src.display());
+            let (cmp, probs, codes, outs) = compare_heads(&what, &batch.data, shape)?;
+            let priors = spec.prior_boxes().map_err(|e| PipelineError::Run(e.to_string()))?;
+            let m = spec.postprocess.max_detections;
+            let (p, mut reference, mut matched, mut first) = (priors.len(), 0, 0, None);
+            for i in 0..batch.n {
+                let want = postprocess(
+                    &probs[i * p * classes..(i + 1) * p * classes],
+                    &codes[i * p * 4..(i + 1) * p * 4],
+                    &priors,
+                    &spec.coder,
+                    spec.image,
+                    &spec.postprocess,
+                )
+                .map_err(|e| PipelineError::Run(e.to_string()))?;
+                let got = file_detections(&outs, i, m);
+                if variant.fp16 {
+                    // float16 moves scores by up to the tolerance, which reorders near-equal ones and
+                    // moves some across the score threshold: every confident reference detection
+                    // (score ≥ 0.5) must be in the file, of its class, IoU > 0.95, |Δscore| ≤ tolerance
+                    for (k, w) in want.iter().enumerate().filter(|(_, w)| w.score >= 0.5) {
+                        reference += 1;
+                        if got.iter().any(|g| g.class == w.class && iou(&g.bbox, &w.bbox) > 0.95 && (g.score - w.score).abs() <= tolerance) {
+                            matched += 1;
+                        } else if first.is_none() {
+                            first = Some(format!("image {i} ({}), detection {k}: reference {w:?} is not in the file", batch.keys[i]));
+                        }
+                    }
+                    continue;
+                }
+                reference += want.len();
+                for (k, w) in want.iter().enumerate() {
+                    let ok = got.get(k).is_some_and(|g| g.class == w.class && iou(&g.bbox, &w.bbox) > 0.99 && (g.score - w.score).abs() < 1e-4);
+                    if ok {
+                        matched += 1;
+                    } else if first.is_none() {
+                        first = Some(format!("image {i} ({}), detection {k}: reference {w:?}, file {:?}", batch.keys[i], got.get(k)));
+                    }
+                }
+                if got.len() != want.len() && first.is_none() {
+                    first = Some(format!("image {i} ({}): {} detections in the file, {} in the reference", batch.keys[i], got.len(), want.len()));
+                }
+            }
+            detections = Some(DetectionParity { images: batch.n, reference, matched, first_difference: first, codes_max_abs_diff: 0.0 });
+            Ok(cmp)
+        }
+    };
+    let mut report = Report::new(variant, fold, tolerance, fixed, samples);
+    let mut d = detections.unwrap_or(DetectionParity { images: 0, reference: 0, matched: 0, first_difference: None, codes_max_abs_diff: 0.0 });
+    d.codes_max_abs_diff = codes_diff;
+    report.output = "raw_scores (softmax), raw_box_codes; detections vs the reference post-process".into();
+    let fails = [
+        report.check().err(),
+        (codes_diff.is_nan() || codes_diff > tolerance).then(|| format!("in the box codes by {codes_diff:e} (> {tolerance:e})")),
+        d.first_difference.as_ref().map(|f| format!("in the detections ({} of {} matched; first: {f})", d.matched, d.reference)),
+    ];
+    report.detections = Some(serde_json::to_value(&d).expect("plain numbers"));
+    if let Some(why) = fails.into_iter().flatten().next() {
+        return Err(PipelineError::Parity { why, out: a.out.clone() });
+    }
+    Ok(report)
+}
