@@ -19,6 +19,8 @@ pub enum EvalError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     #[error("{}: no images to evaluate", .0.display())]
     NoImages(PathBuf),
     #[error("{name}: label {label} is outside the model's {classes} classes ({first:?}…): is this the model's dataset?")]
@@ -206,16 +208,28 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// Runs `model` on fixed pseudo-random inputs of `batch` images: `warmup` untimed runs, then at least
 /// `min_iters` timed runs and until `min_time` has passed.
 pub fn bench_model(model: &mut Model, batch: usize, warmup: usize, min_iters: usize, min_time: Duration) -> Result<BenchRow> {
-    let n = batch * model.preprocess.sample_len();
-    let data = data::rng::Xorshift64::new(0x2545F4914F6CDD1D).uniform(n, -1.0, 1.0);
+    let sample = model.preprocess.sample_len();
+    bench_runs(batch, sample, warmup, min_iters, min_time, |data| model.run(data, batch).map(drop).map_err(EvalError::from))
+}
+
+/// [`bench_model`] of any model: `run` is one inference of `batch` images of `sample` floats.
+pub fn bench_runs(
+    batch: usize,
+    sample: usize,
+    warmup: usize,
+    min_iters: usize,
+    min_time: Duration,
+    mut run: impl FnMut(&[f32]) -> Result<()>,
+) -> Result<BenchRow> {
+    let data = data::rng::Xorshift64::new(0x2545F4914F6CDD1D).uniform(batch * sample, -1.0, 1.0);
     for _ in 0..warmup {
-        model.run(&data, batch)?;
+        run(&data)?;
     }
     let mut times = vec![];
     let start = Instant::now();
     while times.len() < min_iters || start.elapsed() < min_time {
         let t = Instant::now();
-        model.run(&data, batch)?;
+        run(&data)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let total: f64 = times.iter().sum();

@@ -5,9 +5,11 @@
 //! - [`preprocess`]: image → input tensor (the flag contract shared with edge-demo), 10-crop;
 //! - [`images`]: where images come from (record files, class folders, loose files) and the batches
 //!   decoded and preprocessed from them in parallel, overlapping inference;
+//! - [`detect`]: our exported detectors: mAP@0.5 on record files with boxes, boxes on images;
 //! - [`eval`]: evaluation, prediction and benchmarks; [`metrics`]: rank-1/5, one-off, per-class report;
 //! - [`serve`]: `runtime serve`, the Open Inference Protocol server (KServe v2 / Triton) over HTTP and gRPC.
 
+pub mod detect;
 pub mod doctor;
 pub mod engine;
 pub mod eval;

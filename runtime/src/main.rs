@@ -42,6 +42,11 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// Opens the model as one of our detectors.
+    fn open_detector(&self, share_cores: bool) -> Result<runtime::detect::Detector> {
+        Ok(runtime::detect::Detector::open(&self.model, &SessionOptions { provider: self.provider, threads: self.threads, share_cores })?)
+    }
+
     /// Opens the model; `share_cores` when our decoding threads run alongside it (see `SessionOptions`).
     fn open(&self, share_cores: bool) -> Result<Model> {
         Ok(Model::open(&self.model, &SessionOptions { provider: self.provider, threads: self.threads, share_cores }, &self.preprocess)?)
@@ -108,6 +113,12 @@ enum Command {
         /// Print JSON lines (one object per image) instead of text.
         #[arg(long)]
         json: bool,
+        /// Detectors: report boxes scoring at least this (the book's --confidence).
+        #[arg(long, default_value_t = 0.5)]
+        min_score: f32,
+        /// Detectors: also write each image with its boxes drawn (one colour per class) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Latency (p50/p90/p99) and throughput per batch size of the model alone, and with --images the
     /// end-to-end rate (decode + preprocess + inference) over a folder.
@@ -185,6 +196,57 @@ enum Command {
     },
 }
 
+/// `runtime predict` with a detector: boxes per image (text or JSON lines), drawn into `out`.
+fn predict_boxes(model: &ModelArgs, images: &[PathBuf], min_score: f32, out: Option<&std::path::Path>, json: bool) -> Result<()> {
+    let mut d = model.open_detector(true)?;
+    let mut files = vec![];
+    for p in images {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> =
+                std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))?.flatten().map(|e| e.path()).filter(|f| f.is_file()).collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let (mut done, mut skipped) = (0, 0);
+    for f in &files {
+        let img = match data::image::open(f) {
+            Ok(img) => img,
+            Err(e) => {
+                eprintln!("skipped {}: {e}", f.display());
+                skipped += 1;
+                continue;
+            }
+        };
+        let found = runtime::detect::detect_image(&mut d, &img, min_score)?;
+        let answer = runtime::detect::ImageDetections { image: f.display().to_string(), width: img.width(), height: img.height(), detections: found };
+        if json {
+            println!("{}", serde_json::to_string(&answer)?);
+        } else {
+            let list: Vec<String> = answer
+                .detections
+                .iter()
+                .map(|x| format!("{} {:.2} [{:.0}, {:.0}, {:.0}, {:.0}]", x.label, x.score, x.bbox[0], x.bbox[1], x.bbox[2], x.bbox[3]))
+                .collect();
+            println!("{}: {}", answer.image, if list.is_empty() { "nothing".into() } else { list.join(", ") });
+        }
+        if let Some(dir) = out {
+            let mut rgb = img.to_rgb8();
+            runtime::detect::draw(&mut rgb, &answer.detections);
+            let name = dir.join(f.file_name().unwrap_or_default()).with_extension("png");
+            rgb.save(&name).with_context(|| format!("cannot write {}", name.display()))?;
+        }
+        done += 1;
+    }
+    anyhow::ensure!(done > 0, "no image could be read ({skipped} skipped)");
+    Ok(())
+}
+
 fn parse_model_flag(s: &str) -> Result<(String, PathBuf), String> {
     runtime::serve::repository::parse_model_flag(s).map_err(|e| e.to_string())
 }
@@ -228,6 +290,16 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval { model, data, batch, ten_crop, one_off, workers, json } => {
+            if runtime::detect::is_detector(&model.model)? {
+                let mut d = model.open_detector(true)?;
+                let workers = workers.unwrap_or_else(runtime::images::default_workers);
+                let report = runtime::detect::evaluate(&mut d, &data, batch, workers, progress)?;
+                println!("{report}");
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                return Ok(());
+            }
             let mut m = model.open(true)?;
             let workers = workers.unwrap_or_else(runtime::images::default_workers);
             let report = eval::evaluate(&mut m, &data, &EvalOptions { batch, ten_crop, one_off, workers, progress })?;
@@ -236,7 +308,10 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
-        Command::Predict { model, images, top, ten_crop, batch, workers, json } => {
+        Command::Predict { model, images, top, ten_crop, batch, workers, json, min_score, out } => {
+            if runtime::detect::is_detector(&model.model)? {
+                return predict_boxes(&model, &images, min_score, out.as_deref(), json);
+            }
             let mut m = model.open(true)?;
             let workers = workers.unwrap_or_else(runtime::images::default_workers);
             let (preds, skipped) = eval::predict(&mut m, &images, top.max(1), ten_crop, batch, workers)?;
@@ -258,6 +333,30 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { model, batch, warmup, iters, seconds, images, workers, json } => {
             // The model alone with ONNX Runtime's defaults; end to end with a session that leaves the
             // cores to the decoding threads between runs, as `eval` and `predict` open it.
+            if runtime::detect::is_detector(&model.model)? {
+                let mut d = model.open_detector(false)?;
+                let [c, h, w] = d.input();
+                println!("{} on {} (detector, {c}x{h}x{w})", d.path.display(), d.provider);
+                println!("batch  iters   p50 ms   p90 ms   p99 ms   images/s");
+                let mut rows = vec![];
+                for &b in &batch {
+                    let b = b.max(1);
+                    let r = eval::bench_runs(b, c * h * w, warmup, iters.max(1), Duration::from_secs_f64(seconds.max(0.0)), |x| {
+                        d.run(x, b).map(drop).map_err(eval::EvalError::from)
+                    })?;
+                    if !json {
+                        println!("{:>5}  {:>5}  {:>7.3}  {:>7.3}  {:>7.3}  {:>9.1}", r.batch, r.iterations, r.p50_ms, r.p90_ms, r.p99_ms, r.images_per_sec);
+                    }
+                    rows.push(r);
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({"model": d.path, "provider": d.provider.to_string(), "model_alone": rows}))?
+                    );
+                }
+                return Ok(());
+            }
             let mut m = model.open(false)?;
             let mut pipelined = images.as_ref().map(|_| model.open(true)).transpose()?;
             let min_time = Duration::from_secs_f64(seconds.max(0.0));

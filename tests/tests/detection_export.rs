@@ -77,4 +77,59 @@ fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
         found += together.iter().find(|(n, _, _)| n == "num_detections").unwrap().2[i];
     }
     assert!(found >= 3.0, "{found} detections in 3 scenes");
+
+    // runtime eval equals trainer eval on the same records (the same loader transform and evaluator)
+    let test = data.join("test.rec");
+    let o = run_bin("trainer", &["eval", "--run", s(&run), "--data", s(&test), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let trained: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = dir.join("eval.json");
+    let o = run_bin("runtime", &["eval", "-m", s(&out), "--data", s(&test), "--json", s(&report)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ran: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (a, b) = (trained["metrics"]["map"].as_f64().unwrap(), ran["map"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-4, "trainer eval mAP {a}, runtime eval {b}");
+    for (t, r) in trained["metrics"]["ap"].as_array().unwrap().iter().zip(ran["per_class"].as_array().unwrap()) {
+        assert_eq!((&t["label"], &t["objects"]), (&r["label"], &r["objects"]));
+    }
+    assert!(text(&o).contains("mAP@0.5"), "{}", text(&o));
+
+    // runtime predict: JSON lines in the image's own pixels, and the drawn images
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let recs = data::records::RecordFile::open(&test).unwrap();
+    let mut truth = vec![];
+    for i in 0..6 {
+        let r = recs.read(i).unwrap();
+        // twice the stored size: the boxes come back in these pixels
+        let img = data::image::load_from_memory(&r.image).unwrap().resize_exact(256, 256, data::image::imageops::FilterType::Triangle);
+        img.save(images.join(format!("scene{i}.png"))).unwrap();
+        truth.push(r.boxes);
+    }
+    std::fs::write(images.join("broken.png"), b"not an image").unwrap();
+    let drawn = dir.join("drawn");
+    let o = run_bin("runtime", &["predict", "-m", s(&out), s(&images), "--json", "--min-score", "0.3", "--out", s(&drawn)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("skipped") && text(&o).contains("broken.png"), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    let (mut hits, mut reported) = (0, 0);
+    for (line, gts) in lines.iter().zip(&truth) {
+        assert!(line["image"].as_str().unwrap().ends_with(".png"));
+        for d in line["detections"].as_array().unwrap() {
+            assert!(d["score"].as_f64().unwrap() >= 0.3 && d["label"].is_string() && d["class"].as_u64().unwrap() >= 1);
+            let b: Vec<f32> = serde_json::from_value(d["box"].clone()).unwrap();
+            reported += 1;
+            // a found box lies on a true one, scaled by 2
+            hits += gts.iter().any(|g| models::detect::iou(&[g.x0 * 2.0, g.y0 * 2.0, g.x1 * 2.0, g.y1 * 2.0], &[b[0], b[1], b[2], b[3]]) > 0.5) as usize;
+        }
+    }
+    let objects: usize = truth.iter().map(Vec::len).sum();
+    eprintln!("predict: {reported} boxes at score ≥ 0.3 in 6 scenes of {objects} objects, {hits} on a true object");
+    assert!(hits >= 4 && 2 * hits >= reported, "{hits} of {reported} boxes on the {objects} true objects: {lines:?}");
+    assert_eq!(std::fs::read_dir(&drawn).unwrap().count(), 6);
+
+    // runtime bench for a detector
+    let o = run_bin("runtime", &["bench", "-m", s(&out), "--batch", "1,4", "--iters", "3", "--seconds", "0", "--warmup", "1"]);
+    assert!(o.status.success() && text(&o).contains("detector"), "{}", text(&o));
 }
