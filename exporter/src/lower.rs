@@ -368,6 +368,25 @@ fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Buil
                 b.node("Reshape", nm, &[t, shape], &out, vec![]);
             }
             Op::ConcatRows => b.node("Concat", nm, &ins, &out, vec![attr_int("axis", 1)]),
+            Op::L2Norm { .. } => {
+                // x / max(‖x‖₂ over channels, 1e-12) · scale[c]; ReduceL2's axes are an input from opset 18
+                let norm = format!("{nm}.norm");
+                if o.opset >= 18 {
+                    let axes = format!("{nm}.axes");
+                    b.initializers.push(int64_tensor(&axes, &[1]));
+                    b.node("ReduceL2", &norm, &[ins[0].clone(), axes], &norm, vec![attr_int("keepdims", 1)]);
+                } else {
+                    b.node("ReduceL2", &norm, &ins, &norm, vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)]);
+                }
+                let eps = format!("{nm}.eps");
+                b.initializers.push(tensor(&eps, &[], &[1e-12], o.fp16)?);
+                let (clamped, unit) = (format!("{nm}.clamped"), format!("{nm}.unit"));
+                b.node("Max", &clamped, &[norm, eps], &clamped, vec![]);
+                b.node("Div", &unit, &[ins[0].clone(), clamped], &unit, vec![]);
+                let c = in_shape.first().copied().unwrap_or(0);
+                let scale = param(b, id, "weight", Some(vec![c, 1, 1]))?;
+                b.node("Mul", nm, &[unit, scale], &out, vec![]);
+            }
         }
         value.push(out);
     }

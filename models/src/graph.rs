@@ -106,6 +106,12 @@ pub enum Op {
     },
     /// The rows of several heads one after another: `[R1, K], [R2, K], … → [R1 + R2 + …, K]`.
     ConcatRows,
+    /// Each location's channel vector scaled to unit L2 norm (at least 1e-12), then times a learned
+    /// per-channel scale that starts at `scale` (Liu et al. 2016 on VGG16's conv4_3, after ParseNet:
+    /// torchvision's SSD300 uses 20).
+    L2Norm {
+        scale: f64,
+    },
 }
 
 /// The arguments of a convolution. In `graph.json` its fields sit beside `"op": "conv2d"`, as the
@@ -145,6 +151,8 @@ pub enum ParamKind {
     BnRunningVar,
     /// PReLU slopes.
     PreluSlope,
+    /// A learned per-channel scale (L2Norm's, SSD300's conv4_3).
+    Scale,
 }
 
 impl ParamKind {
@@ -152,7 +160,7 @@ impl ParamKind {
     pub fn is_buffer(self) -> bool {
         match self {
             Self::BnRunningMean | Self::BnRunningVar => true,
-            Self::Weight | Self::Bias | Self::BnGamma | Self::BnBeta | Self::PreluSlope => false,
+            Self::Weight | Self::Bias | Self::BnGamma | Self::BnBeta | Self::PreluSlope | Self::Scale => false,
         }
     }
 }
@@ -399,6 +407,13 @@ impl Op {
                 }
                 Ok(vec![h * w * (c / columns), *columns])
             }
+            Op::L2Norm { scale } => {
+                if !scale.is_finite() {
+                    return Err(node_err(node, format!("L2Norm needs a finite initial scale, got {scale}")));
+                }
+                let (c, h, w) = spatial(node, arity(1)?)?;
+                Ok(vec![c, h, w])
+            }
             Op::ConcatRows => {
                 if ins.len() < 2 {
                     return Err(node_err(node, "ConcatRows needs at least two inputs"));
@@ -464,6 +479,7 @@ impl Op {
                 p("running_var", vec![channels], ParamKind::BnRunningVar, false, (0, 0), ParamInit::Ones),
             ],
             Op::Prelu { init } => vec![p("weight", vec![channels], ParamKind::PreluSlope, true, (0, 0), ParamInit::Const(*init))],
+            Op::L2Norm { scale } => vec![p("weight", vec![channels], ParamKind::Scale, true, (0, 0), ParamInit::Const(*scale))],
             Op::Input { .. }
             | Op::Relu
             | Op::Elu { .. }
@@ -503,7 +519,8 @@ impl Op {
             | Op::Softmax
             | Op::Clip { .. }
             | Op::AnchorRows { .. }
-            | Op::ConcatRows => false,
+            | Op::ConcatRows
+            | Op::L2Norm { .. } => false,
         }
     }
 
@@ -530,7 +547,8 @@ impl Op {
             | Op::Softmax
             | Op::Clip { .. }
             | Op::AnchorRows { .. }
-            | Op::ConcatRows => false,
+            | Op::ConcatRows
+            | Op::L2Norm { .. } => false,
         }
     }
 
@@ -556,7 +574,8 @@ impl Op {
             | Op::Softmax
             | Op::Clip { .. }
             | Op::AnchorRows { .. }
-            | Op::ConcatRows => {}
+            | Op::ConcatRows
+            | Op::L2Norm { .. } => {}
         }
         op
     }
@@ -584,6 +603,7 @@ impl Op {
             Op::Clip { .. } => "Clip",
             Op::AnchorRows { .. } => "AnchorRows",
             Op::ConcatRows => "ConcatRows",
+            Op::L2Norm { .. } => "L2Norm",
         }
     }
 }
@@ -764,7 +784,7 @@ impl Network {
         for p in &self.params {
             let n = p.numel();
             match p.kind {
-                ParamKind::Weight | ParamKind::Bias => c.weights += n,
+                ParamKind::Weight | ParamKind::Bias | ParamKind::Scale => c.weights += n,
                 ParamKind::BnGamma | ParamKind::BnBeta => c.bn_affine += n,
                 ParamKind::BnRunningMean | ParamKind::BnRunningVar => c.bn_stats += n,
                 ParamKind::PreluSlope => c.prelu += n,

@@ -60,6 +60,10 @@ const PINS: &[Pin] = &[
     ("tv-resnet50", Some(7), Some(1), 176, 267, 23569223, 0x6882e52bd59701dd),
     ("ssd-tiny", None, None, 33, 42, 329792, 0x55a113fa10f919e6),
     ("ssd-tiny", Some(7), Some(1), 33, 42, 372752, 0x4aa269c55e8c3f3d),
+    ("ssdlite-tiny", None, None, 66, 97, 49072, 0xd0081430c8e1d4f4),
+    ("ssdlite-tiny", Some(7), Some(1), 66, 97, 53632, 0x04a3cc264b6297d3),
+    ("ssd300-vgg16", None, None, 79, 71, 26285486, 0xf4f04db68f7fdac4),
+    ("ssd300-vgg16", Some(7), Some(1), 79, 71, 24546728, 0x0343c06c239d6ebc),
 ];
 
 /// FNV-1a, 64 bits.
@@ -126,6 +130,10 @@ fn every_parameter_knows_its_node_and_its_initial_value() {
                     ParamKind::PreluSlope => {
                         let Op::Prelu { init } = node.op else { panic!("{}: a PReLU slope on a {} node", p.name, node.op.kind()) };
                         ParamInit::Const(init)
+                    }
+                    ParamKind::Scale => {
+                        let Op::L2Norm { scale } = node.op else { panic!("{}: a scale on a {} node", p.name, node.op.kind()) };
+                        ParamInit::Const(scale)
                     }
                 };
                 assert_eq!(p.init, expected, "{}: {}", m.name, p.name);

@@ -264,3 +264,16 @@ fn shape_errors_name_the_node() {
     let y = b.then("big", conv(4, 7), x);
     assert!(b.finish(y).unwrap_err().to_string().starts_with("node 'big': kernel [7, 7] does not fit the input 4x4"));
 }
+
+#[test]
+fn ssd300_vgg16_has_torchvisions_parameter_count_and_maps() {
+    // torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21):
+    // 26,285,486 parameters (L2Norm's 512 scales included); maps 38, 19, 10, 5, 3, 1
+    let g = zoo::build("ssd300-vgg16", Some(20), None).unwrap();
+    assert_eq!(g.param_count().trainable, 26_285_486);
+    for (node, shape) in [("conv4_3_norm", [512, 38, 38]), ("conv7_relu", [1024, 19, 19]), ("conv8_2_relu", [512, 10, 10]), ("conv11_2_relu", [256, 1, 1])] {
+        assert_eq!(shape_of(&g, node), shape, "{node}");
+    }
+    let d = g.detector.as_ref().unwrap();
+    assert_eq!((d.per_location(), d.num_priors()), (vec![4, 6, 6, 6, 4, 4], 8732));
+}

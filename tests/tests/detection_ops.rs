@@ -1,4 +1,4 @@
-//! The detection-head ops of the IR (`Clip`, `AnchorRows`, `ConcatRows`) in the exporter's ONNX form:
+//! The detection-head ops of the IR (`Clip`, `L2Norm`, `AnchorRows`, `ConcatRows`) in the exporter's ONNX form:
 //! ONNX Runtime computes what libtorch computes (their row order is trainer/tests/detection_ops.rs).
 
 use exporter::lower::{read_safetensors, write, LowerOptions};
@@ -13,7 +13,8 @@ fn heads() -> Network {
     let x = b.input();
     let x = b.then("stem", conv(8, 3).pad(1), x);
     let x = b.then("relu6", Op::Clip { min: 0.0, max: 6.0 }, x);
-    let a = b.then("head_a", conv(2 * 4, 3).pad(1), x);
+    let n = b.then("l2norm", Op::L2Norm { scale: 20.0 }, x);
+    let a = b.then("head_a", conv(2 * 4, 3).pad(1), n);
     let a = b.then("rows_a", Op::AnchorRows { columns: 4 }, a);
     let s = b.then("down", conv(8, 3).pad(1).stride(2), x);
     let s = b.then("head_b", conv(3 * 4, 1), s);
@@ -29,7 +30,9 @@ fn heads() -> Network {
 fn detection_head_ops_in_onnx_runtime_equal_libtorch() {
     let scratch = tests::fresh_dir("detection-ops");
     let graph = heads();
-    let net = Net::new_cpu(graph.clone(), 5).unwrap();
+    let mut net = Net::new_cpu(graph.clone(), 5).unwrap();
+    // a different L2Norm scale per channel, so that the broadcast over channels is checked
+    net.set_param("l2norm.weight", &(1..=8).map(|c| c as f32 * 2.5).collect::<Vec<_>>());
     // inputs large enough that ReLU6 clips on both sides (trainer/tests/detection_ops.rs checks it clips)
     let n = 3;
     let x: Vec<f32> = data::rng::Xorshift64::seeded(9).uniform(n * 3 * 6 * 6, -8.0, 8.0);

@@ -70,7 +70,7 @@ fn trained_like(graph: &Network, dir: &Path) -> (Net, Weights) {
         match spec.kind {
             ParamKind::BnGamma => drop(t.shallow_clone().uniform_(0.5, 1.5)),
             ParamKind::BnBeta => drop(t.shallow_clone().uniform_(-0.5, 0.5)),
-            ParamKind::Weight | ParamKind::Bias | ParamKind::BnRunningMean | ParamKind::BnRunningVar | ParamKind::PreluSlope => {}
+            ParamKind::Weight | ParamKind::Bias | ParamKind::BnRunningMean | ParamKind::BnRunningVar | ParamKind::PreluSlope | ParamKind::Scale => {}
         }
     }
     net.update_bn_statistics(&inputs(8 * c * h * w, 1), [8, c, h, w]);

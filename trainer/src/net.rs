@@ -293,6 +293,12 @@ impl Net {
                 Op::Relu => input(0).relu(),
                 Op::Elu { alpha } => elu(input(0), *alpha),
                 Op::Prelu { .. } => input(0).prelu(self.p(&name("weight"))),
+                Op::L2Norm { .. } => {
+                    let x = input(0);
+                    let norm = x.norm_scalaropt_dim(2.0, [1i64].as_slice(), true).clamp_min(1e-12);
+                    let w = self.p(&name("weight"));
+                    x / norm * w.view([1, -1, 1, 1])
+                }
                 Op::LeakyRelu { slope } => {
                     let x = input(0);
                     x.clamp_min(0.0) + x.clamp_max(0.0) * *slope
@@ -330,6 +336,13 @@ impl Net {
             }
         }
         targets.iter().map(|&t| values[t].as_ref().expect("output value").shallow_clone()).collect()
+    }
+
+    /// Overwrites parameter `name` with `values` (tests and tools; the shape is kept).
+    pub fn set_param(&mut self, name: &str, values: &[f32]) {
+        let p = self.params.get_mut(name).unwrap_or_else(|| panic!("no parameter {name}"));
+        let v = Tensor::from_slice(values).view(p.size().as_slice()).to_device(p.device()).to_kind(p.kind());
+        tch::no_grad(|| p.copy_(&v));
     }
 
     /// A network on the CPU, initialised from libtorch's generator seeded with `seed`.

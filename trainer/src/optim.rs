@@ -28,7 +28,7 @@ impl DecayRule {
         match self {
             DecayRule::All => true,
             DecayRule::Book => match kind {
-                ParamKind::Weight | ParamKind::BnGamma | ParamKind::PreluSlope => true,
+                ParamKind::Weight | ParamKind::BnGamma | ParamKind::PreluSlope | ParamKind::Scale => true,
                 ParamKind::Bias | ParamKind::BnBeta | ParamKind::BnRunningMean | ParamKind::BnRunningVar => false,
             },
         }

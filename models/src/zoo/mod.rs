@@ -151,6 +151,24 @@ pub static REGISTRY: &[ModelInfo] = &[
         summary: "A small SSD for 2 CPU cores: dense 3x3 conv-BN-ReLU, maps at strides 8/16/32, 2,016 priors",
         build: ssd::tiny,
     },
+    ModelInfo {
+        name: "ssdlite-tiny",
+        family: "ssd",
+        task: Task::Detection,
+        input: [3, 128, 128],
+        default_classes: 4,
+        summary: "ssd-tiny's maps with SSDLite layers: depthwise-separable ReLU6 backbone and heads",
+        build: ssd::lite_tiny,
+    },
+    ModelInfo {
+        name: "ssd300-vgg16",
+        family: "ssd",
+        task: Task::Detection,
+        input: [3, 300, 300],
+        default_classes: 20,
+        summary: "The paper's SSD300 (torchvision's ssd300_vgg16 layout): VGG16, L2Norm conv4_3, 8,732 priors",
+        build: ssd::ssd300_vgg16,
+    },
 ];
 
 const ELU_BOOK: Op = crate::builder::ELU_MXNET;
