@@ -19,10 +19,8 @@ use crate::evaluation::{ClassAp, EpochMetrics, EvalMetrics};
 use crate::net::Net;
 use crate::optim::Optimizer;
 use crate::run_dir::RunDir;
-use crate::run_files::{
-    checkpoint_paths, interrupted_paths, load_interrupted, record_run, restore, restore_from, save_checkpoint, saved_epochs, CheckpointInfo, RunLog,
-};
-use crate::train::{net_for, step_seed, BuildError, TrainError};
+use crate::run_files::{interrupted_paths, load_interrupted, record_run, save_checkpoint, CheckpointInfo, RunLog};
+use crate::train::{checkpoint_info, net_for, remove_interrupted, restore_start, step_seed, BuildError, TrainError};
 
 /// Why detection data or a detector cannot be used; each names the file, record or setting.
 #[derive(Debug, thiserror::Error)]
@@ -397,23 +395,7 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         let n = net.load_except(src, &c.model.init_skip).map_err(|source| TrainError::InitFrom { path: src.clone(), source })?;
         tracing::info!("initialised {n} tensors from {} (kept fresh: {:?})", src.display(), c.model.init_skip);
     }
-    if interrupted.is_some() {
-        restore_from(&interrupted_paths(&run).0, &mut net, Some(&mut opt)).map_err(|source| TrainError::Resume {
-            run: run.clone(),
-            at: "where it was interrupted".into(),
-            source: Box::new(source),
-        })?;
-    } else if start > 0 || checkpoint_paths(&run, 0).0.is_file() {
-        let have = saved_epochs(&run);
-        if !have.contains(&start) {
-            return Err(TrainError::NoCheckpoint { run, epoch: start, saved: have });
-        }
-        restore(&run, start, &mut net, Some(&mut opt)).map_err(|source| TrainError::Resume {
-            run: run.clone(),
-            at: format!("at epoch {start}"),
-            source: Box::new(source),
-        })?;
-    }
+    restore_start(&run, start, interrupted.is_some(), &mut net, &mut opt)?;
     record_run(&run, &c, &net.graph)?;
     let mut log = RunLog::open(&run, start)?;
     let priors = priors_tensor(&spec, device)?;
@@ -434,17 +416,7 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         c.train.epochs,
         c.train.lr
     ))?;
-    let checkpoint_info = |epoch, lr, metrics| CheckpointInfo {
-        epoch,
-        lr,
-        seed: c.train.seed,
-        producer: format!("trainer {}", models::VERSION),
-        config: c.clone(),
-        metrics,
-        step: 0,
-        partial: None,
-        world: 1,
-    };
+    let checkpoint_info = |epoch, lr, metrics| checkpoint_info(&c, 1, epoch, lr, metrics);
     let batches = train_set.batches_per_epoch() as i64;
     let mut history = vec![];
     let mut interrupted = interrupted;
@@ -542,11 +514,7 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
         }
-        for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {
-            if stale.exists() {
-                std::fs::remove_file(&stale).map_err(|source| TrainError::Io { path: stale.clone(), source })?;
-            }
-        }
+        remove_interrupted(&run)?;
         history.push(m);
     }
     Ok(history)

@@ -147,7 +147,55 @@ fn job_eval(dist: Option<&Dist>, m: EvalMetrics) -> Result<EvalMetrics, DistErro
     })
 }
 
-fn zero_grad(net: &Net) {
+/// Restores the state a run (re)starts from: where it was interrupted (`--resume`), or the
+/// checkpoint of epoch `start` (also epoch 0 when `trainer init` wrote one); nothing for a fresh run.
+pub(crate) fn restore_start(run: &Path, start: usize, interrupted: bool, net: &mut Net, opt: &mut Optimizer) -> Result<(), TrainError> {
+    if interrupted {
+        restore_from(&interrupted_paths(run).0, net, Some(opt)).map_err(|source| TrainError::Resume {
+            run: run.to_path_buf(),
+            at: "where it was interrupted".into(),
+            source: Box::new(source),
+        })?;
+    } else if start > 0 || checkpoint_paths(run, 0).0.is_file() {
+        let have = saved_epochs(run);
+        if !have.contains(&start) {
+            return Err(TrainError::NoCheckpoint { run: run.to_path_buf(), epoch: start, saved: have });
+        }
+        restore(run, start, net, Some(opt)).map_err(|source| TrainError::Resume {
+            run: run.to_path_buf(),
+            at: format!("at epoch {start}"),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes the interrupted state once an epoch's checkpoint supersedes it.
+pub(crate) fn remove_interrupted(run: &Path) -> Result<(), TrainError> {
+    for stale in <[PathBuf; 2]>::from(interrupted_paths(run)) {
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|source| TrainError::Io { path: stale.clone(), source })?;
+        }
+    }
+    Ok(())
+}
+
+/// What a checkpoint records beside the weights: where in the run it was taken and what produced it.
+pub(crate) fn checkpoint_info(c: &Config, world: usize, epoch: usize, lr: f64, metrics: Option<EpochMetrics>) -> CheckpointInfo {
+    CheckpointInfo {
+        epoch,
+        lr,
+        seed: c.train.seed,
+        producer: format!("trainer {}", models::VERSION),
+        config: c.clone(),
+        metrics,
+        step: 0,
+        partial: None,
+        world,
+    }
+}
+
+pub(crate) fn zero_grad(net: &Net) {
     for (_, p) in net.trainable() {
         let mut g = p.grad();
         if g.defined() {
@@ -213,23 +261,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     }
     // Every rank restores the same files (the run directory is shared, as in PyTorch's recipes); rank
     // 0's parameters are then broadcast, as DDP does when it wraps a model.
-    if interrupted.is_some() {
-        restore_from(&interrupted_paths(&run).0, &mut net, Some(&mut opt)).map_err(|source| TrainError::Resume {
-            run: run.clone(),
-            at: "where it was interrupted".into(),
-            source: Box::new(source),
-        })?;
-    } else if start > 0 || checkpoint_paths(&run, 0).0.is_file() {
-        let have = saved_epochs(&run);
-        if !have.contains(&start) {
-            return Err(TrainError::NoCheckpoint { run, epoch: start, saved: have });
-        }
-        restore(&run, start, &mut net, Some(&mut opt)).map_err(|source| TrainError::Resume {
-            run: run.clone(),
-            at: format!("at epoch {start}"),
-            source: Box::new(source),
-        })?;
-    }
+    restore_start(&run, start, interrupted.is_some(), &mut net, &mut opt)?;
     let buckets = match &dist {
         Some(d) => {
             d.broadcast_net(&net, false)?;
@@ -287,17 +319,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         );
     }
     // what every checkpoint of this run records; an interrupted one adds its step and partial sums
-    let checkpoint_info = |epoch, lr, metrics| CheckpointInfo {
-        epoch,
-        lr,
-        seed: c.train.seed,
-        producer: format!("trainer {}", models::VERSION),
-        config: c.clone(),
-        metrics,
-        step: 0,
-        partial: None,
-        world,
-    };
+    let checkpoint_info = |epoch, lr, metrics| checkpoint_info(&c, world, epoch, lr, metrics);
     let batches = train_set.batches_per_epoch() as i64;
     let mut history = vec![];
     let mut interrupted = interrupted;
@@ -455,11 +477,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
         }
         if main {
-            for stale in <[PathBuf; 2]>::from(interrupted_paths(&run)) {
-                if stale.exists() {
-                    std::fs::remove_file(&stale).map_err(|source| TrainError::Io { path: stale.clone(), source })?;
-                }
-            }
+            remove_interrupted(&run)?;
         }
         history.push(m);
     }
