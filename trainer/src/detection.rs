@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::batches::{batch_spec, labels_beside, BatchError};
 use crate::config::{Config, Overrides};
-use crate::evaluation::{ClassAp, EpochMetrics, EvalMetrics};
+use crate::evaluation::{EpochMetrics, EvalMetrics};
 use crate::net::Net;
 use crate::optim::Optimizer;
 use crate::run_dir::RunDir;
@@ -82,11 +82,12 @@ impl DetectionSet {
         if self.labels == model {
             return Ok(self);
         }
-        let missing: Vec<String> = self.labels.iter().filter(|l| !model.contains(l)).cloned().collect();
-        if !missing.is_empty() {
-            return Err(DetectionError::UnknownClasses { path: self.records.clone(), missing, model: model.to_vec() });
-        }
-        self.remap = Some(self.labels.iter().map(|l| model.iter().position(|m| m == l).expect("checked") as u32).collect());
+        let at = models::detect::match_classes(&self.labels, model).map_err(|missing| DetectionError::UnknownClasses {
+            path: self.records.clone(),
+            missing,
+            model: model.to_vec(),
+        })?;
+        self.remap = Some(at.into_iter().map(|k| k as u32).collect());
         self.labels = model.to_vec();
         Ok(self)
     }
@@ -266,7 +267,6 @@ pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, T
     let classes = net.graph.shape(net.graph.output)[1];
     let mut map = MapEvaluator::new(classes - 1, 0.5);
     let (mut loss, mut n) = (0.0, 0usize);
-    let mut detections = vec![0usize; classes];
     for b in set.batches(0, 0, net.device) {
         let b = b?;
         let (scores, codes) = detector_outputs(net, &b.x, false);
@@ -282,17 +282,13 @@ pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, T
         for (i, truth) in b.boxes.iter().enumerate() {
             let dets = postprocess(&probs[i * ps..(i + 1) * ps], &codes[i * pc..(i + 1) * pc], &prior_boxes, &spec.coder, spec.image, &spec.postprocess)
                 .map_err(DetectionError::from)?;
-            for d in &dets {
-                detections[d.class] += 1;
-            }
             let truth: Vec<GroundTruth> =
                 truth.iter().map(|g| GroundTruth { class: g.class as usize + 1, bbox: [g.x0, g.y0, g.x1, g.y1], difficult: false }).collect();
             map.add_image(&truth, &dets).map_err(DetectionError::from)?;
         }
     }
     let r = map.evaluate();
-    let ap =
-        (1..classes).map(|k| ClassAp { label: spec.label(k), ap: r.per_class[k - 1], objects: r.ground_truth[k - 1], detections: detections[k] }).collect();
+    let ap = r.by_class(|k| spec.label(k));
     Ok(EvalMetrics { samples: n, loss: loss / n.max(1) as f64, rank1: f64::NAN, rank5: f64::NAN, one_off: None, map: r.mean_ap, ap })
 }
 

@@ -64,15 +64,7 @@ pub struct EvalMetrics {
     pub ap: Vec<ClassAp>,
 }
 
-/// One class's average precision.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClassAp {
-    pub label: String,
-    pub ap: Option<f64>,
-    /// Ground-truth objects of the class in the set.
-    pub objects: usize,
-    pub detections: usize,
-}
+pub use models::detect::ClassAp;
 
 /// A diverged loss (NaN or infinite) is written to JSON as `null`; it reads back as NaN, so the
 /// checkpoint of an epoch that diverged still loads (to be resumed at a lower rate, say).

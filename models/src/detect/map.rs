@@ -50,6 +50,38 @@ pub struct ApResult {
     pub detections: Vec<usize>,
 }
 
+/// One class's AP@0.5 in a report, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassAp {
+    pub label: String,
+    /// `None` for a class with no ground truth in the set.
+    pub ap: Option<f64>,
+    /// Ground-truth objects of the class in the set (difficult ones left out).
+    pub objects: usize,
+    /// The class's detections the evaluator scored.
+    pub detections: usize,
+}
+
+impl ApResult {
+    /// One row per class, class `k` (1-based) named `label(k)`.
+    pub fn by_class(&self, label: impl Fn(usize) -> String) -> Vec<ClassAp> {
+        (0..self.per_class.len())
+            .map(|i| ClassAp { label: label(i + 1), ap: self.per_class[i], objects: self.ground_truth[i], detections: self.detections[i] })
+            .collect()
+    }
+}
+
+/// Where each of a data set's class names is among a model's (0-based), so that boxes labelled by
+/// one are counted against the other's outputs; the names the model lacks are the error.
+pub fn match_classes(data: &[String], model: &[String]) -> Result<Vec<usize>, Vec<String>> {
+    let (found, missing): (Vec<_>, Vec<_>) = data.iter().map(|n| (n, model.iter().position(|m| m == n))).partition(|(_, at)| at.is_some());
+    if missing.is_empty() {
+        Ok(found.into_iter().filter_map(|(_, at)| at).collect())
+    } else {
+        Err(missing.into_iter().map(|(n, _)| n.clone()).collect())
+    }
+}
+
 /// Accumulates images, then [`MapEvaluator::evaluate`]s: per image and class, detections in score
 /// order each take the ground truth they overlap most; IoU ≥ the threshold and not yet taken is a
 /// true positive, anything else a false positive (no second choice); over all images, precision
@@ -169,6 +201,17 @@ pub fn average_precision(precision: &[f64], recall: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classes_are_matched_by_name_and_the_unknown_ones_named() {
+        let names = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(match_classes(&names(&["cat", "dog"]), &names(&["dog", "bird", "cat"])), Ok(vec![2, 0]));
+        assert_eq!(match_classes(&names(&["cow", "dog", "yak"]), &names(&["dog"])), Err(names(&["cow", "yak"])));
+        let r = ApResult { per_class: vec![Some(0.5), None], mean_ap: Some(0.5), ground_truth: vec![3, 0], detections: vec![4, 1] };
+        let rows = r.by_class(|k| format!("c{k}"));
+        assert_eq!(rows[1], ClassAp { label: "c2".into(), ap: None, objects: 0, detections: 1 });
+        assert_eq!((rows[0].label.as_str(), rows[0].ap, rows[0].objects), ("c1", Some(0.5), 3));
+    }
 
     fn det(class: usize, score: f32, bbox: Bbox) -> Detection {
         Detection { class, score, bbox }

@@ -17,7 +17,7 @@ pub mod spec;
 
 pub use boxes::{iou, iou_matrix, Bbox};
 pub use coder::BoxCoder;
-pub use map::{ApResult, GroundTruth, MapEvaluator};
+pub use map::{match_classes, ApResult, ClassAp, GroundTruth, MapEvaluator};
 pub use matcher::Matcher;
 pub use nms::{nms, postprocess, Detection, PostProcess};
 pub use priors::{GridAnchors, SsdPriors};
