@@ -16,6 +16,8 @@ use ort::value::TensorRef;
 use serde::Serialize;
 
 use crate::engine::{metadata_props, open_session, Provider, RuntimeError, SessionOptions};
+use crate::model::Model;
+use crate::preprocess::PreprocessArgs;
 
 /// The four outputs of the TFOD contract.
 const BOXES: &str = "detection_boxes";
@@ -50,17 +52,32 @@ pub struct Detector {
     pub labels: Vec<String>,
 }
 
-/// Whether the file at `path` is one of our detectors (its metadata says task `detection`).
-pub fn is_detector(path: &Path) -> Result<bool> {
-    let session = open_session(path, &SessionOptions::default())?;
+/// A file opened as what its metadata says it is.
+pub enum Opened {
+    Classifier(Box<Model>),
+    Detector(Box<Detector>),
+}
+
+/// Opens the file at `path` once: one of our detectors (task `detection` in its metadata) as a
+/// [`Detector`], anything else as a classifier [`Model`] with `args` laid over its preprocessing.
+pub fn open_any(path: &Path, opts: &SessionOptions, args: &PreprocessArgs) -> Result<Opened> {
+    let session = open_session(path, opts)?;
     let props = metadata_props(&session).map_err(|reason| RuntimeError::Model { path: path.to_path_buf(), reason })?;
-    Ok(ModelMeta::from_props(&props).ok().flatten().is_some_and(|m| m.task == Task::Detection))
+    if ModelMeta::from_props(&props).ok().flatten().is_some_and(|m| m.task == Task::Detection) {
+        Ok(Opened::Detector(Box::new(Detector::from_session(path, opts.provider, session)?)))
+    } else {
+        Ok(Opened::Classifier(Box::new(Model::from_session(path, opts.provider, session, args)?)))
+    }
 }
 
 impl Detector {
     pub fn open(path: &Path, opts: &SessionOptions) -> Result<Self> {
+        Self::from_session(path, opts.provider, open_session(path, opts)?)
+    }
+
+    /// The detector of a session already opened from `path` on `provider`.
+    pub fn from_session(path: &Path, provider: Provider, session: Session) -> Result<Self> {
         let err = |reason: String| RuntimeError::Model { path: path.to_path_buf(), reason };
-        let session = open_session(path, opts)?;
         let props = metadata_props(&session).map_err(err)?;
         let meta =
             ModelMeta::from_props(&props).map_err(|e| err(e.to_string()))?.ok_or_else(|| err("has no dlcv.* metadata: not one of our detectors".into()))?;
@@ -74,7 +91,7 @@ impl Detector {
         let [c, h, w] = meta.preprocessing.input;
         let transform = DetectTransform::eval([h as u32, w as u32], c as u32, meta.preprocessing.mean.clone(), meta.preprocessing.std.clone());
         let labels = if meta.labels.is_empty() { (0..spec.labels.len()).map(|k| spec.label(k)).collect() } else { meta.labels.clone() };
-        Ok(Detector { path: path.to_path_buf(), provider: opts.provider, session, input_name, meta, spec, transform, labels })
+        Ok(Detector { path: path.to_path_buf(), provider, session, input_name, meta, spec, transform, labels })
     }
 
     /// `[C, H, W]` of the input.
@@ -125,14 +142,7 @@ impl Detector {
     }
 }
 
-/// A class's AP@0.5 in a report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ClassAp {
-    pub label: String,
-    pub ap: Option<f64>,
-    pub objects: usize,
-    pub detections: usize,
-}
+pub use models::detect::ClassAp;
 
 /// What `runtime eval` reports for a detector.
 #[derive(Debug, Clone, Serialize)]
@@ -174,17 +184,16 @@ pub fn evaluate(det: &mut Detector, data: &Path, batch: usize, workers: usize, p
     let names =
         dir.labels().map_err(|e| derr(e.to_string()))?.ok_or_else(|| derr("no labels.txt beside it: a detection set names its classes there".into()))?;
     let model: Vec<String> = det.classes().to_vec();
-    let missing: Vec<String> = names.iter().filter(|n| !model.contains(n)).cloned().collect();
-    if !missing.is_empty() {
-        return Err(DetectError::UnknownClasses { path: data.to_path_buf(), missing, model });
-    }
     // data class k (0-based) → model class (1-based)
-    let to_model: Vec<usize> = names.iter().map(|n| model.iter().position(|m| m == n).expect("checked") + 1).collect();
+    let to_model: Vec<usize> = models::detect::match_classes(&names, &model)
+        .map_err(|missing| DetectError::UnknownClasses { path: data.to_path_buf(), missing, model: model.clone() })?
+        .into_iter()
+        .map(|k| k + 1)
+        .collect();
     let total = file.len();
     let loader = Loader::detection(file, det.transform.clone(), LoaderOptions { batch_size: batch.max(1), workers, ..LoaderOptions::default() });
     let bar = data::progress::bar(loader.batches_per_epoch() as u64, "eval", progress);
     let mut map = MapEvaluator::new(model.len(), 0.5);
-    let mut counts = vec![0usize; model.len() + 1];
     let (mut images, mut skipped) = (0, vec![]);
     let t0 = Instant::now();
     for b in loader.epoch(0) {
@@ -199,9 +208,6 @@ pub fn evaluate(det: &mut Detector, data: &Path, batch: usize, workers: usize, p
                     .ok_or_else(|| derr(format!("record '{key}': box class {} has no name in labels.txt ({} names)", g.class, names.len())))?;
                 gt.push(GroundTruth { class, bbox: [g.x0, g.y0, g.x1, g.y1], difficult: false });
             }
-            for d in dets {
-                counts[d.class] += 1;
-            }
             map.add_image(&gt, dets).map_err(|e| derr(e.to_string()))?;
         }
         images += b.n;
@@ -213,9 +219,7 @@ pub fn evaluate(det: &mut Detector, data: &Path, batch: usize, workers: usize, p
         return Err(derr(format!("none of the {total} images could be used ({} skipped)", skipped.len())));
     }
     let r = map.evaluate();
-    let per_class = (1..=model.len())
-        .map(|k| ClassAp { label: model[k - 1].clone(), ap: r.per_class[k - 1], objects: r.ground_truth[k - 1], detections: counts[k] })
-        .collect();
+    let per_class = r.by_class(|k| model[k - 1].clone());
     Ok(DetectionReport {
         model: det.path.display().to_string(),
         data: data.display().to_string(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use models::cli::Verbosity;
+use runtime::detect::Opened;
 use runtime::eval::{self, EvalOptions};
 use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 
@@ -42,9 +43,9 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Opens the model as one of our detectors.
-    fn open_detector(&self, share_cores: bool) -> Result<runtime::detect::Detector> {
-        Ok(runtime::detect::Detector::open(&self.model, &SessionOptions { provider: self.provider, threads: self.threads, share_cores })?)
+    /// Opens the model once, as a detector when its metadata says so and as a classifier otherwise.
+    fn open_any(&self, share_cores: bool) -> Result<Opened> {
+        Ok(runtime::detect::open_any(&self.model, &SessionOptions { provider: self.provider, threads: self.threads, share_cores }, &self.preprocess)?)
     }
 
     /// Opens the model; `share_cores` when our decoding threads run alongside it (see `SessionOptions`).
@@ -197,8 +198,7 @@ enum Command {
 }
 
 /// `runtime predict` with a detector: boxes per image (text or JSON lines), drawn into `out`.
-fn predict_boxes(model: &ModelArgs, images: &[PathBuf], min_score: f32, out: Option<&std::path::Path>, json: bool) -> Result<()> {
-    let mut d = model.open_detector(true)?;
+fn predict_boxes(mut d: runtime::detect::Detector, images: &[PathBuf], min_score: f32, out: Option<&std::path::Path>, json: bool) -> Result<()> {
     let mut files = vec![];
     for p in images {
         if p.is_dir() {
@@ -290,17 +290,18 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval { model, data, batch, ten_crop, one_off, workers, json } => {
-            if runtime::detect::is_detector(&model.model)? {
-                let mut d = model.open_detector(true)?;
-                let workers = workers.unwrap_or_else(runtime::images::default_workers);
-                let report = runtime::detect::evaluate(&mut d, &data, batch, workers, progress)?;
-                println!("{report}");
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+            let mut m = match model.open_any(true)? {
+                Opened::Classifier(m) => m,
+                Opened::Detector(mut d) => {
+                    let workers = workers.unwrap_or_else(runtime::images::default_workers);
+                    let report = runtime::detect::evaluate(&mut d, &data, batch, workers, progress)?;
+                    println!("{report}");
+                    if let Some(path) = json {
+                        std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            let mut m = model.open(true)?;
+            };
             let workers = workers.unwrap_or_else(runtime::images::default_workers);
             let report = eval::evaluate(&mut m, &data, &EvalOptions { batch, ten_crop, one_off, workers, progress })?;
             println!("{report}");
@@ -309,10 +310,10 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Predict { model, images, top, ten_crop, batch, workers, json, min_score, out } => {
-            if runtime::detect::is_detector(&model.model)? {
-                return predict_boxes(&model, &images, min_score, out.as_deref(), json);
-            }
-            let mut m = model.open(true)?;
+            let mut m = match model.open_any(true)? {
+                Opened::Classifier(m) => m,
+                Opened::Detector(d) => return predict_boxes(*d, &images, min_score, out.as_deref(), json),
+            };
             let workers = workers.unwrap_or_else(runtime::images::default_workers);
             let (preds, skipped) = eval::predict(&mut m, &images, top.max(1), ten_crop, batch, workers)?;
             for p in &preds {
@@ -333,31 +334,32 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { model, batch, warmup, iters, seconds, images, workers, json } => {
             // The model alone with ONNX Runtime's defaults; end to end with a session that leaves the
             // cores to the decoding threads between runs, as `eval` and `predict` open it.
-            if runtime::detect::is_detector(&model.model)? {
-                let mut d = model.open_detector(false)?;
-                let [c, h, w] = d.input();
-                println!("{} on {} (detector, {c}x{h}x{w})", d.path.display(), d.provider);
-                println!("batch  iters   p50 ms   p90 ms   p99 ms   images/s");
-                let mut rows = vec![];
-                for &b in &batch {
-                    let b = b.max(1);
-                    let r = eval::bench_runs(b, c * h * w, warmup, iters.max(1), Duration::from_secs_f64(seconds.max(0.0)), |x| {
-                        d.run(x, b).map(drop).map_err(eval::EvalError::from)
-                    })?;
-                    if !json {
-                        println!("{:>5}  {:>5}  {:>7.3}  {:>7.3}  {:>7.3}  {:>9.1}", r.batch, r.iterations, r.p50_ms, r.p90_ms, r.p99_ms, r.images_per_sec);
+            let mut m = match model.open_any(false)? {
+                Opened::Classifier(m) => m,
+                Opened::Detector(mut d) => {
+                    let [c, h, w] = d.input();
+                    println!("{} on {} (detector, {c}x{h}x{w})", d.path.display(), d.provider);
+                    println!("batch  iters   p50 ms   p90 ms   p99 ms   images/s");
+                    let mut rows = vec![];
+                    for &b in &batch {
+                        let b = b.max(1);
+                        let r = eval::bench_runs(b, c * h * w, warmup, iters.max(1), Duration::from_secs_f64(seconds.max(0.0)), |x| {
+                            d.run(x, b).map(drop).map_err(eval::EvalError::from)
+                        })?;
+                        if !json {
+                            println!("{:>5}  {:>5}  {:>7.3}  {:>7.3}  {:>7.3}  {:>9.1}", r.batch, r.iterations, r.p50_ms, r.p90_ms, r.p99_ms, r.images_per_sec);
+                        }
+                        rows.push(r);
                     }
-                    rows.push(r);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&serde_json::json!({"model": d.path, "provider": d.provider.to_string(), "model_alone": rows}))?
+                        );
+                    }
+                    return Ok(());
                 }
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({"model": d.path, "provider": d.provider.to_string(), "model_alone": rows}))?
-                    );
-                }
-                return Ok(());
-            }
-            let mut m = model.open(false)?;
+            };
             let mut pipelined = images.as_ref().map(|_| model.open(true)).transpose()?;
             let min_time = Duration::from_secs_f64(seconds.max(0.0));
             let mut rows = vec![];

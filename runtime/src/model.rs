@@ -41,8 +41,12 @@ fn dims_text(d: &[i64]) -> String {
 impl Model {
     /// Opens `path` on the provider in `opts`; preprocessing from the file's metadata with `args` laid over it.
     pub fn open(path: &Path, opts: &SessionOptions, args: &PreprocessArgs) -> Result<Self, RuntimeError> {
+        Self::from_session(path, opts.provider, open_session(path, opts)?, args)
+    }
+
+    /// The model of a session already opened from `path` on `provider`.
+    pub fn from_session(path: &Path, provider: Provider, session: Session, args: &PreprocessArgs) -> Result<Self, RuntimeError> {
         let err = |reason: String| RuntimeError::Model { path: path.to_path_buf(), reason };
-        let session = open_session(path, opts)?;
         let metadata = metadata_props(&session).map_err(&err)?;
         let meta = ModelMeta::from_props(&metadata).map_err(|e| err(e.to_string()))?;
         let preprocess = Preprocess::resolve(meta.as_ref().map(Preprocess::from_meta), args).map_err(&err)?;
@@ -90,19 +94,7 @@ impl Model {
                 return Err(err(format!("output '{output_name}' has {k} classes but there are {} labels", labels.len())));
             }
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            provider: opts.provider,
-            session,
-            input_name,
-            input_dims,
-            output_name,
-            preprocess,
-            labels,
-            metadata,
-            meta,
-            softmax,
-        })
+        Ok(Self { path: path.to_path_buf(), provider, session, input_name, input_dims, output_name, preprocess, labels, metadata, meta, softmax })
     }
 
     /// Number of classes (known from the labels, or after the first batch).
