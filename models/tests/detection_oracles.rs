@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use data::rng::Xorshift64;
 use models::detect::{iou_matrix, Bbox};
 use models::detect::{nms, BoxCoder, Detection, GridAnchors, GroundTruth, MapEvaluator, Matcher, SsdPriors};
 use serde_json::{json, Value};
@@ -17,36 +18,17 @@ fn python() -> PathBuf {
     std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
 }
 
-/// splitmix64: the cases are the same on every run.
-struct Rng(u64);
+/// A box inside a `size`-pixel square.
+fn bbox(r: &mut Xorshift64, size: f32) -> Bbox {
+    let (x, y) = (r.range(0.0, size * 0.8), r.range(0.0, size * 0.8));
+    [x, y, x + r.range(2.0, size * 0.3), y + r.range(2.0, size * 0.3)]
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bbox(&mut self, size: f32) -> Bbox {
-        let (x, y) = (self.range(0.0, size * 0.8), self.range(0.0, size * 0.8));
-        [x, y, x + self.range(2.0, size * 0.3), y + self.range(2.0, size * 0.3)]
-    }
-    /// `b` moved and resized by up to `amount` of its size.
-    fn jitter(&mut self, b: &Bbox, amount: f32) -> Bbox {
-        let (w, h) = (b[2] - b[0], b[3] - b[1]);
-        let mut d = || self.range(-amount, amount);
-        [b[0] + d() * w, b[1] + d() * h, b[2] + d() * w, b[3] + d() * h]
-    }
+/// `b` moved and resized by up to `amount` of its size.
+fn jitter(r: &mut Xorshift64, b: &Bbox, amount: f32) -> Bbox {
+    let (w, h) = (b[2] - b[0], b[3] - b[1]);
+    let mut d = || r.range(-amount, amount);
+    [b[0] + d() * w, b[1] + d() * h, b[2] + d() * w, b[3] + d() * h]
 }
 
 /// Boxes, scores, IoU threshold, score threshold, cap.
@@ -64,7 +46,8 @@ struct Cases {
 }
 
 fn cases() -> Cases {
-    let mut r = Rng(20261202);
+    // seeded: the cases are the same on every run
+    let mut r = Xorshift64::seeded(20261202);
     let ssd = vec![
         (SsdPriors::ssd300(), vec![[38, 38], [19, 19], [10, 10], [5, 5], [3, 3], [1, 1]], [300, 300]),
         // evenly spaced scales, centres from the map sizes, a non-square image, no clipping
@@ -87,8 +70,8 @@ fn cases() -> Cases {
             [80, 104],
         ),
     ];
-    let priors: Vec<Bbox> = (0..300).map(|_| r.bbox(300.0)).collect();
-    let gt: Vec<Bbox> = priors.iter().map(|p| r.jitter(p, 0.4)).map(|b| [b[0].min(b[2] - 1.0), b[1].min(b[3] - 1.0), b[2], b[3]]).collect();
+    let priors: Vec<Bbox> = (0..300).map(|_| bbox(&mut r, 300.0)).collect();
+    let gt: Vec<Bbox> = priors.iter().map(|p| jitter(&mut r, p, 0.4)).map(|b| [b[0].min(b[2] - 1.0), b[1].min(b[3] - 1.0), b[2], b[3]]).collect();
     let codes: Vec<[f32; 4]> = (0..300).map(|_| [r.range(-20.0, 20.0), r.range(-20.0, 20.0), r.range(-12.0, 30.0), r.range(-12.0, 30.0)]).collect();
     // prior 0 is ground truth 0's best match, but the only good prior of ground truth 1: SSD gives it to 1
     let forced = [[10.0, 10.0, 30.0, 30.0], [12.0, 10.0, 32.0, 30.0], [60.0, 60.0, 80.0, 80.0]];
@@ -96,13 +79,13 @@ fn cases() -> Cases {
     let mut matcher = vec![(Matcher::ssd(0.5), iou_matrix(&forced_gt, &forced[..1]), 2)];
     matcher.push((Matcher::ssd(0.5), iou_matrix(&forced_gt, &forced), 2));
     for i in 0..24 {
-        let priors: Vec<Bbox> = (0..60).map(|_| r.bbox(100.0)).collect();
-        let num_gt = 1 + r.below(6);
+        let priors: Vec<Bbox> = (0..60).map(|_| bbox(&mut r, 100.0)).collect();
+        let num_gt = 1 + r.index(6);
         // each ground truth near some prior, so that every row has a clear best
         let gts: Vec<Bbox> = (0..num_gt)
             .map(|_| {
-                let p = priors[r.below(60)];
-                r.jitter(&p, 0.3)
+                let p = priors[r.index(60)];
+                jitter(&mut r, &p, 0.3)
             })
             .collect();
         let m = match i % 3 {
@@ -116,16 +99,16 @@ fn cases() -> Cases {
     let strip = vec![[0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0], [0.5, 0.0, 2.5, 2.0]];
     let mut nms = vec![(strip.clone(), vec![0.9, 0.8, 0.7], 2.0 / 6.0, 0.0, 10), (strip, vec![0.9, 0.8, 0.7], 2.0 / 6.0 - 1e-7, 0.0, 10)];
     for i in 0..40 {
-        let centres: Vec<Bbox> = (0..4).map(|_| r.bbox(100.0)).collect();
-        let n = 5 + r.below(40);
+        let centres: Vec<Bbox> = (0..4).map(|_| bbox(&mut r, 100.0)).collect();
+        let n = 5 + r.index(40);
         let boxes: Vec<Bbox> = (0..n)
             .map(|_| {
-                let c = centres[r.below(4)];
-                r.jitter(&c, 0.25)
+                let c = centres[r.index(4)];
+                jitter(&mut r, &c, 0.25)
             })
             .collect();
         // every fourth case has scores on a coarse grid: ties, and scores equal to the threshold
-        let scores: Vec<f32> = (0..n).map(|_| if i % 4 == 0 { (r.below(6) as f32) * 0.125 } else { r.unit() }).collect();
+        let scores: Vec<f32> = (0..n).map(|_| if i % 4 == 0 { (r.index(6) as f32) * 0.125 } else { r.unit_f32() }).collect();
         let iou = [0.3, 0.5, 0.7, 0.45][i % 4];
         let score = [0.0, 0.25, 0.5, 0.125][(i / 4) % 4];
         let max_output = [100, 3, 1, 7, 0][i % 5];
@@ -141,24 +124,24 @@ fn cases() -> Cases {
     for case in 0..24 {
         let classes = 1 + case % 4;
         let mut images = vec![];
-        for _ in 0..(2 + r.below(7)) {
+        for _ in 0..(2 + r.index(7)) {
             let mut truth = vec![];
             let mut dets = vec![];
-            for _ in 0..r.below(6) {
-                let class = 1 + r.below(classes);
-                let bbox = r.bbox(200.0);
+            for _ in 0..r.index(6) {
+                let class = 1 + r.index(classes);
+                let bbox = bbox(&mut r, 200.0);
                 // difficult objects in every third case (TFOD's flag; podm has none)
-                let difficult = case % 3 == 2 && r.below(4) == 0;
+                let difficult = case % 3 == 2 && r.index(4) == 0;
                 truth.push(GroundTruth { class, bbox, difficult });
                 // found 0..3 times, closely or loosely, sometimes as the wrong class
-                for _ in 0..r.below(4) {
-                    let c = if r.below(6) == 0 { 1 + r.below(classes) } else { class };
-                    let amount = if r.below(3) == 0 { 0.5 } else { 0.1 };
-                    dets.push(Detection { class: c, score: r.unit(), bbox: r.jitter(&bbox, amount) });
+                for _ in 0..r.index(4) {
+                    let c = if r.index(6) == 0 { 1 + r.index(classes) } else { class };
+                    let amount = if r.index(3) == 0 { 0.5 } else { 0.1 };
+                    dets.push(Detection { class: c, score: r.unit_f32(), bbox: jitter(&mut r, &bbox, amount) });
                 }
             }
-            for _ in 0..r.below(4) {
-                dets.push(Detection { class: 1 + r.below(classes), score: r.unit(), bbox: r.bbox(200.0) });
+            for _ in 0..r.index(4) {
+                dets.push(Detection { class: 1 + r.index(classes), score: r.unit_f32(), bbox: bbox(&mut r, 200.0) });
             }
             images.push((truth, dets));
         }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use data::records::BoundingBox;
+use data::rng::Xorshift64;
 use models::detect::{DetectorSpec, SsdPriors};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
@@ -14,25 +15,6 @@ use trainer::detection::{match_targets, multibox_loss, priors_tensor};
 
 fn python() -> PathBuf {
     std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
-}
-
-/// splitmix64: the cases are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 fn spec() -> DetectorSpec {
@@ -46,7 +28,8 @@ fn targets_and_multibox_loss_equal_torchvision() {
     let priors = spec.prior_boxes().unwrap();
     let p = priors.len();
     let classes = 4;
-    let mut rng = Rng(7);
+    // seeded: the cases are the same on every run
+    let mut rng = Xorshift64::seeded(7);
     let mut cases = vec![];
     let mut ours = vec![];
     for case in 0..10 {
@@ -54,16 +37,16 @@ fn targets_and_multibox_loss_equal_torchvision() {
         let mut images = vec![];
         for i in 0..n {
             // image 0 of case 0 has no objects; some boxes sit exactly on a prior (IoU 1)
-            let count = if case == 0 && i == 0 { 0 } else { 1 + rng.below(5) };
+            let count = if case == 0 && i == 0 { 0 } else { 1 + rng.index(5) };
             let boxes: Vec<BoundingBox> = (0..count)
                 .map(|_| {
-                    if rng.below(4) == 0 {
-                        let b = priors[rng.below(p)];
-                        return BoundingBox { class: rng.below(classes - 1) as u32, x0: b[0], y0: b[1], x1: b[2], y1: b[3] };
+                    if rng.index(4) == 0 {
+                        let b = priors[rng.index(p)];
+                        return BoundingBox { class: rng.index(classes - 1) as u32, x0: b[0], y0: b[1], x1: b[2], y1: b[3] };
                     }
                     let (x, y) = (rng.range(0.0, 50.0), rng.range(0.0, 50.0));
                     let (w, h) = (rng.range(4.0, 40.0), rng.range(4.0, 40.0));
-                    BoundingBox { class: rng.below(classes - 1) as u32, x0: x, y0: y, x1: (x + w).min(64.0), y1: (y + h).min(64.0) }
+                    BoundingBox { class: rng.index(classes - 1) as u32, x0: x, y0: y, x1: (x + w).min(64.0), y1: (y + h).min(64.0) }
                 })
                 .collect();
             images.push(boxes);

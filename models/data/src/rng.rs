@@ -47,9 +47,22 @@ impl Xorshift64 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 
+    /// A float in [lo, hi).
+    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        self.unit_f32() * (hi - lo) + lo
+    }
+
+    /// An index below `n`.
+    ///
+    /// # Panics
+    /// When `n` is 0.
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
     /// `n` floats in [lo, hi).
     pub fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.unit_f32() * (hi - lo) + lo).collect()
+        (0..n).map(|_| self.range(lo, hi)).collect()
     }
 }
 
