@@ -12,7 +12,7 @@ use data::{DetectTransform, Loader, LoaderOptions};
 use models::detect::{Detection, DetectorSpec, GroundTruth, MapEvaluator};
 use models::meta::{ModelMeta, Task};
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::Serialize;
 
 use crate::engine::{metadata_props, open_session, Provider, RuntimeError, SessionOptions};
@@ -38,91 +38,207 @@ pub enum DetectError {
 
 type Result<T, E = DetectError> = std::result::Result<T, E>;
 
-/// One of our exported detectors, opened.
+/// How a detector takes its images and gives its boxes.
+#[derive(Debug, Clone)]
+pub enum Contract {
+    /// One of our exports: float32 `[N, C, H, W]` normalised as its metadata says, boxes
+    /// `[x0, y0, x1, y1]` in input pixels.
+    Ours {
+        meta: Box<ModelMeta>,
+        spec: Box<DetectorSpec>,
+        /// How an image becomes the input (a resize to the input size, the file's normalisation).
+        transform: DetectTransform,
+    },
+    /// A model made elsewhere in the TFOD export contract (TFOD's exporter, then tf2onnx): uint8
+    /// `[N, H, W, 3]` RGB of any size, boxes normalised `[ymin, xmin, ymax, xmax]`, no metadata.
+    /// Images are brought to `size` first (`[H, W]`, TFOD SSD's 300x300 unless `--size` says
+    /// otherwise): the graph resizes to its training size itself, so this only saves it the work.
+    Tfod { size: [usize; 2] },
+}
+
+/// A detector opened: one of our exports or a TFOD-contract model made elsewhere.
 pub struct Detector {
     pub path: PathBuf,
     pub provider: Provider,
     session: Session,
     input_name: String,
-    pub meta: ModelMeta,
-    pub spec: DetectorSpec,
-    /// How an image becomes the input (a resize to the input size, the file's normalisation).
-    pub transform: DetectTransform,
-    /// Class names, index 0 the background.
+    /// The four TFOD outputs' names in the file (TF's exports end them in `:0`).
+    outputs: [String; 4],
+    pub contract: Contract,
+    /// Class names, index 0 the background; empty for a foreign model without `--labels` (classes
+    /// are then named by number).
     pub labels: Vec<String>,
 }
 
-/// A file opened as what its metadata says it is.
+/// The training size of TFOD's SSD models, which the book's exports keep.
+const TFOD_SIZE: [usize; 2] = [300, 300];
+
+/// A file opened as what its metadata (or, without it, its signature) says it is.
 pub enum Opened {
     Classifier(Box<Model>),
     Detector(Box<Detector>),
 }
 
-/// Opens the file at `path` once: one of our detectors (task `detection` in its metadata) as a
-/// [`Detector`], anything else as a classifier [`Model`] with `args` laid over its preprocessing.
+/// The session's name for each TFOD output (`detection_boxes` or TF's `detection_boxes:0`), if all four are there.
+fn tfod_outputs(session: &Session) -> Option<[String; 4]> {
+    let find = |want: &str| session.outputs().iter().map(|o| o.name()).find(|n| *n == want || n.strip_suffix(":0") == Some(want)).map(str::to_string);
+    Some([find(BOXES)?, find(SCORES)?, find(CLASSES)?, find(NUM)?])
+}
+
+/// Opens the file at `path` once: one of our detectors (task `detection` in its metadata) or a model
+/// in the TFOD contract as a [`Detector`], anything else as a classifier [`Model`], with `args`
+/// laid over what the file says.
 pub fn open_any(path: &Path, opts: &SessionOptions, args: &PreprocessArgs) -> Result<Opened> {
     let session = open_session(path, opts)?;
     let props = metadata_props(&session).map_err(|reason| RuntimeError::Model { path: path.to_path_buf(), reason })?;
-    if ModelMeta::from_props(&props).ok().flatten().is_some_and(|m| m.task == Task::Detection) {
-        Ok(Opened::Detector(Box::new(Detector::from_session(path, opts.provider, session)?)))
+    let meta = ModelMeta::from_props(&props).ok().flatten();
+    let detector = match &meta {
+        Some(m) => m.task == Task::Detection,
+        None => tfod_outputs(&session).is_some(),
+    };
+    if detector {
+        Ok(Opened::Detector(Box::new(Detector::from_session(path, opts.provider, session, args)?)))
     } else {
         Ok(Opened::Classifier(Box::new(Model::from_session(path, opts.provider, session, args)?)))
     }
 }
 
 impl Detector {
-    pub fn open(path: &Path, opts: &SessionOptions) -> Result<Self> {
-        Self::from_session(path, opts.provider, open_session(path, opts)?)
+    pub fn open(path: &Path, opts: &SessionOptions, args: &PreprocessArgs) -> Result<Self> {
+        Self::from_session(path, opts.provider, open_session(path, opts)?, args)
     }
 
-    /// The detector of a session already opened from `path` on `provider`.
-    pub fn from_session(path: &Path, provider: Provider, session: Session) -> Result<Self> {
+    /// The detector of a session already opened from `path` on `provider`: ours from its metadata,
+    /// else a TFOD-contract model (uint8 NHWC in) with `--size` and `--labels` from `args`.
+    pub fn from_session(path: &Path, provider: Provider, session: Session, args: &PreprocessArgs) -> Result<Self> {
         let err = |reason: String| RuntimeError::Model { path: path.to_path_buf(), reason };
         let props = metadata_props(&session).map_err(err)?;
-        let meta =
-            ModelMeta::from_props(&props).map_err(|e| err(e.to_string()))?.ok_or_else(|| err("has no dlcv.* metadata: not one of our detectors".into()))?;
-        let spec = meta.detector.clone().ok_or_else(|| err(format!("its task is {}, not detection", meta.task)))?;
-        for name in [BOXES, SCORES, CLASSES, NUM] {
-            if !session.outputs().iter().any(|o| o.name() == name) {
-                return Err(err(format!("has no '{name}' output (the TFOD contract)")).into());
+        let meta = ModelMeta::from_props(&props).map_err(|e| err(e.to_string()))?;
+        let outputs = tfod_outputs(&session).ok_or_else(|| {
+            let have: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+            err(format!("has outputs {have:?}, not the TFOD contract's {BOXES}, {SCORES}, {CLASSES} and {NUM}"))
+        })?;
+        let [input] = session.inputs() else {
+            return Err(err(format!("has {} inputs; a detector takes one image tensor", session.inputs().len())).into());
+        };
+        let input_name = input.name().to_string();
+        let from_file = match &args.labels {
+            Some(file) => Some(data::labels::read(file).map_err(|e| err(e.to_string()))?),
+            None => None,
+        };
+        let (contract, labels) = match meta {
+            Some(meta) => {
+                let spec = meta.detector.clone().ok_or_else(|| err(format!("its task is {}, not detection", meta.task)))?;
+                let [c, h, w] = meta.preprocessing.input;
+                let transform = DetectTransform::eval([h as u32, w as u32], c as u32, meta.preprocessing.mean.clone(), meta.preprocessing.std.clone());
+                let labels = if meta.labels.is_empty() { (0..spec.labels.len()).map(|k| spec.label(k)).collect() } else { meta.labels.clone() };
+                (Contract::Ours { meta: Box::new(meta), spec: Box::new(spec), transform }, labels)
             }
-        }
-        let input_name = session.inputs().first().map(|i| i.name().to_string()).ok_or_else(|| err("has no input".into()))?;
-        let [c, h, w] = meta.preprocessing.input;
-        let transform = DetectTransform::eval([h as u32, w as u32], c as u32, meta.preprocessing.mean.clone(), meta.preprocessing.std.clone());
-        let labels = if meta.labels.is_empty() { (0..spec.labels.len()).map(|k| spec.label(k)).collect() } else { meta.labels.clone() };
-        Ok(Detector { path: path.to_path_buf(), provider, session, input_name, meta, spec, transform, labels })
+            None => {
+                let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
+                    return Err(err(format!("input '{input_name}' is {}, not a tensor", input.dtype())).into());
+                };
+                if *ty != TensorElementType::Uint8 || shape.len() != 4 || !matches!(shape[3], 3 | -1) {
+                    return Err(err(format!(
+                        "input '{input_name}' is {ty:?} {shape:?} and the file has no dlcv.* metadata: a detector made elsewhere must take the TFOD contract's uint8 [N, H, W, 3]"
+                    ))
+                    .into());
+                }
+                let size = args.size.map_or(TFOD_SIZE, |s| [s.height as usize, s.width as usize]);
+                // TFOD label maps number the classes from 1; the background has no name there
+                let labels = from_file.clone().map(|names| std::iter::once("background".to_string()).chain(names).collect()).unwrap_or_default();
+                (Contract::Tfod { size }, labels)
+            }
+        };
+        let labels = match (&contract, from_file) {
+            (Contract::Ours { .. }, Some(names)) if names.len() + 1 == labels.len() => std::iter::once(labels[0].clone()).chain(names).collect(),
+            (Contract::Ours { .. }, Some(names)) => {
+                return Err(err(format!("--labels names {} classes but the detector has {}", names.len(), labels.len() - 1)).into());
+            }
+            _ => labels,
+        };
+        Ok(Detector { path: path.to_path_buf(), provider, session, input_name, outputs, contract, labels })
     }
 
-    /// `[C, H, W]` of the input.
-    pub fn input(&self) -> [usize; 3] {
-        self.meta.preprocessing.input
+    /// The image size the model works at, `[H, W]`: callers that resize frames anyway (edge-demo)
+    /// bring them to this.
+    pub fn image_size(&self) -> [usize; 2] {
+        match &self.contract {
+            Contract::Ours { meta, .. } => [meta.preprocessing.input[1], meta.preprocessing.input[2]],
+            Contract::Tfod { size } => *size,
+        }
+    }
+
+    /// Bytes per pixel of the images [`Detector::detect_pixels`] takes: 1 (grey) or 3 (RGB).
+    pub fn channels(&self) -> usize {
+        match &self.contract {
+            Contract::Ours { meta, .. } => meta.preprocessing.input[0],
+            Contract::Tfod { .. } => 3,
+        }
+    }
+
+    /// The name of class `k` (1-based): its label, or its number when the model names none.
+    pub fn label(&self, k: usize) -> String {
+        self.labels.get(k).cloned().unwrap_or_else(|| k.to_string())
     }
 
     /// The foreground class names (class k is `labels[k]`, k ≥ 1).
     pub fn classes(&self) -> &[String] {
-        &self.labels[1..]
+        self.labels.get(1..).unwrap_or(&[])
     }
 
-    /// Runs `n` preprocessed images; each image's detections in input pixels, best first.
+    /// One image's values for `runtime bench`: floats for ours, bytes for a TFOD model.
+    pub fn sample_len(&self) -> usize {
+        let [h, w] = self.image_size();
+        self.channels() * h * w
+    }
+
+    /// Runs `n` preprocessed images (ours: float32 `[N, C, H, W]`); each image's detections in input
+    /// pixels, best first.
     pub fn run(&mut self, data: &[f32], n: usize) -> Result<Vec<Vec<Detection>>> {
         let err = |reason: String| RuntimeError::Model { path: self.path.clone(), reason };
-        let [c, h, w] = self.input();
+        let Contract::Ours { meta, .. } = &self.contract else {
+            return Err(err("is a TFOD-contract model: it takes uint8 images (run_rgb8)".into()).into());
+        };
+        let [c, h, w] = meta.preprocessing.input;
         if data.len() != n * c * h * w {
             return Err(err(format!("{} floats for {n} images of {c}x{h}x{w}", data.len())).into());
         }
         let tensor = TensorRef::from_array_view(([n, c, h, w], data)).map_err(|e| err(e.to_string()))?;
-        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| err(format!("inference failed: {e}")))?;
+        self.infer(tensor.into(), n, None)
+    }
+
+    /// Runs `n` RGB images of `h`x`w` pixels, packed (a TFOD model's uint8 `[N, H, W, 3]`); each
+    /// image's detections in its pixels, best first.
+    pub fn run_rgb8(&mut self, data: &[u8], n: usize, [h, w]: [usize; 2]) -> Result<Vec<Vec<Detection>>> {
+        let err = |reason: String| RuntimeError::Model { path: self.path.clone(), reason };
+        if !matches!(self.contract, Contract::Tfod { .. }) {
+            return Err(err("is one of our exports: it takes float32 [N, C, H, W] (run)".into()).into());
+        }
+        if data.len() != n * h * w * 3 {
+            return Err(err(format!("{} bytes for {n} RGB images of {w}x{h}", data.len())).into());
+        }
+        let tensor = TensorRef::from_array_view(([n, h, w, 3], data)).map_err(|e| err(e.to_string()))?;
+        self.infer(tensor.into(), n, Some([h as f32, w as f32]))
+    }
+
+    /// Runs the session on `input` and reads the four outputs; `normalised` (the images' `[H, W]`)
+    /// when the boxes come as TFOD's normalised `[ymin, xmin, ymax, xmax]`.
+    fn infer(&mut self, input: ort::session::SessionInputValue<'_>, n: usize, normalised: Option<[f32; 2]>) -> Result<Vec<Vec<Detection>>> {
+        let err = |reason: String| RuntimeError::Model { path: self.path.clone(), reason };
+        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => input]).map_err(|e| err(format!("inference failed: {e}")))?;
         let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), RuntimeError> {
             let (shape, v) = outputs[name].try_extract_tensor::<f32>().map_err(|e| err(format!("output '{name}': {e}")))?;
             Ok((shape.iter().map(|&d| d as usize).collect(), v.to_vec()))
         };
-        let ((bshape, boxes), (_, scores), (_, classes), (_, num)) = (get(BOXES)?, get(SCORES)?, get(CLASSES)?, get(NUM)?);
+        let [ob, os, oc, on] = &self.outputs;
+        let ((bshape, boxes), (_, scores), (_, classes), (_, num)) = (get(ob)?, get(os)?, get(oc)?, get(on)?);
         let m = bshape.get(1).copied().unwrap_or(0);
         if bshape != [n, m, 4] || scores.len() != n * m || classes.len() != n * m || num.len() != n {
             return Err(err(format!("detection outputs of shape {bshape:?} for {n} images")).into());
         }
-        let k = self.labels.len();
+        // a class beyond the labels is an error where the file names its classes (ours, or --labels)
+        let k = if self.labels.is_empty() { usize::MAX } else { self.labels.len() };
         let mut out = Vec::with_capacity(n);
         for (i, &found) in num.iter().enumerate() {
             let count = (found.max(0.0) as usize).min(m);
@@ -134,11 +250,38 @@ impl Detector {
                     return Err(err(format!("image {i}: detection {j} has class {} outside 1..{k}", classes[at])).into());
                 }
                 let b = &boxes[at * 4..at * 4 + 4];
-                dets.push(Detection { class, score: scores[at], bbox: [b[0], b[1], b[2], b[3]] });
+                let bbox = match normalised {
+                    None => [b[0], b[1], b[2], b[3]],
+                    Some([h, w]) => [b[1] * w, b[0] * h, b[3] * w, b[2] * h],
+                };
+                dets.push(Detection { class, score: scores[at], bbox });
             }
             out.push(dets);
         }
         Ok(out)
+    }
+
+    /// Detections at `min_score` and above of one packed image of `iw`x`ih` pixels with
+    /// [`Detector::channels`] bytes each (RGB or grey), in its pixels. A TFOD model gets the image
+    /// as it is: bring it to [`Detector::image_size`] first to save the graph's own resize.
+    pub fn detect_pixels(&mut self, px: &[u8], iw: usize, ih: usize, min_score: f32) -> Result<Vec<Found>> {
+        let dets = match &self.contract {
+            Contract::Ours { meta, transform, .. } => {
+                let [c, h, w] = meta.preprocessing.input;
+                let mut x = vec![0f32; c * h * w];
+                let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
+                transform.apply(px, iw, ih, c, &[], &mut rng, &mut x);
+                let (sx, sy) = (iw as f32 / w as f32, ih as f32 / h as f32);
+                let dets = self.run(&x, 1)?.pop().unwrap_or_default();
+                dets.into_iter().map(|d| Detection { bbox: [d.bbox[0] * sx, d.bbox[1] * sy, d.bbox[2] * sx, d.bbox[3] * sy], ..d }).collect()
+            }
+            Contract::Tfod { .. } => self.run_rgb8(px, 1, [ih, iw])?.pop().unwrap_or_default(),
+        };
+        Ok(dets
+            .into_iter()
+            .filter(|d| d.score >= min_score)
+            .map(|d| Found { label: self.label(d.class), class: d.class, score: d.score, bbox: d.bbox })
+            .collect())
     }
 }
 
@@ -179,6 +322,13 @@ impl std::fmt::Display for DetectionReport {
 /// matched to the model's by name.
 pub fn evaluate(det: &mut Detector, data: &Path, batch: usize, workers: usize, progress: bool) -> Result<DetectionReport> {
     let derr = |reason: String| DetectError::Data { path: data.to_path_buf(), reason };
+    let Contract::Ours { transform, .. } = &det.contract else {
+        return Err(derr(format!(
+            "{} is a TFOD-contract model made elsewhere: eval reads our exports' preprocessing from their metadata; predict, bench and edge-demo detect run it",
+            det.path.display()
+        )));
+    };
+    let transform = transform.clone();
     let file = RecordFile::open(data).map_err(|e| derr(e.to_string()))?;
     let dir = data::folder::DatasetDir::of_records(data);
     let names =
@@ -191,7 +341,7 @@ pub fn evaluate(det: &mut Detector, data: &Path, batch: usize, workers: usize, p
         .map(|k| k + 1)
         .collect();
     let total = file.len();
-    let loader = Loader::detection(file, det.transform.clone(), LoaderOptions { batch_size: batch.max(1), workers, ..LoaderOptions::default() });
+    let loader = Loader::detection(file, transform, LoaderOptions { batch_size: batch.max(1), workers, ..LoaderOptions::default() });
     let bar = data::progress::bar(loader.batches_per_epoch() as u64, "eval", progress);
     let mut map = MapEvaluator::new(model.len(), 0.5);
     let (mut images, mut skipped) = (0, vec![]);
@@ -255,23 +405,21 @@ pub struct ImageDetections {
 
 /// Detections of `image` (decoded RGB or grey at its own size) at `min_score` and above, in its pixels.
 pub fn detect_image(det: &mut Detector, img: &data::image::DynamicImage, min_score: f32) -> Result<Vec<Found>> {
-    let [c, h, w] = det.input();
-    let (iw, ih) = (img.width() as usize, img.height() as usize);
-    let (px, bpp) = if c == 1 { (data::records::to_gray(img).into_raw(), 1) } else { (img.to_rgb8().into_raw(), 3) };
-    let mut x = vec![0f32; c * h * w];
-    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
-    det.transform.apply(&px, iw, ih, bpp, &[], &mut rng, &mut x);
-    let dets = det.run(&x, 1)?.pop().unwrap_or_default();
+    let (iw, ih) = (img.width(), img.height());
+    if det.channels() == 1 {
+        return det.detect_pixels(data::records::to_gray(img).as_raw(), iw as usize, ih as usize, min_score);
+    }
+    let [h, w] = det.image_size();
+    if matches!(det.contract, Contract::Ours { .. }) || [ih as usize, iw as usize] == [h, w] {
+        return det.detect_pixels(img.to_rgb8().as_raw(), iw as usize, ih as usize, min_score);
+    }
+    // a TFOD model: brought to its size first, its boxes (normalised) then scaled to the image's
+    let small = data::image::imageops::resize(&img.to_rgb8(), w as u32, h as u32, data::image::imageops::FilterType::Triangle);
     let (sx, sy) = (iw as f32 / w as f32, ih as f32 / h as f32);
-    Ok(dets
+    Ok(det
+        .detect_pixels(small.as_raw(), w, h, min_score)?
         .into_iter()
-        .filter(|d| d.score >= min_score)
-        .map(|d| Found {
-            label: det.labels[d.class].clone(),
-            class: d.class,
-            score: d.score,
-            bbox: [d.bbox[0] * sx, d.bbox[1] * sy, d.bbox[2] * sx, d.bbox[3] * sy],
-        })
+        .map(|f| Found { bbox: [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy], ..f })
         .collect())
 }
 
@@ -281,35 +429,77 @@ pub fn class_colour(class: usize) -> [u8; 3] {
     PALETTE[class % PALETTE.len()]
 }
 
-/// Draws each detection's box (2 px, the class's colour) and a label bar onto `img`.
+/// Draws each detection's box (the class's colour) with its label and score on a tab above it, as
+/// the book's `predict.py` does. The text is font8x8's public-domain 8x8 bitmap font (a crate, not
+/// a font file to ship), scaled with the image.
 pub fn draw(img: &mut data::image::RgbImage, found: &[Found]) {
-    let (w, h) = (img.width() as i64, img.height() as i64);
+    use font8x8::UnicodeFonts;
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    let scale = (w.min(h) / 300).max(1);
+    let thick = 2 * scale;
+    let fill = |img: &mut data::image::RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: [u8; 3]| {
+        for y in y0.max(0)..y1.min(h) {
+            for x in x0.max(0)..x1.min(w) {
+                img.put_pixel(x as u32, y as u32, data::image::Rgb(c));
+            }
+        }
+    };
     for f in found {
-        let colour = data::image::Rgb(class_colour(f.class));
+        let colour = class_colour(f.class);
         let [x0, y0, x1, y1] = f.bbox.map(|v| v.round() as i64);
-        let (x0, x1, y0, y1) = (x0.clamp(0, w - 1), x1.clamp(0, w - 1), y0.clamp(0, h - 1), y1.clamp(0, h - 1));
-        for t in 0..2 {
-            for x in x0..=x1 {
-                for y in [y0 + t, y1 - t] {
-                    if (0..h).contains(&y) {
-                        img.put_pixel(x as u32, y as u32, colour);
-                    }
-                }
-            }
-            for y in y0..=y1 {
-                for x in [x0 + t, x1 - t] {
-                    if (0..w).contains(&x) {
-                        img.put_pixel(x as u32, y as u32, colour);
+        fill(img, x0, y0, x1 + 1, y0 + thick, colour);
+        fill(img, x0, y1 + 1 - thick, x1 + 1, y1 + 1, colour);
+        fill(img, x0, y0, x0 + thick, y1 + 1, colour);
+        fill(img, x1 + 1 - thick, y0, x1 + 1, y1 + 1, colour);
+        let text = format!("{}: {:.2}", f.label, f.score);
+        let glyph = 8 * scale;
+        // the tab sits above the box, or inside it at the image's top edge
+        let ty = if y0 - glyph - 2 * scale >= 0 { y0 - glyph - 2 * scale } else { y0 };
+        let tw = text.chars().count() as i64 * glyph + 2 * scale;
+        fill(img, x0, ty, x0 + tw, ty + glyph + 2 * scale, colour);
+        // black text on light colours, white on dark ones
+        let luma = 299 * u32::from(colour[0]) + 587 * u32::from(colour[1]) + 114 * u32::from(colour[2]);
+        let ink = if luma > 128_000 { [0, 0, 0] } else { [255, 255, 255] };
+        for (i, ch) in text.chars().enumerate() {
+            let rows = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
+            let gx = x0 + scale + i as i64 * glyph;
+            for (r, bits) in rows.iter().enumerate() {
+                for b in 0..8 {
+                    if bits & (1 << b) != 0 {
+                        let (px, py) = (gx + b * scale, ty + scale + r as i64 * scale);
+                        fill(img, px, py, px + scale, py + scale, ink);
                     }
                 }
             }
         }
-        // a filled tab above the box, as long as the score (a label's text is in --json)
-        let tab = ((x1 - x0) as f32 * f.score.clamp(0.0, 1.0)) as i64;
-        for y in (y0 - 4).max(0)..y0 {
-            for x in x0..=(x0 + tab).min(w - 1) {
-                img.put_pixel(x as u32, y as u32, colour);
-            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draw_outlines_the_box_and_writes_the_label_on_a_tab_above_it() {
+        let mut img = data::image::RgbImage::new(320, 240);
+        let f = Found { label: "car".into(), class: 1, score: 0.87, bbox: [40.0, 60.0, 200.0, 180.0] };
+        draw(&mut img, std::slice::from_ref(&f));
+        let colour = data::image::Rgb(class_colour(1));
+        // the outline, two pixels thick, on all four sides; the inside untouched
+        for (x, y) in [(40, 100), (41, 100), (200, 100), (199, 100), (120, 60), (120, 61), (120, 180), (120, 179)] {
+            assert_eq!(*img.get_pixel(x, y), colour, "({x}, {y})");
         }
+        assert_eq!(*img.get_pixel(42, 100), data::image::Rgb([0, 0, 0]));
+        assert_eq!(*img.get_pixel(120, 120), data::image::Rgb([0, 0, 0]));
+        // the tab: 10 rows above the box, as wide as "car: 0.87" (9 glyphs of 8 px and a margin),
+        // in the class colour with the text in ink
+        let tab: Vec<_> = (50..60).flat_map(|y| (40..40 + 9 * 8 + 2).map(move |x| (x, y))).map(|(x, y)| *img.get_pixel(x, y)).collect();
+        let ink = tab.iter().filter(|&&p| p != colour).count();
+        assert!(ink > 60 && ink < tab.len() / 2, "{ink} of {} tab pixels are text", tab.len());
+        assert_eq!(*img.get_pixel(40 + 9 * 8 + 4, 55), data::image::Rgb([0, 0, 0]), "nothing beyond the tab");
+        // a box at the top edge gets its tab inside
+        let mut top = data::image::RgbImage::new(100, 100);
+        draw(&mut top, &[Found { bbox: [10.0, 0.0, 90.0, 90.0], ..f }]);
+        assert_eq!(*top.get_pixel(10, 5), colour);
     }
 }
