@@ -9,6 +9,12 @@ pub enum DemoError {
     OpenCv(#[from] opencv::Error),
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    #[error(transparent)]
+    Detect(#[from] runtime::detect::DetectError),
+    #[error("this pipeline needs a detector (--model, one of our exported detectors or a TFOD-contract model)")]
+    NoDetector,
+    #[error("this pipeline needs a classifier (--model)")]
+    NoModel,
     #[error("--source {0}: no such file or folder (a video file, a camera index, an rtsp:// or http:// URL, or a folder of images)")]
     NoSource(String),
     #[error("{}: cannot list", path.display())]

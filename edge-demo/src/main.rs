@@ -9,9 +9,10 @@ use edge_demo::pipeline::{Kind, Pipeline};
 use edge_demo::source::SourceSpec;
 use edge_demo::vision::FaceDetector;
 use models::cli::Verbosity;
+use runtime::detect::Detector;
 use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 
-/// Real-time video inference: face detection, emotion, age/gender, orientation and classification on
+/// Real-time video inference: object detection, faces with emotion and age/gender, orientation and classification on
 /// video files, cameras, streams and image folders.
 ///
 /// Our exported models carry their preprocessing and labels; for a model made elsewhere give them with
@@ -124,6 +125,22 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Detect objects in each frame: boxes with label and score, one colour per class (the book's
+    /// chapter-17 video demo). The model is one of our exported detectors (its size, normalisation
+    /// and labels in its metadata) or a TFOD-contract model made elsewhere (uint8 NHWC in; give
+    /// --labels, and --size when it was trained at other than 300x300), e.g.
+    ///   edge-demo detect --model edge-demo/assets/ped_ssdlite.onnx --labels person.txt
+    ///     --source vtest.avi --output boxes.mp4 --json frames.jsonl
+    Detect {
+        /// The ONNX detector.
+        #[arg(long, short = 'm')]
+        model: PathBuf,
+        /// The lowest score drawn and reported (the book's --confidence).
+        #[arg(long, default_value_t = 0.5)]
+        min_score: f32,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Check OpenCV, the face detector, a video source and ONNX Runtime.
     Doctor {
         /// Haar cascade for face detection.
@@ -147,6 +164,10 @@ fn open(model: &std::path::Path, c: &Common, threads: Option<usize>) -> Result<M
     Model::open(model, &SessionOptions { provider: c.provider, threads, share_cores: true }, &c.preprocess)
 }
 
+fn open_detector(model: &std::path::Path, c: &Common, threads: Option<usize>) -> Result<Detector, runtime::detect::DetectError> {
+    Detector::open(model, &SessionOptions { provider: c.provider, threads, share_cores: true }, &c.preprocess)
+}
+
 /// What each worker's pipeline is made of.
 struct Recipe<'a> {
     kind: Kind,
@@ -156,6 +177,7 @@ struct Recipe<'a> {
     align: Option<&'a std::path::Path>,
     panel_width: i32,
     top: usize,
+    min_score: f32,
 }
 
 fn go(r: Recipe, c: &Common, progress: bool) -> Result<()> {
@@ -167,7 +189,9 @@ fn go(r: Recipe, c: &Common, progress: bool) -> Result<()> {
     let make = || -> Result<Pipeline, edge_demo::DemoError> {
         let faces = r.faces.map(|f| FaceDetector::new(&f.cascade, r.align, f.detect_width)).transpose()?;
         let second = r.second.map(|m| open(m, c, threads)).transpose()?;
-        Ok(Pipeline { kind: r.kind, model: open(r.model, c, threads)?, second, faces, ten_crop: c.ten_crop, panel_width: r.panel_width, top: r.top })
+        let (model, detector) =
+            if r.kind == Kind::Detect { (None, Some(open_detector(r.model, c, threads)?)) } else { (Some(open(r.model, c, threads)?), None) };
+        Ok(Pipeline { kind: r.kind, model, detector, min_score: r.min_score, second, faces, ten_crop: c.ten_crop, panel_width: r.panel_width, top: r.top })
     };
     let outputs = Outputs { output: c.output.clone(), json: c.json.clone(), show: c.show, max_frames: c.max_frames, progress };
     let summary = app::run(&make, workers, &source, &outputs)?;
@@ -180,11 +204,13 @@ fn run(cli: Cli) -> Result<()> {
     let progress = !cli.verbosity.quiet;
     match cli.command {
         Command::Classify { model, top, common } => {
-            go(Recipe { kind: Kind::Classify, model: &model, second: None, faces: None, align: None, panel_width: 0, top }, &common, progress)
+            go(Recipe { kind: Kind::Classify, model: &model, second: None, faces: None, align: None, panel_width: 0, top, min_score: 0.0 }, &common, progress)
         }
-        Command::Emotion { model, faces, panel_width, common } => {
-            go(Recipe { kind: Kind::Emotion, model: &model, second: None, faces: Some(&faces), align: None, panel_width, top: 1 }, &common, progress)
-        }
+        Command::Emotion { model, faces, panel_width, common } => go(
+            Recipe { kind: Kind::Emotion, model: &model, second: None, faces: Some(&faces), align: None, panel_width, top: 1, min_score: 0.0 },
+            &common,
+            progress,
+        ),
         Command::AgeGender { age_model, gender_model, align, faces, common } => go(
             Recipe {
                 kind: Kind::AgeGender,
@@ -194,12 +220,18 @@ fn run(cli: Cli) -> Result<()> {
                 align: align.as_deref(),
                 panel_width: 0,
                 top: 1,
+                min_score: 0.0,
             },
             &common,
             progress,
         ),
-        Command::Orientation { model, common } => {
-            go(Recipe { kind: Kind::Orientation, model: &model, second: None, faces: None, align: None, panel_width: 0, top: 1 }, &common, progress)
+        Command::Orientation { model, common } => go(
+            Recipe { kind: Kind::Orientation, model: &model, second: None, faces: None, align: None, panel_width: 0, top: 1, min_score: 0.0 },
+            &common,
+            progress,
+        ),
+        Command::Detect { model, min_score, common } => {
+            go(Recipe { kind: Kind::Detect, model: &model, second: None, faces: None, align: None, panel_width: 0, top: 1, min_score }, &common, progress)
         }
         Command::Doctor { cascade, source, json } => {
             let report = edge_demo::doctor::run(&cascade, source.as_deref())?;

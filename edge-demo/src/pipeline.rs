@@ -6,13 +6,16 @@
 //! - `age-gender`: every face through an age and a gender model (optionally aligned on the eyes,
 //!   optionally 10-crop).
 //! - `orientation`: the rotation of each frame or image predicted and undone.
-//! - `detect` (boxes, NMS, labels) plugs in here as one more [`Kind`] with its own `process` arm.
+//! - `detect`: an object detector (one of our exports, or a TFOD-contract model made elsewhere) on the
+//!   frame brought to its size by OpenCV; boxes with label and score drawn, one colour per class.
 
 use std::time::Instant;
 
 use data::rotation::angle_of;
-use opencv::core::{Mat, Point, Rect};
+use opencv::core::{Mat, Point, Rect, Size};
+use opencv::imgproc;
 use opencv::prelude::*;
+use runtime::detect::{class_colour, Detector};
 use runtime::images::average_crops;
 use runtime::Model;
 use serde_json::{json, Value};
@@ -29,6 +32,7 @@ pub enum Kind {
     Emotion,
     AgeGender,
     Orientation,
+    Detect,
 }
 
 /// Time spent in each stage of one frame, in milliseconds.
@@ -54,7 +58,11 @@ pub use data::metrics::argmax;
 /// A model with its role in the pipeline.
 pub struct Pipeline {
     pub kind: Kind,
-    pub model: Model,
+    /// The classifier (every kind but `detect`).
+    pub model: Option<Model>,
+    /// `detect`: the detector, and the lowest score drawn.
+    pub detector: Option<Detector>,
+    pub min_score: f32,
     /// Age-gender: the gender model (`model` is the age model).
     pub second: Option<Model>,
     pub faces: Option<FaceDetector>,
@@ -91,8 +99,12 @@ fn face_json(model: &Model, r: Rect, p: &[f32]) -> Value {
 impl Pipeline {
     /// Checks that the models fit the pipeline.
     pub fn check(&self) -> Result<()> {
-        if self.kind == Kind::Orientation && !self.model.labels.iter().all(|l| angle_of(l).is_some()) {
-            return Err(DemoError::NotOrientation { model: self.model.path.clone(), labels: self.model.labels.clone() });
+        if self.kind == Kind::Detect {
+            return if self.detector.is_some() { Ok(()) } else { Err(DemoError::NoDetector) };
+        }
+        let model = self.model.as_ref().ok_or(DemoError::NoModel)?;
+        if self.kind == Kind::Orientation && !model.labels.iter().all(|l| angle_of(l).is_some()) {
+            return Err(DemoError::NotOrientation { model: model.path.clone(), labels: model.labels.clone() });
         }
         if matches!(self.kind, Kind::Emotion | Kind::AgeGender) && self.faces.is_none() {
             return Err(DemoError::NoFaceDetector);
@@ -106,22 +118,64 @@ impl Pipeline {
             Kind::Emotion => self.emotion(frame, t),
             Kind::AgeGender => self.age_gender(frame, t),
             Kind::Orientation => self.orientation(frame, t),
+            Kind::Detect => self.detect(frame, t),
         }
+    }
+
+    /// The classifier; `check` made sure there is one.
+    fn clf(&self) -> &Model {
+        self.model.as_ref().expect("checked: every kind but detect has a model")
+    }
+
+    fn clf_mut(&mut self) -> &mut Model {
+        self.model.as_mut().expect("checked: every kind but detect has a model")
+    }
+
+    fn detect(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
+        let det = self.detector.as_mut().expect("checked");
+        let s = Instant::now();
+        // OpenCV brings the frame to the model's size and channel order; the detector takes the bytes
+        let [h, w] = det.image_size();
+        let mut small = Mat::default();
+        imgproc::resize(frame, &mut small, Size::new(w as i32, h as i32), 0.0, 0.0, imgproc::INTER_LINEAR)?;
+        let code = if det.channels() == 1 { imgproc::COLOR_BGR2GRAY } else { imgproc::COLOR_BGR2RGB };
+        let mut px = Mat::default();
+        imgproc::cvt_color_def(&small, &mut px, code)?;
+        t.detect = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let mut found = det.detect_pixels(px.data_bytes()?, w, h, self.min_score)?;
+        let (sx, sy) = (frame.cols() as f32 / w as f32, frame.rows() as f32 / h as f32);
+        for f in &mut found {
+            f.bbox = [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy];
+        }
+        t.infer = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let mut annotated = frame.try_clone()?;
+        for f in &found {
+            let [x0, y0, x1, y1] = f.bbox.map(|v| v.round() as i32);
+            let [r, g, b] = class_colour(f.class).map(f64::from);
+            vision::draw_box_in(&mut annotated, Rect::new(x0, y0, (x1 - x0).max(1), (y1 - y0).max(1)), &format!("{}: {:.2}", f.label, f.score), (b, g, r))?;
+        }
+        t.draw = s.elapsed().as_secs_f64() * 1e3;
+        Ok(Outcome { json: json!({"objects": found.len(), "detections": found}), annotated, corrected: None })
     }
 
     fn classify_frame(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
         let s = Instant::now();
-        let p = classify(&mut self.model, frame, self.ten_crop)?;
+        let p = {
+            let ten_crop = self.ten_crop;
+            classify(self.clf_mut(), frame, ten_crop)?
+        };
         t.infer = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
         let best = argmax(&p);
         let mut annotated = frame.try_clone()?;
         for (rank, (i, prob)) in data::metrics::top_k(&p, self.top.max(1)).into_iter().enumerate() {
             let y = 24 + 24 * rank as i32;
-            vision::draw_label(&mut annotated, Point::new(8, y), &format!("{}. {}: {:.1}%", rank + 1, self.model.label(i), 100.0 * prob))?;
+            vision::draw_label(&mut annotated, Point::new(8, y), &format!("{}. {}: {:.1}%", rank + 1, self.clf().label(i), 100.0 * prob))?;
         }
         t.draw = s.elapsed().as_secs_f64() * 1e3;
-        let json = json!({"label": self.model.label(best), "probability": p[best], "probabilities": probabilities(&self.model, &p)});
+        let json = json!({"label": self.clf().label(best), "probability": p[best], "probabilities": probabilities(self.clf(), &p)});
         Ok(Outcome { json, annotated, corrected: None })
     }
 
@@ -131,7 +185,10 @@ impl Pipeline {
         t.detect = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
         let result = match faces.first() {
-            Some(&r) => Some((r, classify(&mut self.model, &vision::crop(frame, r)?, self.ten_crop)?)),
+            Some(&r) => {
+                let ten_crop = self.ten_crop;
+                Some((r, classify(self.clf_mut(), &vision::crop(frame, r)?, ten_crop)?))
+            }
             None => None,
         };
         t.infer = s.elapsed().as_secs_f64() * 1e3;
@@ -139,12 +196,12 @@ impl Pipeline {
         let mut annotated = frame.try_clone()?;
         if let Some((r, p)) = &result {
             let best = argmax(p);
-            vision::draw_box(&mut annotated, *r, &format!("{}: {:.0}%", self.model.label(best), 100.0 * p[best]))?;
+            vision::draw_box(&mut annotated, *r, &format!("{}: {:.0}%", self.clf().label(best), 100.0 * p[best]))?;
         }
-        let panel = vision::probability_panel(&self.model.labels, result.as_ref().map(|(_, p)| p.as_slice()), self.panel_width, annotated.rows())?;
+        let panel = vision::probability_panel(&self.clf().labels, result.as_ref().map(|(_, p)| p.as_slice()), self.panel_width, annotated.rows())?;
         let annotated = vision::beside(&annotated, &panel)?;
         t.draw = s.elapsed().as_secs_f64() * 1e3;
-        let faces_json: Vec<Value> = result.iter().map(|(r, p)| face_json(&self.model, *r, p)).collect();
+        let faces_json: Vec<Value> = result.iter().map(|(r, p)| face_json(self.clf(), *r, p)).collect();
         Ok(Outcome { json: json!({"faces_detected": faces.len(), "faces": faces_json}), annotated, corrected: None })
     }
 
@@ -160,7 +217,8 @@ impl Pipeline {
         let s = Instant::now();
         let mut results = vec![];
         for (r, (face, aligned)) in crops {
-            let age = classify(&mut self.model, &face, self.ten_crop)?;
+            let ten_crop = self.ten_crop;
+            let age = classify(self.clf_mut(), &face, ten_crop)?;
             let gender = match self.second.as_mut() {
                 Some(g) => Some(classify(g, &face, self.ten_crop)?),
                 None => None,
@@ -172,8 +230,8 @@ impl Pipeline {
         let mut annotated = frame.try_clone()?;
         let mut out = vec![];
         for (r, aligned, age, gender) in &results {
-            let mut text = self.model.label(argmax(age)).to_string();
-            let mut j = json!({"box": [r.x, r.y, r.width, r.height], "aligned": aligned, "age": face_json(&self.model, *r, age)});
+            let mut text = self.clf().label(argmax(age)).to_string();
+            let mut j = json!({"box": [r.x, r.y, r.width, r.height], "aligned": aligned, "age": face_json(self.clf(), *r, age)});
             if let (Some(g), Some(gm)) = (gender, self.second.as_ref()) {
                 text = format!("{}, {text}", gm.label(argmax(g)));
                 j["gender"] = face_json(gm, *r, g);
@@ -187,11 +245,14 @@ impl Pipeline {
 
     fn orientation(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
         let s = Instant::now();
-        let p = classify(&mut self.model, frame, self.ten_crop)?;
+        let p = {
+            let ten_crop = self.ten_crop;
+            classify(self.clf_mut(), frame, ten_crop)?
+        };
         t.infer = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
         let best = argmax(&p);
-        let angle = angle_of(self.model.label(best)).expect("checked");
+        let angle = angle_of(self.clf().label(best)).expect("checked");
         // the label is how far the image was turned clockwise: turn it back
         let mut corrected = Mat::default();
         match angle {
@@ -203,7 +264,7 @@ impl Pipeline {
         let mut annotated = corrected.try_clone()?;
         vision::draw_label(&mut annotated, Point::new(8, 24), &format!("was rotated {angle} deg ({:.0}%)", 100.0 * p[best]))?;
         t.draw = s.elapsed().as_secs_f64() * 1e3;
-        let json = json!({"rotation": angle, "probability": p[best], "probabilities": probabilities(&self.model, &p)});
+        let json = json!({"rotation": angle, "probability": p[best], "probabilities": probabilities(self.clf(), &p)});
         Ok(Outcome { json, annotated, corrected: Some(corrected) })
     }
 }

@@ -132,7 +132,12 @@ fn bgr(c: (f64, f64, f64)) -> Scalar {
 
 /// A box with a filled label above it.
 pub fn draw_box(frame: &mut Mat, r: Rect, label: &str) -> Result<()> {
-    imgproc::rectangle(frame, r, bgr(GREEN), 2, imgproc::LINE_8, 0)?;
+    draw_box_in(frame, r, label, GREEN)
+}
+
+/// A box in colour `c` (B, G, R) with a filled label above it.
+pub fn draw_box_in(frame: &mut Mat, r: Rect, label: &str, c: (f64, f64, f64)) -> Result<()> {
+    imgproc::rectangle(frame, r, bgr(c), 2, imgproc::LINE_8, 0)?;
     draw_label(frame, Point::new(r.x, (r.y - 6).max(14)), label)
 }
 
