@@ -132,4 +132,40 @@ fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
     // runtime bench for a detector
     let o = run_bin("runtime", &["bench", "-m", s(&out), "--batch", "1,4", "--iters", "3", "--seconds", "0", "--warmup", "1"]);
     assert!(o.status.success() && text(&o).contains("detector"), "{}", text(&o));
+
+    // trainer dump: the stored images as files, the boxes as JSON lines, exactly as recorded
+    let dumped = dir.join("dumped");
+    let o = run_bin("trainer", &["dump", s(&test), "--out", s(&dumped), "--max", "4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listed: Vec<serde_json::Value> =
+        std::fs::read_to_string(dumped.join("records.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 4);
+    for (i, l) in listed.iter().enumerate() {
+        let r = recs.read(i).unwrap();
+        assert_eq!(std::fs::read(dumped.join(l["image"].as_str().unwrap())).unwrap(), r.image, "record {i}'s bytes");
+        let boxes: Vec<data::records::BoundingBox> = serde_json::from_value(l["boxes"].clone()).unwrap();
+        assert_eq!((boxes, l["key"].as_str().unwrap()), (r.boxes, r.key.as_str()));
+    }
+    std::fs::remove_file(dumped.join("records.jsonl")).unwrap();
+
+    // edge-demo detect on the dumped scenes (an image folder): what runtime predict finds
+    let (boxed, frames) = (dir.join("boxed"), dir.join("frames.jsonl"));
+    let o = run_bin("edge-demo", &["-q", "detect", "-m", s(&out), "--min-score", "0.3", "--source", s(&dumped), "--output", s(&boxed), "--json", s(&frames)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_bin("runtime", &["predict", "-m", s(&out), s(&dumped), "--json", "--min-score", "0.3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let predicted: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let per_frame: Vec<serde_json::Value> = std::fs::read_to_string(&frames).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((predicted.len(), per_frame.len()), (4, 5), "4 images, then the summary");
+    for (p, f) in predicted.iter().zip(&per_frame) {
+        let (a, b) = (p["detections"].as_array().unwrap(), f["detections"].as_array().unwrap());
+        assert_eq!(a.len(), b.len(), "{p} vs {f}");
+        for (x, y) in a.iter().zip(b) {
+            let (bx, by): (Vec<f32>, Vec<f32>) = (serde_json::from_value(x["box"].clone()).unwrap(), serde_json::from_value(y["box"].clone()).unwrap());
+            assert_eq!(x["label"], y["label"]);
+            assert!(models::detect::iou(&[bx[0], bx[1], bx[2], bx[3]], &[by[0], by[1], by[2], by[3]]) > 0.95, "{x} vs {y}");
+            assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 0.02, "{x} vs {y}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(&boxed).unwrap().count(), 4, "the folder source writes a folder");
 }

@@ -54,6 +54,18 @@ enum Command {
         #[arg(long)]
         no_augment: bool,
     },
+    /// Write a record file's images out as files, with their labels and boxes as JSON lines
+    /// (`records.jsonl`), to look at them or to feed them to `runtime predict` or `edge-demo`.
+    Dump {
+        /// A record file from `trainer prepare`.
+        rec: PathBuf,
+        /// Output folder (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// At most this many records, from the first [default: all].
+        #[arg(long)]
+        max: Option<usize>,
+    },
     /// Time all-reduces of f32 buffers across a job (run under torchrun, one rank per process):
     /// median ms, algorithm and bus bandwidth per size, as JSON lines from rank 0. See bench/dist_bench.sh.
     AllreduceBench {
@@ -238,6 +250,7 @@ fn run(mut cli: Cli) -> Result<()> {
             cli::describe_model(&name, num_classes, in_channels, json)?
         }
         Command::Prepare { kind, common } => cli::prepare(kind, &common)?,
+        Command::Dump { rec, out, max } => dump(&rec, &out, max)?,
         Command::LoaderBench { rec, size, batch_size, workers, no_augment } => {
             println!("{}", cli::loader_bench(&rec, size, batch_size, workers, !no_augment)?);
         }
@@ -329,5 +342,28 @@ fn run(mut cli: Cli) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `trainer dump`: each record's image bytes as they are stored (PNG or JPEG), named by index, and
+/// one JSON line per record with its key, label and boxes.
+fn dump(rec: &std::path::Path, out: &std::path::Path, max: Option<usize>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let file = data::records::RecordFile::open(rec)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let list = out.join("records.jsonl");
+    let mut lines = std::io::BufWriter::new(std::fs::File::create(&list).with_context(|| format!("cannot create {}", list.display()))?);
+    let n = max.map_or(file.len(), |m| m.min(file.len()));
+    for i in 0..n {
+        let r = file.read(i).with_context(|| format!("{}: record {i}", rec.display()))?;
+        let ext = if r.image.starts_with(&[0x89, b'P', b'N', b'G']) { "png" } else { "jpg" };
+        let name = format!("{i:06}.{ext}");
+        std::fs::write(out.join(&name), &r.image).with_context(|| format!("cannot write {}", out.join(&name).display()))?;
+        let line = serde_json::json!({"image": name, "key": r.key, "label": r.label, "boxes": r.boxes});
+        writeln!(lines, "{line}").with_context(|| format!("cannot write {}", list.display()))?;
+    }
+    lines.flush().with_context(|| format!("cannot write {}", list.display()))?;
+    println!("wrote {n} of {} records' images to {} (boxes in {})", file.len(), out.display(), list.display());
     Ok(())
 }
