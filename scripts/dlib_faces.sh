@@ -23,34 +23,8 @@ fail() {
   exit 1
 }
 
-# deb-src lines from the system's deb entries (deb822 stanzas or one-line entries)
-deb_src_lines() {
-  local f=/etc/apt/sources.list.d/debian.sources
-  if [[ -r $f ]]; then
-    awk '
-      function flush() {
-        if (types ~ /(^| )deb( |$)/ && uris != "" && suites != "") {
-          n = split(uris, u, " "); m = split(suites, s, " ")
-          opt = (signed ~ /^\//) ? " [signed-by=" signed "]" : ""
-          for (i = 1; i <= n; i++) for (j = 1; j <= m; j++) print "deb-src" opt " " u[i] " " s[j] " " comps
-        }
-        types = uris = suites = comps = signed = ""
-      }
-      /^[ \t]*#/ { next }
-      /^[ \t]*$/ { flush(); next }
-      /^[^ \t]/ {
-        k = tolower($1); sub(/:$/, "", k); $1 = ""; sub(/^[ \t]+/, ""); v = $0
-        if (k == "types") types = v; else if (k == "uris") uris = v; else if (k == "suites") suites = v
-        else if (k == "components") comps = v; else if (k == "signed-by") signed = v
-        else if (k == "enabled" && tolower(v) == "no") types = ""
-      }
-      END { flush() }
-    ' "$f"
-  fi
-  if [[ -r /etc/apt/sources.list ]]; then
-    sed -n -E 's/^[[:space:]]*deb[[:space:]]+/deb-src /p' /etc/apt/sources.list
-  fi
-}
+# shellcheck source=own_apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/own_apt.sh"
 
 orig() { ls "$SRC"/dlib_*.orig.tar.* 2>/dev/null | head -1 || true; }
 
@@ -60,19 +34,8 @@ exec 9>"$SRC/.lock"
 flock 9
 tarball=$(orig)
 if [[ -z $tarball ]]; then
-  lines=$(deb_src_lines | sort -u)
-  [[ -n $lines ]] || fail "no deb entries in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list to make deb-src lines from"
-  mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/parts"
-  printf '%s\n' "$lines" >"$APT/sources.list"
-  opts=(-o "Dir::Etc::SourceList=$APT/sources.list" -o "Dir::Etc::SourceParts=$APT/parts"
-    -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o "APT::Get::List-Cleanup=0")
-  # as root, apt hands downloads to the _apt user, who cannot enter a cache under /root
-  if [[ $(id -u) -eq 0 ]]; then opts+=(-o "APT::Sandbox::User=root"); fi
-  log=$(apt-get "${opts[@]}" -q update 2>&1) || {
-    echo "$log" >&2
-    fail "apt-get update of the deb-src list $APT/sources.list failed"
-  }
-  log=$(cd "$SRC" && apt-get "${opts[@]}" -q source --download-only dlib 2>&1) || {
+  own_apt_update "$APT" deb-src || fail "cannot make the deb-src list for dlib"
+  log=$(cd "$SRC" && apt-get "${OWN_APT_OPTS[@]}" -q source --download-only dlib 2>&1) || {
     echo "$log" >&2
     fail "cannot download Debian's dlib source package (deb-src list: $APT/sources.list)"
   }

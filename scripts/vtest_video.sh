@@ -12,10 +12,17 @@ mkdir -p "$CACHE"
 if [[ ! -s "$CACHE/vtest.avi" ]]; then
   deb=$(ls "$CACHE"/opencv-doc_*.deb 2>/dev/null | head -1 || true)
   if [[ -z "$deb" ]]; then
+    # the system's package lists first; without them (a fresh image), lists of our own
     log=$(cd "$CACHE" && apt-get download opencv-doc 2>&1) || {
-      echo "$log" >&2
-      echo "vtest_video.sh: cannot download Debian's opencv-doc (is the package index current? apt-get update)" >&2
-      exit 1
+      # shellcheck source=own_apt.sh
+      source "$(dirname "${BASH_SOURCE[0]}")/own_apt.sh"
+      own_apt_update "$CACHE/apt-deb" deb || exit 1
+      log=$(cd "$CACHE" && apt-get "${OWN_APT_OPTS[@]}" -q download opencv-doc 2>&1) || {
+        echo "$log" >&2
+        echo "vtest_video.sh: cannot download Debian's opencv-doc (list: $CACHE/apt-deb/sources.list)" >&2
+        exit 1
+      }
+      rm -rf "$CACHE/apt-deb"
     }
     deb=$(ls "$CACHE"/opencv-doc_*.deb | head -1)
   fi
