@@ -196,3 +196,52 @@ fn prepare_dlib_xml_drops_and_counts_ignored_face_boxes() {
     assert_eq!(check_split(&out.join("train.rec"), &faces, &images), 15);
     assert_eq!(std::fs::read_to_string(out.join("labels.txt")).unwrap(), "object\n");
 }
+
+/// The book's sanity check before a long run: a detector must be able to learn a handful of real
+/// photos by heart. ssd-tiny (RGB) on dlib's 4 training photos, no augmentation, then exported and
+/// evaluated by ONNX Runtime on the same records: the colour path through trainer, exporter and runtime.
+#[test]
+fn ssd_tiny_overfits_dlibs_four_training_photos_and_the_export_agrees() {
+    let scratch = fresh_dir("dlib-overfit");
+    let dir = scratch.path();
+    let faces = faces(dir);
+    let out = dir.join("prepared");
+    prepare(&[s(&faces.join("training.xml")), "--test-xml", s(&faces.join("testing.xml")), "--out", s(&out), "--short-side", "0"]);
+    let (train, run) = (out.join("train.rec"), dir.join("run"));
+    let config = dir.join("overfit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nname = \"ssd-tiny\"\nin_channels = 3\n\n[data]\ntrain = \"{t}\"\nval = \"{t}\"\nmean = 85.0\nstd = 60.0\n\n\
+             [train]\nbatch_size = 4\nepochs = 40\nlr = 0.003\nseed = 1\ndevice = \"cpu\"\nlog_every = 0\ncheckpoint_every = 40\nrun = \"{r}\"\n\n\
+             [optimizer]\nname = \"adam\"\nweight_decay = 0.0\n\n[schedule]\nname = \"constant\"\n\n\
+             [augment]\nflip = false\ncrop = false\nexpand = 1.0\nphotometric = false\n",
+            t = s(&train),
+            r = s(&run)
+        ),
+    )
+    .unwrap();
+    let o = run_bin("trainer", &["-q", "train", "--config", s(&config)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics-from-0000.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("val").is_some())
+        .collect();
+    let map = |i: usize| metrics[i]["val"]["map"].as_f64().unwrap();
+    assert_eq!(metrics.len(), 40);
+    // it starts knowing nothing and ends knowing the 18 faces
+    assert!(map(0) < 0.1 && map(39) >= 0.95, "mAP@0.5 {} after epoch 1, {} after 40", map(0), map(39));
+    assert_eq!(metrics[39]["val"]["ap"][0]["objects"], 18);
+
+    let onnx = dir.join("faces.onnx");
+    let o = run_bin("exporter", &["export", "--run", s(&run), "--out", s(&onnx)]);
+    assert!(o.status.success() && text(&o).contains("matched"), "{}", text(&o));
+    let report = dir.join("eval.json");
+    let o = run_bin("runtime", &["eval", "-m", s(&onnx), "--data", s(&train), "--json", s(&report)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ran: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!((ran["map"].as_f64().unwrap() - map(39)).abs() < 1e-4, "runtime eval {} vs trainer {}", ran["map"], map(39));
+    assert_eq!(ran["per_class"][0]["label"], "object");
+}
