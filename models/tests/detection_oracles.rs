@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use data::rng::Xorshift64;
 use models::detect::{iou_matrix, Bbox};
-use models::detect::{nms, BoxCoder, Detection, GridAnchors, GroundTruth, MapEvaluator, Matcher, SsdPriors};
+use models::detect::{nms, BoxCoder, CocoEvaluator, Detection, GridAnchors, GroundTruth, MapEvaluator, Matcher, SsdPriors};
 use serde_json::{json, Value};
 
 fn python() -> PathBuf {
@@ -285,6 +285,39 @@ fn map_equals_the_tfod_pascal_evaluator_and_podm() {
             }
         }
         compared += ours.per_class.iter().flatten().count();
+    }
+    assert!(compared > 30, "only {compared} class APs compared");
+}
+
+#[test]
+fn coco_ap_equals_pycocotools() {
+    let (c, o) = oracle();
+    let mut compared = 0;
+    for (i, (classes, images)) in c.map.iter().enumerate() {
+        let mut e = CocoEvaluator::new(*classes);
+        for (truth, dets) in images {
+            e.add_image(truth, dets);
+        }
+        let ours = e.evaluate();
+        let theirs = &o["coco_map"][i];
+        let close = |a: Option<f64>, b: &Value, what: &str| match (a, b.as_f64()) {
+            // pycocotools reports -1 where there is nothing to average
+            (None, None) => {}
+            (None, Some(-1.0)) => {}
+            (Some(x), Some(y)) => assert!((x - y).abs() < 1e-12, "case {i} {what}: ours {x}, pycocotools {y}"),
+            (x, y) => panic!("case {i} {what}: ours {x:?}, pycocotools {y:?}"),
+        };
+        close(ours.ap, &theirs["ap"], "AP@[.5:.95]");
+        close(ours.ap50, &theirs["ap50"], "AP50");
+        close(ours.ap75, &theirs["ap75"], "AP75");
+        for k in 0..*classes {
+            close(ours.per_class[k], &theirs["per_class"][k], &format!("class {}", k + 1));
+        }
+        compared += ours.per_class.iter().flatten().count();
+        // the thresholds are numpy's, bit for bit
+        let t: Vec<f64> = serde_json::from_value(theirs["iou_thresholds"].clone()).unwrap();
+        assert_eq!(t.len(), 10);
+        assert_eq!((t[0], t[5], t[9]), (0.5, 0.75, 0.95));
     }
     assert!(compared > 30, "only {compared} class APs compared");
 }

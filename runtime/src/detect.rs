@@ -297,6 +297,8 @@ pub struct DetectionReport {
     pub skipped: Vec<(String, String)>,
     /// mAP@0.5 (TFOD's PASCAL evaluator, the book's), over the classes with ground truth.
     pub map: Option<f64>,
+    /// COCO's AP@[.5:.95] (pycocotools' COCOeval) of the same detections, the second metric.
+    pub coco_ap: Option<f64>,
     pub per_class: Vec<ClassAp>,
     pub seconds: f64,
     pub images_per_sec: f64,
@@ -310,6 +312,9 @@ impl std::fmt::Display for DetectionReport {
             writeln!(f, "  skipped {name}: {why}")?;
         }
         writeln!(f, "mAP@0.5 {}", self.map.map_or("- (no ground truth)".into(), |m| format!("{m:.4}")))?;
+        if let Some(c) = self.coco_ap {
+            writeln!(f, "COCO AP@[.5:.95] {c:.4}")?;
+        }
         writeln!(f, "{:<24} {:>8} {:>8} {:>10}", "class", "AP@0.5", "objects", "detections")?;
         for c in &self.per_class {
             writeln!(f, "{:<24} {:>8} {:>8} {:>10}", c.label, c.ap.map_or("-".into(), |v| format!("{v:.4}")), c.objects, c.detections)?;
@@ -377,6 +382,7 @@ pub fn evaluate(det: &mut Detector, data: &Path, batch: usize, workers: usize, p
         images,
         skipped,
         map: r.mean_ap,
+        coco_ap: r.coco.as_ref().and_then(|c| c.ap),
         per_class,
         seconds,
         images_per_sec: images as f64 / seconds.max(1e-9),

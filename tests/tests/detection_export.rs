@@ -89,6 +89,9 @@ fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
     let ran: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let (a, b) = (trained["metrics"]["map"].as_f64().unwrap(), ran["map"].as_f64().unwrap());
     assert!((a - b).abs() < 1e-4, "trainer eval mAP {a}, runtime eval {b}");
+    // and COCO's AP@[.5:.95], which rewards tight boxes: lower than mAP@0.5, equal on both sides
+    let (a, b) = (trained["metrics"]["coco_ap"].as_f64().unwrap(), ran["coco_ap"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-4 && a > 0.0 && a < trained["metrics"]["map"].as_f64().unwrap(), "trainer COCO AP {a}, runtime {b}");
     for (t, r) in trained["metrics"]["ap"].as_array().unwrap().iter().zip(ran["per_class"].as_array().unwrap()) {
         assert_eq!((&t["label"], &t["objects"]), (&r["label"], &r["objects"]));
     }

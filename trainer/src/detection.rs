@@ -289,7 +289,16 @@ pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, T
     }
     let r = map.evaluate();
     let ap = r.by_class(|k| spec.label(k));
-    Ok(EvalMetrics { samples: n, loss: loss / n.max(1) as f64, rank1: f64::NAN, rank5: f64::NAN, one_off: None, map: r.mean_ap, ap })
+    Ok(EvalMetrics {
+        samples: n,
+        loss: loss / n.max(1) as f64,
+        rank1: f64::NAN,
+        rank5: f64::NAN,
+        one_off: None,
+        map: r.mean_ap,
+        coco_ap: r.coco.and_then(|c| c.ap),
+        ap,
+    })
 }
 
 /// `trainer eval` of a detector: `net` (restored) on the record file `data`, its classes matched to
@@ -496,7 +505,8 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         log.json(&serde_json::to_value(&m).expect("epoch metrics are plain numbers"))?;
         let val_text = val.map_or(String::new(), |v| {
             let per: Vec<String> = v.ap.iter().map(|a| format!("{} {}", a.label, a.ap.map_or("-".into(), |x| format!("{x:.3}")))).collect();
-            format!(", val loss {:.4} mAP@0.5 {} ({})", v.loss, v.map.map_or("-".into(), |x| format!("{x:.4}")), per.join(", "))
+            let coco = v.coco_ap.map_or(String::new(), |c| format!(", COCO AP {c:.4}"));
+            format!(", val loss {:.4} mAP@0.5 {} ({}){coco}", v.loss, v.map.map_or("-".into(), |x| format!("{x:.4}")), per.join(", "))
         });
         log.say(&format!(
             "epoch {epoch}/{} lr {lr}: train loss {:.4} (boxes {:.4}, classes {:.4}){val_text} ({:.1}s, {:.0} images/s)",

@@ -59,6 +59,9 @@ pub struct EvalMetrics {
     /// with ground truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<f64>,
+    /// For detectors: COCO's AP@[.5:.95] (pycocotools' COCOeval), the second metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coco_ap: Option<f64>,
     /// For detectors: AP@0.5 of every class (`null` for a class with no ground truth in the set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ap: Vec<ClassAp>,
@@ -101,7 +104,7 @@ pub fn evaluate(net: &Net, set: &RecordBatches, ordinal: bool) -> Result<EvalMet
     }
     let n_f = n.max(1) as f64;
     let one_off = ordinal.then(|| off as f64 / n_f);
-    Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f, one_off, map: None, ap: vec![] })
+    Ok(EvalMetrics { samples: n as usize, loss: loss / n_f, rank1: r1 as f64 / n_f, rank5: r5 as f64 / n_f, one_off, map: None, coco_ap: None, ap: vec![] })
 }
 
 /// `trainer eval`: a checkpoint (the latest when `epoch` is None) on a record file or an IDX set.
@@ -137,7 +140,7 @@ mod tests {
             train_loss: f64::INFINITY,
             train_rank1: 0.5,
             train_rank5: 1.0,
-            val: Some(EvalMetrics { samples: 3, loss: f64::NAN, rank1: 0.0, rank5: 1.0, one_off: None, map: None, ap: vec![] }),
+            val: Some(EvalMetrics { samples: 3, loss: f64::NAN, rank1: 0.0, rank5: 1.0, one_off: None, map: None, coco_ap: None, ap: vec![] }),
             seconds: 1.0,
             samples_per_sec: 2.0,
         };

@@ -304,7 +304,8 @@ fn run(mut cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::json!({"epoch": epoch, "metrics": m}));
             } else if let Some(map) = m.map {
-                println!("{} epoch {epoch} on {}: {} images, loss {:.4}, mAP@0.5 {map:.4}", run.display(), data.display(), m.samples, m.loss);
+                let coco = m.coco_ap.map_or(String::new(), |c| format!(", COCO AP@[.5:.95] {c:.4}"));
+                println!("{} epoch {epoch} on {}: {} images, loss {:.4}, mAP@0.5 {map:.4}{coco}", run.display(), data.display(), m.samples, m.loss);
                 println!("{:<24} {:>8} {:>8} {:>10}", "class", "AP@0.5", "objects", "detections");
                 for a in &m.ap {
                     println!("{:<24} {:>8} {:>8} {:>10}", a.label, a.ap.map_or("-".into(), |v| format!("{v:.4}")), a.objects, a.detections);

@@ -143,6 +143,7 @@ fn job_eval(dist: Option<&Dist>, m: EvalMetrics) -> Result<EvalMetrics, DistErro
         rank5: s[2] / total,
         one_off: m.one_off.map(|_| s[3] / total),
         map: m.map,
+        coco_ap: m.coco_ap,
         ap: m.ap,
     })
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::coco::{CocoEvaluator, CocoResult};
 use super::{setting, Bbox, DetectError, Detection};
 
 /// A labelled box of an image. `difficult` ones (PASCAL VOC's flag) count neither as objects to find
@@ -48,6 +49,9 @@ pub struct ApResult {
     pub ground_truth: Vec<usize>,
     /// Detections counted per class.
     pub detections: Vec<usize>,
+    /// COCO's AP@[.5:.95] of the same images (pycocotools' `COCOeval`), the second metric.
+    #[serde(default)]
+    pub coco: Option<CocoResult>,
 }
 
 /// One class's AP@0.5 in a report, by name.
@@ -91,6 +95,7 @@ pub struct MapEvaluator {
     iou_threshold: f64,
     tallies: Vec<Tally>,
     images: usize,
+    coco: CocoEvaluator,
 }
 
 /// TFOD's evaluator keeps at most this many detections per class and image.
@@ -99,7 +104,7 @@ const MAX_PER_IMAGE: usize = 10_000;
 impl MapEvaluator {
     /// For classes 1..=`classes`, matching at IoU ≥ `iou_threshold` (the book: 0.5).
     pub fn new(classes: usize, iou_threshold: f64) -> Self {
-        MapEvaluator { iou_threshold, tallies: vec![Tally::default(); classes], images: 0 }
+        MapEvaluator { iou_threshold, tallies: vec![Tally::default(); classes], images: 0, coco: CocoEvaluator::new(classes) }
     }
 
     pub fn images(&self) -> usize {
@@ -115,6 +120,7 @@ impl MapEvaluator {
             }
         }
         self.images += 1;
+        self.coco.add_image(truth, detections);
         for class in 1..=k {
             let gts: Vec<&GroundTruth> = truth.iter().filter(|g| g.class == class).collect();
             let mut dets: Vec<&Detection> = detections.iter().filter(|d| d.class == class).collect();
@@ -176,6 +182,7 @@ impl MapEvaluator {
         let valid: Vec<f64> = per_class.iter().flatten().copied().collect();
         let mean_ap = if valid.is_empty() { None } else { Some(valid.iter().sum::<f64>() / valid.len() as f64) };
         ApResult {
+            coco: Some(self.coco.evaluate()),
             per_class,
             mean_ap,
             ground_truth: self.tallies.iter().map(|t| t.ground_truth).collect(),
@@ -207,7 +214,7 @@ mod tests {
         let names = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(match_classes(&names(&["cat", "dog"]), &names(&["dog", "bird", "cat"])), Ok(vec![2, 0]));
         assert_eq!(match_classes(&names(&["cow", "dog", "yak"]), &names(&["dog"])), Err(names(&["cow", "yak"])));
-        let r = ApResult { per_class: vec![Some(0.5), None], mean_ap: Some(0.5), ground_truth: vec![3, 0], detections: vec![4, 1] };
+        let r = ApResult { per_class: vec![Some(0.5), None], mean_ap: Some(0.5), ground_truth: vec![3, 0], detections: vec![4, 1], coco: None };
         let rows = r.by_class(|k| format!("c{k}"));
         assert_eq!(rows[1], ClassAp { label: "c2".into(), ap: None, objects: 0, detections: 1 });
         assert_eq!((rows[0].label.as_str(), rows[0].ap, rows[0].objects), ("c1", Some(0.5), 3));

@@ -1,6 +1,6 @@
 //! Detection geometry shared by every crate (pure Rust: no libtorch, no ONNX Runtime): boxes and IoU,
 //! SSD priors and grid anchors, the box coder, the matchers, NMS with ONNX Runtime's semantics, the
-//! detectors' post-process, and the mAP evaluator the book measures with.
+//! detectors' post-process, the mAP evaluator the book measures with, and COCO's AP@[.5:.95].
 //!
 //! Boxes are `[x0, y0, x1, y1]` in `f32` (pixels, or image-relative where said), as torchvision
 //! keeps them; arithmetic is done in `f32` in the order torchvision and ONNX Runtime do it, so the
@@ -8,6 +8,7 @@
 //! exact (+, −, ×, ÷, √) and within a few ulps where libm and libtorch differ (exp, log).
 
 pub mod boxes;
+pub mod coco;
 pub mod coder;
 pub mod map;
 pub mod matcher;
@@ -16,6 +17,7 @@ pub mod priors;
 pub mod spec;
 
 pub use boxes::{iou, iou_matrix, Bbox};
+pub use coco::{CocoEvaluator, CocoResult};
 pub use coder::BoxCoder;
 pub use map::{match_classes, ApResult, ClassAp, GroundTruth, MapEvaluator};
 pub use matcher::Matcher;

@@ -8,6 +8,7 @@ import sys
 import types
 
 import numpy as np
+import numpy.ma  # noqa: F401  (before the aliases below: numpy.ma breaks if np.bool is Python's bool)
 
 # numpy 2 removed the aliases the TFOD utils still use
 np.float = float
@@ -144,6 +145,36 @@ def podm_map(case):
     return {"per_class": per_class}
 
 
+def coco_map(case):
+    """pycocotools' COCOeval on the same images: box IoU, area "all", 100 detections; a difficult
+    object is a crowd (COCO's way to ignore one)."""
+    import contextlib, io
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    xywh = lambda b: [float(b[0]), float(b[1]), float(b[2]) - float(b[0]), float(b[3]) - float(b[1])]
+    images, anns, dets = [], [], []
+    for i, img in enumerate(case["images"]):
+        images.append({"id": i + 1})
+        for b, c, d in zip(img["gt_boxes"], img["gt_classes"], img["gt_difficult"]):
+            box = xywh(b)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c, "bbox": box, "area": box[2] * box[3], "iscrowd": int(d)})
+        for b, c, s in zip(img["det_boxes"], img["det_classes"], img["det_scores"]):
+            dets.append({"image_id": i + 1, "category_id": c, "bbox": xywh(b), "score": float(s)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(1, case["classes"] + 1)]}
+        gt.createIndex()
+        e = COCOeval(gt, gt.loadRes(dets), "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    p = e.eval["precision"][:, :, :, 0, -1]  # [T, R, K] at area "all", 100 detections
+    per_class = [float(np.mean(p[:, :, k][p[:, :, k] > -1])) if (p[:, :, k] > -1).any() else None for k in range(p.shape[2])]
+    return {"ap": float(e.stats[0]), "ap50": float(e.stats[1]), "ap75": float(e.stats[2]), "per_class": per_class,
+            "iou_thresholds": e.params.iouThrs.tolist()}
+
+
 def main():
     cases = json.load(sys.stdin)
     out = {
@@ -153,6 +184,7 @@ def main():
         "matcher": [matcher(c) for c in cases.get("matcher", [])],
         "nms": nms(cases["nms"]) if cases.get("nms") else [],
         "tfod_map": [tfod_map(c) for c in cases.get("map", [])],
+        "coco_map": [coco_map(c) for c in cases.get("map", [])],
         # podm has no difficult flag: None for cases that use it
         "podm_map": [None if any(any(i["gt_difficult"]) for i in c["images"]) else podm_map(c) for c in cases.get("map", [])],
     }
