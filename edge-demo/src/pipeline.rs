@@ -138,9 +138,23 @@ impl Pipeline {
         let [h, w] = det.image_size();
         let mut small = Mat::default();
         imgproc::resize(frame, &mut small, Size::new(w as i32, h as i32), 0.0, 0.0, imgproc::INTER_LINEAR)?;
-        let code = if det.channels() == 1 { imgproc::COLOR_BGR2GRAY } else { imgproc::COLOR_BGR2RGB };
-        let mut px = Mat::default();
-        imgproc::cvt_color_def(&small, &mut px, code)?;
+        // frames are BGR, or grey from some cameras
+        let code = match (small.channels(), det.channels()) {
+            (1, 1) => None,
+            (1, _) => Some(imgproc::COLOR_GRAY2RGB),
+            (4, 1) => Some(imgproc::COLOR_BGRA2GRAY),
+            (4, _) => Some(imgproc::COLOR_BGRA2RGB),
+            (_, 1) => Some(imgproc::COLOR_BGR2GRAY),
+            _ => Some(imgproc::COLOR_BGR2RGB),
+        };
+        let px = match code {
+            Some(code) => {
+                let mut px = Mat::default();
+                imgproc::cvt_color_def(&small, &mut px, code)?;
+                px
+            }
+            None => small,
+        };
         t.detect = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
         let mut found = det.detect_pixels(px.data_bytes()?, w, h, self.min_score)?;
@@ -152,7 +166,8 @@ impl Pipeline {
         let s = Instant::now();
         let mut annotated = frame.try_clone()?;
         for f in &found {
-            let [x0, y0, x1, y1] = f.bbox.map(|v| v.round() as i32);
+            let (fw, fh) = (annotated.cols(), annotated.rows());
+            let [x0, y0, x1, y1] = [(f.bbox[0], fw), (f.bbox[1], fh), (f.bbox[2], fw), (f.bbox[3], fh)].map(|(v, n)| (v.round() as i32).clamp(-1, n + 1));
             let [r, g, b] = class_colour(f.class).map(f64::from);
             vision::draw_box_in(&mut annotated, Rect::new(x0, y0, (x1 - x0).max(1), (y1 - y0).max(1)), &format!("{}: {:.2}", f.label, f.score), (b, g, r))?;
         }

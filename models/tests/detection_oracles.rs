@@ -147,6 +147,15 @@ fn cases() -> Cases {
         }
         map.push((classes, images));
     }
+    // more detections of one class in one image than COCO keeps (100): the cut at the best 100 counts
+    let truth: Vec<GroundTruth> = (0..6).map(|_| GroundTruth { class: 1, bbox: bbox(&mut r, 300.0), difficult: false }).collect();
+    let crowded: Vec<Detection> = (0..160)
+        .map(|i| {
+            let g = truth[i % truth.len()].bbox;
+            Detection { class: 1, score: r.unit_f32(), bbox: if i % 3 == 0 { bbox(&mut r, 300.0) } else { jitter(&mut r, &g, 0.2) } }
+        })
+        .collect();
+    map.push((1, vec![(truth, crowded), (vec![], vec![])]));
     Cases { ssd, anchors, coder: (gt, priors, codes), matcher, nms, map }
 }
 

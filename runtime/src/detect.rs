@@ -51,8 +51,8 @@ pub enum Contract {
     },
     /// A model made elsewhere in the TFOD export contract (TFOD's exporter, then tf2onnx): uint8
     /// `[N, H, W, 3]` RGB of any size, boxes normalised `[ymin, xmin, ymax, xmax]`, no metadata.
-    /// Images are brought to `size` first (`[H, W]`, TFOD SSD's 300x300 unless `--size` says
-    /// otherwise): the graph resizes to its training size itself, so this only saves it the work.
+    /// Images are brought to `size` first (`[H, W]`: the input's own when the file fixes it, else
+    /// `--size`, else TFOD SSD's 300x300, the size its SSDs resize to inside the graph anyway).
     Tfod { size: [usize; 2] },
 }
 
@@ -126,6 +126,23 @@ impl Detector {
             Some(file) => Some(data::labels::read(file).map_err(|e| err(e.to_string()))?),
             None => None,
         };
+        let ignored = [
+            ("--layout", args.layout.is_some()),
+            ("--gray", args.gray),
+            ("--mean", args.mean.is_some()),
+            ("--std", args.std.is_some()),
+            ("--crop", args.crop.is_some()),
+            ("--resize-short", args.resize_short.is_some()),
+            ("--size", meta.is_some() && args.size.is_some()),
+        ];
+        if let Some((flag, _)) = ignored.iter().find(|(_, set)| *set) {
+            let why = if meta.is_some() {
+                "our exported detectors take their input size and normalisation from their metadata"
+            } else {
+                "a TFOD-contract detector takes uint8 RGB as it is (only --size and --labels apply)"
+            };
+            return Err(err(format!("{flag}: {why}")).into());
+        }
         let (contract, labels) = match meta {
             Some(meta) => {
                 let spec = meta.detector.clone().ok_or_else(|| err(format!("its task is {}, not detection", meta.task)))?;
@@ -144,7 +161,16 @@ impl Detector {
                     ))
                     .into());
                 }
-                let size = args.size.map_or(TFOD_SIZE, |s| [s.height as usize, s.width as usize]);
+                // a fixed H x W in the file is the size; a dynamic one takes --size, else TFOD SSD's 300x300
+                let fixed = (shape[1] > 0 && shape[2] > 0).then(|| [shape[1] as usize, shape[2] as usize]);
+                let size = match (fixed, args.size.map(|s| [s.height as usize, s.width as usize])) {
+                    (Some(f), Some(g)) if f != g => {
+                        return Err(err(format!("--size {}x{}: input '{input_name}' is fixed at {}x{} (W x H)", g[1], g[0], f[1], f[0])).into());
+                    }
+                    (Some(f), _) => f,
+                    (None, Some(g)) => g,
+                    (None, None) => TFOD_SIZE,
+                };
                 // TFOD label maps number the classes from 1; the background has no name there
                 let labels = from_file.clone().map(|names| std::iter::once("background".to_string()).chain(names).collect()).unwrap_or_default();
                 (Contract::Tfod { size }, labels)
@@ -237,8 +263,9 @@ impl Detector {
         if bshape != [n, m, 4] || scores.len() != n * m || classes.len() != n * m || num.len() != n {
             return Err(err(format!("detection outputs of shape {bshape:?} for {n} images")).into());
         }
-        // a class beyond the labels is an error where the file names its classes (ours, or --labels)
-        let k = if self.labels.is_empty() { usize::MAX } else { self.labels.len() };
+        // a class beyond the labels is an error in our exports, which name every class; TFOD label maps
+        // have gaps (COCO's ids run to 90 for 80 names), so there a class without a name gets its number
+        let k = if matches!(self.contract, Contract::Ours { .. }) { self.labels.len() } else { usize::MAX };
         let mut out = Vec::with_capacity(n);
         for (i, &found) in num.iter().enumerate() {
             let count = (found.max(0.0) as usize).min(m);
@@ -247,7 +274,9 @@ impl Detector {
                 let at = i * m + j;
                 let class = classes[at] as usize;
                 if class == 0 || class >= k {
-                    return Err(err(format!("image {i}: detection {j} has class {} outside 1..{k}", classes[at])).into());
+                    return Err(
+                        err(format!("image {i} of the batch: detection {j} has class {} outside 1..{k} (the classes of its metadata)", classes[at])).into()
+                    );
                 }
                 let b = &boxes[at * 4..at * 4 + 4];
                 let bbox = match normalised {
@@ -452,7 +481,8 @@ pub fn draw(img: &mut data::image::RgbImage, found: &[Found]) {
     };
     for f in found {
         let colour = class_colour(f.class);
-        let [x0, y0, x1, y1] = f.bbox.map(|v| v.round() as i64);
+        // clamped first: a wild coordinate (inf, 1e30) must not overflow the arithmetic below
+        let [x0, y0, x1, y1] = [(f.bbox[0], w), (f.bbox[1], h), (f.bbox[2], w), (f.bbox[3], h)].map(|(v, n)| (v.round() as i64).clamp(-1, n + 1));
         fill(img, x0, y0, x1 + 1, y0 + thick, colour);
         fill(img, x0, y1 + 1 - thick, x1 + 1, y1 + 1, colour);
         fill(img, x0, y0, x0 + thick, y1 + 1, colour);

@@ -223,7 +223,7 @@ fn predict_boxes(mut d: runtime::detect::Detector, images: &[PathBuf], min_score
                 continue;
             }
         };
-        let found = runtime::detect::detect_image(&mut d, &img, min_score)?;
+        let found = runtime::detect::detect_image(&mut d, &img, min_score).with_context(|| format!("detecting in {}", f.display()))?;
         let answer = runtime::detect::ImageDetections { image: f.display().to_string(), width: img.width(), height: img.height(), detections: found };
         if json {
             println!("{}", serde_json::to_string(&answer)?);

@@ -146,6 +146,10 @@ fn runtime_runs_a_tfod_detector_made_elsewhere_on_photos_and_says_what_it_cannot
     let o = run_bin("runtime", &["bench", "-m", s(&model), "--batch", "1", "--iters", "3", "--warmup", "1"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("TFOD-contract detector, uint8, 3x300x300"), "{}", text(&o));
 
+    // flags a TFOD detector does not use are refused, not dropped
+    let o = run_bin("runtime", &["predict", "-m", s(&model), "--gray", s(&faces.join("obama.jpg"))]);
+    assert!(!o.status.success() && text(&o).contains("--gray"), "{}", text(&o));
+
     // eval reads the preprocessing from our metadata, which a model made elsewhere lacks
     let o = run_bin("runtime", &["eval", "-m", s(&model), "--data", s(&dir.join("none.rec"))]);
     assert!(!o.status.success() && text(&o).contains("TFOD-contract model made elsewhere"), "{}", text(&o));

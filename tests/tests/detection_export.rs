@@ -104,8 +104,8 @@ fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
     let mut truth = vec![];
     for i in 0..6 {
         let r = recs.read(i).unwrap();
-        // twice the stored size: the boxes come back in these pixels
-        let img = data::image::load_from_memory(&r.image).unwrap().resize_exact(256, 256, data::image::imageops::FilterType::Triangle);
+        // twice the stored width, 1.5 times its height: the boxes come back in these pixels
+        let img = data::image::load_from_memory(&r.image).unwrap().resize_exact(256, 192, data::image::imageops::FilterType::Triangle);
         img.save(images.join(format!("scene{i}.png"))).unwrap();
         truth.push(r.boxes);
     }
@@ -123,14 +123,18 @@ fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
             assert!(d["score"].as_f64().unwrap() >= 0.3 && d["label"].is_string() && d["class"].as_u64().unwrap() >= 1);
             let b: Vec<f32> = serde_json::from_value(d["box"].clone()).unwrap();
             reported += 1;
-            // a found box lies on a true one, scaled by 2
-            hits += gts.iter().any(|g| models::detect::iou(&[g.x0 * 2.0, g.y0 * 2.0, g.x1 * 2.0, g.y1 * 2.0], &[b[0], b[1], b[2], b[3]]) > 0.5) as usize;
+            // a found box lies on a true one, scaled by 2 across and 1.5 down
+            hits += gts.iter().any(|g| models::detect::iou(&[g.x0 * 2.0, g.y0 * 1.5, g.x1 * 2.0, g.y1 * 1.5], &[b[0], b[1], b[2], b[3]]) > 0.5) as usize;
         }
     }
     let objects: usize = truth.iter().map(Vec::len).sum();
     eprintln!("predict: {reported} boxes at score ≥ 0.3 in 6 scenes of {objects} objects, {hits} on a true object");
     assert!(hits >= 4 && 2 * hits >= reported, "{hits} of {reported} boxes on the {objects} true objects: {lines:?}");
     assert_eq!(std::fs::read_dir(&drawn).unwrap().count(), 6);
+
+    // the export's size comes from its metadata: a --size would be silently wrong, so it is refused
+    let o = run_bin("runtime", &["predict", "-m", s(&out), "--size", "64x64", s(&images)]);
+    assert!(!o.status.success() && text(&o).contains("--size") && text(&o).contains("metadata"), "{}", text(&o));
 
     // runtime bench for a detector
     let o = run_bin("runtime", &["bench", "-m", s(&out), "--batch", "1,4", "--iters", "3", "--seconds", "0", "--warmup", "1"]);
@@ -149,7 +153,10 @@ fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
         let boxes: Vec<data::records::BoundingBox> = serde_json::from_value(l["boxes"].clone()).unwrap();
         assert_eq!((boxes, l["key"].as_str().unwrap()), (r.boxes, r.key.as_str()));
     }
+    // the class names go with the boxes
+    assert_eq!(std::fs::read(dumped.join("labels.txt")).unwrap(), std::fs::read(data.join("labels.txt")).unwrap());
     std::fs::remove_file(dumped.join("records.jsonl")).unwrap();
+    std::fs::remove_file(dumped.join("labels.txt")).unwrap();
 
     // edge-demo detect on the dumped scenes (an image folder): what runtime predict finds
     let (boxed, frames) = (dir.join("boxed"), dir.join("frames.jsonl"));
