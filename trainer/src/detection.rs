@@ -519,8 +519,8 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         ))?;
         if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
+            remove_interrupted(&run)?;
         }
-        remove_interrupted(&run)?;
         history.push(m);
     }
     Ok(history)

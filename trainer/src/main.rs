@@ -55,7 +55,8 @@ enum Command {
         no_augment: bool,
     },
     /// Write a record file's images out as files, with their labels and boxes as JSON lines
-    /// (`records.jsonl`), to look at them or to feed them to `runtime predict` or `edge-demo`.
+    /// (`records.jsonl`; classes index the `labels.txt` copied beside), to look at them or to feed
+    /// them to `runtime predict` or `edge-demo`.
     Dump {
         /// A record file from `trainer prepare`.
         rec: PathBuf,
@@ -365,6 +366,11 @@ fn dump(rec: &std::path::Path, out: &std::path::Path, max: Option<usize>) -> any
         writeln!(lines, "{line}").with_context(|| format!("cannot write {}", list.display()))?;
     }
     lines.flush().with_context(|| format!("cannot write {}", list.display()))?;
+    // the boxes' classes index labels.txt: it goes with them
+    let labels = rec.with_file_name("labels.txt");
+    if labels.is_file() {
+        std::fs::copy(&labels, out.join("labels.txt")).with_context(|| format!("cannot copy {} into {}", labels.display(), out.display()))?;
+    }
     println!("wrote {n} of {} records' images to {} (boxes in {})", file.len(), out.display(), list.display());
     Ok(())
 }

@@ -474,10 +474,10 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             "epoch {epoch}/{} lr {lr}: train loss {:.4} rank-1 {:.4}{val_text} ({:.1}s, {:.0} samples/s)",
             c.train.epochs, m.train_loss, m.train_rank1, m.seconds, m.samples_per_sec
         ))?;
+        // the interrupted state stays until a checkpoint supersedes it: an epoch without one leaves
+        // nothing else to resume from
         if main && (epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs) {
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
-        }
-        if main {
             remove_interrupted(&run)?;
         }
         history.push(m);
