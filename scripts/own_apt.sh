@@ -2,7 +2,7 @@
 # own_apt.sh (sourced by the scripts that fetch Debian packages as data): an apt configuration of our
 # own, so that a package's files can be downloaded without touching the system's apt setup or relying on
 # its package lists being present. The lines are made from the URIs, Suites and Components the system
-# already names (/etc/apt/sources.list.d/debian.sources, else /etc/apt/sources.list): no host is named here.
+# already names (/etc/apt/sources.list.d/*.sources, else /etc/apt/sources.list): no host is named here.
 #
 #   own_apt_update DIR KIND    # KIND deb or deb-src; writes DIR/sources.list and DIR/lists, runs
 #                              # apt-get update with them and leaves the options in OWN_APT_OPTS
@@ -10,8 +10,12 @@
 
 # KIND lines from the system's deb entries (deb822 stanzas or one-line entries)
 own_apt_lines() {
-  local kind=$1 f=/etc/apt/sources.list.d/debian.sources
-  if [[ -r $f ]]; then
+  local kind=$1 f found=
+  # every deb822 file (debian.sources, ubuntu.sources, ...); the one-line sources.list only without
+  # them, since a system that has both names the same archives twice (with and without Signed-By)
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -r $f ]] || continue
+    found=1
     awk -v kind="$kind" '
       function flush() {
         if (types ~ /(^| )deb( |$)/ && uris != "" && suites != "") {
@@ -31,8 +35,8 @@ own_apt_lines() {
       }
       END { flush() }
     ' "$f"
-  fi
-  if [[ -r /etc/apt/sources.list ]]; then
+  done
+  if [[ -z $found && -r /etc/apt/sources.list ]]; then
     sed -n -E "s/^[[:space:]]*deb[[:space:]]+/$kind /p" /etc/apt/sources.list
   fi
 }

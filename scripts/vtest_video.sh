@@ -2,13 +2,16 @@
 # vtest_video.sh OUT.avi: OpenCV's sample video of pedestrians (vtest.avi, 768x576, 795 frames), taken
 # from Debian's opencv-doc package (downloaded with `apt-get download`, unpacked with dpkg-deb; nothing
 # is installed). The video is copyrighted sample data: it is extracted on each machine, never committed.
-# The package (about 96 MB) is kept in the cache (DLCV_CACHE, default ~/.cache/dlcv), so a second call
-# costs a copy. Used by the edge-demo detect test, the demo and bench/edge_detect_bench.sh.
+# The video is kept in the cache (DLCV_CACHE, default ~/.cache/dlcv; the 96 MB package is deleted once
+# it is out), so a second call costs a copy. Used by the edge-demo detect test, the demo and bench/edge_detect_bench.sh.
 set -euo pipefail
 OUT=$1
 CACHE=${DLCV_CACHE:-$HOME/.cache/dlcv}
 MEMBER=./usr/share/doc/opencv-doc/examples/data/vtest.avi
 mkdir -p "$CACHE"
+# one download at a time (the demo, a test and the benchmark share the cache)
+exec 9>"$CACHE/.vtest.lock"
+flock 9
 if [[ ! -s "$CACHE/vtest.avi" ]]; then
   deb=$(ls "$CACHE"/opencv-doc_*.deb 2>/dev/null | head -1 || true)
   if [[ -z "$deb" ]]; then
