@@ -8,6 +8,16 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// The project's Python (scripts/setup.sh makes it), or `DLCV_PYTHON`: the oracles and peers run in it.
+pub fn python() -> PathBuf {
+    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+/// A JSON-lines file, one value per line.
+pub fn json_lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// `edge-demo/assets` in the repository: the FER2013 emotion model made elsewhere (`fer_emotion.onnx`) and
 /// three public-domain portraits (`faces/`); provenance and licences in its README.md.
 pub fn assets_dir() -> PathBuf {

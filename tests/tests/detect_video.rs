@@ -7,21 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{assets_dir, fresh_dir, repo_root, run_bin, s, text};
-
-fn python() -> PathBuf {
-    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/python"))
-}
+use tests::{assets_dir, fresh_dir, json_lines, python, repo_root, run_bin, s, text};
 
 fn vtest(dir: &Path) -> PathBuf {
     let out = dir.join("vtest.avi");
     let o = Command::new("bash").arg(repo_root().join("scripts/vtest_video.sh")).arg(&out).output().unwrap();
     assert!(o.status.success() && out.is_file(), "{}", text(&o));
     out
-}
-
-fn json_lines(p: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn bbox(v: &serde_json::Value) -> [f64; 4] {

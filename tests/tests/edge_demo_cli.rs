@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{assets_dir, fresh_dir, repo_root, run_bin, s, text};
+use tests::{assets_dir, fresh_dir, json_lines, repo_root, run_bin, s, text};
 
 /// The face video of scripts/faces_video.sh: astronaut, obama, grace_hopper, 75 frames each.
 fn faces_video(dir: &Path) -> PathBuf {
@@ -25,10 +25,6 @@ fn fer_labels(dir: &Path) -> PathBuf {
     let p = dir.join("fer_labels.txt");
     std::fs::write(&p, "angry\ndisgust\nfear\nhappy\nsad\nsurprise\nneutral\n").unwrap();
     p
-}
-
-fn json_lines(p: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// The most frequent label of the largest face over frames `range`.

@@ -3,17 +3,14 @@
 //! ONNX Runtime through the runtime crate and by Python onnxruntime as a second client; the class
 //! probabilities agree within 1e-4.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use exporter::lower::{read_safetensors, write, LowerOptions};
 use models::builder::{conv, GraphBuilder};
 use models::graph::{Init, Network, Op};
+use tests::python;
 use trainer::net::Net;
-
-fn python() -> PathBuf {
-    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| tests::repo_root().join(".venv/bin/python"))
-}
 
 /// Deterministic pseudo-random inputs in [-2, 2).
 fn inputs(n: usize, seed: u64) -> Vec<f32> {

@@ -10,11 +10,7 @@ use exporter::onnx::ModelProto;
 use models::graph::ParamKind;
 use models::meta::{Crop, Layout, ModelMeta, Preprocessing, Task};
 use serde_json::{json, Value};
-use tests::{run_bin, s, text};
-
-fn python() -> PathBuf {
-    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| tests::repo_root().join(".venv/bin/python"))
-}
+use tests::{python, run_bin, s, text};
 
 /// Labels that the text format must escape (quotes, a backslash) and UTF-8 that it passes through.
 const LABELS: [&str; 3] = ["t-shirt \"top\"", "back\\slash", "café ☕"];

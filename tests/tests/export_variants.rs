@@ -3,19 +3,15 @@
 //! parity check on the run's own samples. libtorch runs the unfolded float32 network; ONNX Runtime runs
 //! the written file; Python's `onnx.checker` (full check) is the independent judge of the file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use exporter::fold::fold_batchnorm;
 use exporter::lower::{lower, read_safetensors, write, LowerOptions, Weights};
 use models::builder::{conv, GraphBuilder};
 use models::graph::{Init, Network, Op, ParamKind};
-use tests::{run_bin, text};
+use tests::{python, run_bin, text};
 use trainer::net::Net;
-
-fn python() -> PathBuf {
-    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| tests::repo_root().join(".venv/bin/python"))
-}
 
 /// Pseudo-random values in [-2, 2), one stream per small seed.
 fn inputs(n: usize, seed: u64) -> Vec<f32> {

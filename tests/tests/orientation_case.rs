@@ -11,11 +11,10 @@
 //! lesson says: CNN features are not rotation invariant, so the angle can be read from them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use data::image::{self, DynamicImage, Rgb, RgbImage};
-use tests::{fresh_dir, run_bin, s, text};
+use tests::{fresh_dir, python, run_bin, s, text};
 
 fn ok(args: &[&str]) -> String {
     let o = run_bin("trainer", args);
@@ -63,10 +62,6 @@ fn turned(img: &RgbImage, angle: u32) -> RgbImage {
 /// Whether an image path as a tool prints it is the case `name` (a path relative to the input folder).
 fn names_case(image: &str, name: &str) -> bool {
     image == name || image.ends_with(&format!("/{name}"))
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| tests::repo_root().join(".venv/bin/python"))
 }
 
 #[test]

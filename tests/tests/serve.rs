@@ -10,15 +10,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tests::{bin, pattern_image, run_bin, s, text, PATTERNS};
+use tests::{bin, pattern_image, python, run_bin, s, text, PATTERNS};
 
 const MODEL: &str = "patterns";
 /// mini-vgg's input for three channels: [3, 28, 28] floats.
 const SAMPLE_BYTES: usize = 3 * 28 * 28 * 4;
-
-fn python() -> PathBuf {
-    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| tests::repo_root().join(".venv/bin/python"))
-}
 
 /// An untrained 3-class mini-vgg ONNX file and a repository for it written by `exporter triton`.
 fn repository(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {

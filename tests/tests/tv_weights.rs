@@ -16,14 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{run_bin, s, text};
+use tests::{python, run_bin, s, text};
 
 const N: usize = 2;
 const SHAPE: [usize; 4] = [N, 3, 224, 224];
-
-fn python() -> PathBuf {
-    std::env::var_os("DLCV_PYTHON").map(PathBuf::from).unwrap_or_else(|| tests::repo_root().join(".venv/bin/python"))
-}
 
 /// Two fixed images, already normalised: values in [-2, 2).
 fn images() -> Vec<f32> {
