@@ -15,7 +15,7 @@ use data::rotation::angle_of;
 use opencv::core::{Mat, Point, Rect, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
-use runtime::detect::{class_colour, Detector};
+use runtime::detect::{class_colour, pixel_box, Detector};
 use runtime::images::average_crops;
 use runtime::Model;
 use serde_json::{json, Value};
@@ -160,14 +160,15 @@ impl Pipeline {
         let mut found = det.detect_pixels(px.data_bytes()?, w, h, self.min_score)?;
         let (sx, sy) = (frame.cols() as f32 / w as f32, frame.rows() as f32 / h as f32);
         for f in &mut found {
-            f.bbox = [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy];
+            f.bbox = models::detect::scale_box(&f.bbox, sx, sy);
         }
         t.infer = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
         let mut annotated = frame.try_clone()?;
+        let (fw, fh) = (i64::from(annotated.cols()), i64::from(annotated.rows()));
         for f in &found {
-            let (fw, fh) = (annotated.cols(), annotated.rows());
-            let [x0, y0, x1, y1] = [(f.bbox[0], fw), (f.bbox[1], fh), (f.bbox[2], fw), (f.bbox[3], fh)].map(|(v, n)| (v.round() as i32).clamp(-1, n + 1));
+            // within one pixel of the frame, so the i32 casts hold
+            let [x0, y0, x1, y1] = pixel_box(&f.bbox, fw, fh).map(|v| v as i32);
             let [r, g, b] = class_colour(f.class).map(f64::from);
             vision::draw_box_in(&mut annotated, Rect::new(x0, y0, (x1 - x0).max(1), (y1 - y0).max(1)), &format!("{}: {:.2}", f.label, f.score), (b, g, r))?;
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use data::records::RecordFile;
 use data::{DetectTransform, Loader, LoaderOptions};
-use models::detect::{Detection, DetectorSpec, GroundTruth, MapEvaluator};
+use models::detect::{scale_box, Detection, GroundTruth, MapEvaluator};
 use models::meta::{ModelMeta, Task};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
@@ -44,8 +44,8 @@ pub enum Contract {
     /// One of our exports: float32 `[N, C, H, W]` normalised as its metadata says, boxes
     /// `[x0, y0, x1, y1]` in input pixels.
     Ours {
+        /// The file's metadata; its `detector` spec is checked present.
         meta: Box<ModelMeta>,
-        spec: Box<DetectorSpec>,
         /// How an image becomes the input (a resize to the input size, the file's normalisation).
         transform: DetectTransform,
     },
@@ -145,11 +145,20 @@ impl Detector {
         }
         let (contract, labels) = match meta {
             Some(meta) => {
-                let spec = meta.detector.clone().ok_or_else(|| err(format!("its task is {}, not detection", meta.task)))?;
+                let spec = meta.detector.as_ref().ok_or_else(|| err(format!("its task is {}, not detection", meta.task)))?;
                 let [c, h, w] = meta.preprocessing.input;
                 let transform = DetectTransform::eval([h as u32, w as u32], c as u32, meta.preprocessing.mean.clone(), meta.preprocessing.std.clone());
-                let labels = if meta.labels.is_empty() { (0..spec.labels.len()).map(|k| spec.label(k)).collect() } else { meta.labels.clone() };
-                (Contract::Ours { meta: Box::new(meta), spec: Box::new(spec), transform }, labels)
+                let mut labels: Vec<String> =
+                    if meta.labels.is_empty() { (0..spec.labels.len()).map(|k| spec.label(k)).collect() } else { meta.labels.clone() };
+                // --labels renames the foreground classes; the background keeps its name
+                if let Some(names) = from_file {
+                    if names.len() + 1 != labels.len() {
+                        return Err(err(format!("--labels names {} classes but the detector has {}", names.len(), labels.len() - 1)).into());
+                    }
+                    labels.truncate(1);
+                    labels.extend(names);
+                }
+                (Contract::Ours { meta: Box::new(meta), transform }, labels)
             }
             None => {
                 let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
@@ -172,16 +181,9 @@ impl Detector {
                     (None, None) => TFOD_SIZE,
                 };
                 // TFOD label maps number the classes from 1; the background has no name there
-                let labels = from_file.clone().map(|names| std::iter::once("background".to_string()).chain(names).collect()).unwrap_or_default();
+                let labels = from_file.map(|names| std::iter::once("background".to_string()).chain(names).collect()).unwrap_or_default();
                 (Contract::Tfod { size }, labels)
             }
-        };
-        let labels = match (&contract, from_file) {
-            (Contract::Ours { .. }, Some(names)) if names.len() + 1 == labels.len() => std::iter::once(labels[0].clone()).chain(names).collect(),
-            (Contract::Ours { .. }, Some(names)) => {
-                return Err(err(format!("--labels names {} classes but the detector has {}", names.len(), labels.len() - 1)).into());
-            }
-            _ => labels,
         };
         Ok(Detector { path: path.to_path_buf(), provider, session, input_name, outputs, contract, labels })
     }
@@ -302,7 +304,7 @@ impl Detector {
                 transform.apply(px, iw, ih, c, &[], &mut rng, &mut x);
                 let (sx, sy) = (iw as f32 / w as f32, ih as f32 / h as f32);
                 let dets = self.run(&x, 1)?.pop().unwrap_or_default();
-                dets.into_iter().map(|d| Detection { bbox: [d.bbox[0] * sx, d.bbox[1] * sy, d.bbox[2] * sx, d.bbox[3] * sy], ..d }).collect()
+                dets.into_iter().map(|d| Detection { bbox: scale_box(&d.bbox, sx, sy), ..d }).collect()
             }
             Contract::Tfod { .. } => self.run_rgb8(px, 1, [ih, iw])?.pop().unwrap_or_default(),
         };
@@ -344,10 +346,7 @@ impl std::fmt::Display for DetectionReport {
         if let Some(c) = self.coco_ap {
             writeln!(f, "COCO AP@[.5:.95] {c:.4}")?;
         }
-        writeln!(f, "{:<24} {:>8} {:>8} {:>10}", "class", "AP@0.5", "objects", "detections")?;
-        for c in &self.per_class {
-            writeln!(f, "{:<24} {:>8} {:>8} {:>10}", c.label, c.ap.map_or("-".into(), |v| format!("{v:.4}")), c.objects, c.detections)?;
-        }
+        writeln!(f, "{}", models::detect::ap_table(&self.per_class))?;
         write!(f, "{:.1} images/s ({:.2} s)", self.images_per_sec, self.seconds)
     }
 }
@@ -451,11 +450,13 @@ pub fn detect_image(det: &mut Detector, img: &data::image::DynamicImage, min_sco
     // a TFOD model: brought to its size first, its boxes (normalised) then scaled to the image's
     let small = data::image::imageops::resize(&img.to_rgb8(), w as u32, h as u32, data::image::imageops::FilterType::Triangle);
     let (sx, sy) = (iw as f32 / w as f32, ih as f32 / h as f32);
-    Ok(det
-        .detect_pixels(small.as_raw(), w, h, min_score)?
-        .into_iter()
-        .map(|f| Found { bbox: [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy], ..f })
-        .collect())
+    Ok(det.detect_pixels(small.as_raw(), w, h, min_score)?.into_iter().map(|f| Found { bbox: scale_box(&f.bbox, sx, sy), ..f }).collect())
+}
+
+/// A box's corners as whole pixels of a `w` x `h` image, clamped to one pixel beyond its edges: a
+/// wild coordinate (inf, 1e30) must not overflow the drawing arithmetic.
+pub fn pixel_box(b: &models::detect::Bbox, w: i64, h: i64) -> [i64; 4] {
+    [(b[0], w), (b[1], h), (b[2], w), (b[3], h)].map(|(v, n)| (v.round() as i64).clamp(-1, n + 1))
 }
 
 /// One colour per class (the book's `predict.py` draws each class in its own colour).
@@ -481,8 +482,7 @@ pub fn draw(img: &mut data::image::RgbImage, found: &[Found]) {
     };
     for f in found {
         let colour = class_colour(f.class);
-        // clamped first: a wild coordinate (inf, 1e30) must not overflow the arithmetic below
-        let [x0, y0, x1, y1] = [(f.bbox[0], w), (f.bbox[1], h), (f.bbox[2], w), (f.bbox[3], h)].map(|(v, n)| (v.round() as i64).clamp(-1, n + 1));
+        let [x0, y0, x1, y1] = pixel_box(&f.bbox, w, h);
         fill(img, x0, y0, x1 + 1, y0 + thick, colour);
         fill(img, x0, y1 + 1 - thick, x1 + 1, y1 + 1, colour);
         fill(img, x0, y0, x0 + thick, y1 + 1, colour);

@@ -307,10 +307,7 @@ fn run(mut cli: Cli) -> Result<()> {
             } else if let Some(map) = m.map {
                 let coco = m.coco_ap.map_or(String::new(), |c| format!(", COCO AP@[.5:.95] {c:.4}"));
                 println!("{} epoch {epoch} on {}: {} images, loss {:.4}, mAP@0.5 {map:.4}{coco}", run.display(), data.display(), m.samples, m.loss);
-                println!("{:<24} {:>8} {:>8} {:>10}", "class", "AP@0.5", "objects", "detections");
-                for a in &m.ap {
-                    println!("{:<24} {:>8} {:>8} {:>10}", a.label, a.ap.map_or("-".into(), |v| format!("{v:.4}")), a.objects, a.detections);
-                }
+                println!("{}", models::detect::ap_table(&m.ap));
             } else {
                 let off = m.one_off.map_or(String::new(), |o| format!(", one-off {:.2}%", 100.0 * o));
                 println!(
@@ -367,7 +364,7 @@ fn dump(rec: &std::path::Path, out: &std::path::Path, max: Option<usize>) -> any
     }
     lines.flush().with_context(|| format!("cannot write {}", list.display()))?;
     // the boxes' classes index labels.txt: it goes with them
-    let labels = rec.with_file_name("labels.txt");
+    let labels = data::folder::DatasetDir::of_records(rec).labels_path();
     if labels.is_file() {
         std::fs::copy(&labels, out.join("labels.txt")).with_context(|| format!("cannot copy {} into {}", labels.display(), out.display()))?;
     }

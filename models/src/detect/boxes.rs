@@ -34,6 +34,11 @@ pub fn to_cxcywh(b: &Bbox) -> [f32; 4] {
     [b[0] + 0.5 * w, b[1] + 0.5 * h, w, h]
 }
 
+/// `b` in an image `sx` times as wide and `sy` times as tall.
+pub fn scale_box(b: &Bbox, sx: f32, sy: f32) -> Bbox {
+    [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+}
+
 /// Clamps a box into `[0, width] × [0, height]` (torchvision's `clip_boxes_to_image`).
 pub fn clip(b: &Bbox, width: f32, height: f32) -> Bbox {
     [b[0].clamp(0.0, width), b[1].clamp(0.0, height), b[2].clamp(0.0, width), b[3].clamp(0.0, height)]

@@ -75,6 +75,15 @@ impl ApResult {
     }
 }
 
+/// The per-class table `trainer eval` and `runtime eval` print: class, AP@0.5, objects, detections.
+pub fn ap_table(rows: &[ClassAp]) -> String {
+    let mut t = format!("{:<24} {:>8} {:>8} {:>10}", "class", "AP@0.5", "objects", "detections");
+    for c in rows {
+        t += &format!("\n{:<24} {:>8} {:>8} {:>10}", c.label, c.ap.map_or("-".into(), |v| format!("{v:.4}")), c.objects, c.detections);
+    }
+    t
+}
+
 /// Where each of a data set's class names is among a model's (0-based), so that boxes labelled by
 /// one are counted against the other's outputs; the names the model lacks are the error.
 pub fn match_classes(data: &[String], model: &[String]) -> Result<Vec<usize>, Vec<String>> {

@@ -16,10 +16,10 @@ pub mod nms;
 pub mod priors;
 pub mod spec;
 
-pub use boxes::{iou, iou_matrix, Bbox};
+pub use boxes::{iou, iou_matrix, scale_box, Bbox};
 pub use coco::{CocoEvaluator, CocoResult};
 pub use coder::BoxCoder;
-pub use map::{match_classes, ApResult, ClassAp, GroundTruth, MapEvaluator};
+pub use map::{ap_table, match_classes, ApResult, ClassAp, GroundTruth, MapEvaluator};
 pub use matcher::Matcher;
 pub use nms::{nms, postprocess, Detection, PostProcess};
 pub use priors::{GridAnchors, SsdPriors};
