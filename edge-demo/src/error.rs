@@ -68,6 +68,12 @@ pub enum DemoError {
         model.display()
     )]
     NotOrientation { model: PathBuf, labels: Vec<String> },
+    #[error("--face-detector {}: not a face detector in the BlazeFace contract (float [1, S, S, 3] in; regressors [1, A, 16] and scores [1, A, 1] out)", .0.display())]
+    NotFaceDetector(PathBuf),
+    #[error("--face-detector {0}")]
+    FaceSetting(String),
+    #[error("--face-detector {0}: no such file (give haar, blazeface, blazeface-full or an ONNX file)")]
+    NoFaceModel(PathBuf),
     #[error("this pipeline needs a face detector")]
     NoFaceDetector,
     #[error("region {region:?} is outside the {width}x{height} frame")]

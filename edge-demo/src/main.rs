@@ -12,7 +12,7 @@ use models::cli::Verbosity;
 use runtime::detect::Detector;
 use runtime::{Model, PreprocessArgs, Provider, SessionOptions};
 
-/// Real-time video inference: object detection, faces with emotion and age/gender, orientation and classification on
+/// Real-time video inference: object detection, faces (Haar or BlazeFace) with emotion and age/gender, orientation and classification on
 /// video files, cameras, streams and image folders.
 ///
 /// Our exported models carry their preprocessing and labels; for a model made elsewhere give them with
@@ -66,13 +66,52 @@ struct Common {
 
 /// The face detector.
 #[derive(Args, Debug)]
-struct Faces {
+struct FaceArgs {
+    /// Which face detector: haar (the book's OpenCV cascade, --cascade), blazeface (MediaPipe's
+    /// short-range BlazeFace, 128 px, faces within ~2 m: webcams, portraits; gives eye keypoints),
+    /// blazeface-full (its 192 px full-range sibling, faces up to ~5 m), or an ONNX file in the
+    /// BlazeFace contract. The ONNX ones run through ONNX Runtime on --provider.
+    #[arg(long, default_value = "haar")]
+    face_detector: String,
+    /// ONNX face detectors: the lowest face score kept.
+    #[arg(long, default_value_t = 0.5)]
+    face_threshold: f32,
+    /// ONNX face detectors: faces overlapping a better one by more than this IoU are merged into it
+    /// (MediaPipe's weighted NMS).
+    #[arg(long, default_value_t = 0.3)]
+    face_nms: f32,
     /// Haar cascade for faces.
     #[arg(long, default_value = edge_demo::DEFAULT_FACE_CASCADE)]
     cascade: PathBuf,
-    /// Detect on a copy of the frame downscaled to this width (the book uses 300; 0: full size).
+    /// Haar: detect on a copy of the frame downscaled to this width (the book uses 300; 0: full size).
     #[arg(long, default_value_t = 300)]
     detect_width: i32,
+}
+
+impl FaceArgs {
+    /// The ONNX file `--face-detector` names, or `None` for the Haar cascade.
+    fn onnx_file(&self) -> Result<Option<PathBuf>, edge_demo::DemoError> {
+        let named = match self.face_detector.as_str() {
+            "haar" => return Ok(None),
+            "blazeface" => edge_demo::BLAZEFACE_SHORT,
+            "blazeface-full" => edge_demo::BLAZEFACE_FULL,
+            file => {
+                let p = PathBuf::from(file);
+                return if p.is_file() { Ok(Some(p)) } else { Err(edge_demo::DemoError::NoFaceModel(p)) };
+            }
+        };
+        edge_demo::asset(named).map(Some).ok_or_else(|| edge_demo::DemoError::NoFaceModel(PathBuf::from("edge-demo/assets").join(named)))
+    }
+
+    fn open(&self, c: &Common, threads: Option<usize>, eyes: Option<&std::path::Path>) -> Result<FaceDetector, edge_demo::DemoError> {
+        match self.onnx_file()? {
+            None => FaceDetector::new(&self.cascade, eyes, self.detect_width),
+            Some(file) => {
+                let det = Detector::open(&file, &SessionOptions { provider: c.provider, threads, share_cores: true }, &runtime::PreprocessArgs::default())?;
+                FaceDetector::onnx(det, self.face_threshold, self.face_nms)
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,7 +133,7 @@ enum Command {
         #[arg(long, short = 'm')]
         model: PathBuf,
         #[command(flatten)]
-        faces: Faces,
+        faces: FaceArgs,
         /// Width of the probability panel, in pixels.
         #[arg(long, default_value_t = 260)]
         panel_width: i32,
@@ -109,11 +148,13 @@ enum Command {
         /// The gender classifier.
         #[arg(long)]
         gender_model: Option<PathBuf>,
-        /// Align each face so its eyes are level, using this eye cascade (OpenCV Haar) before classifying.
+        /// Align each face before classifying. With an ONNX face detector: the book's FaceAligner from its
+        /// eye keypoints (eyes levelled, the left eye at (0.35, 0.35) of a 256 px face). With haar: the
+        /// face rotated so that the eyes this OpenCV eye cascade finds are level.
         #[arg(long, num_args = 0..=1, default_missing_value = edge_demo::DEFAULT_EYE_CASCADE)]
         align: Option<PathBuf>,
         #[command(flatten)]
-        faces: Faces,
+        faces: FaceArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -138,6 +179,16 @@ enum Command {
         /// The lowest score drawn and reported (the book's --confidence).
         #[arg(long, default_value_t = 0.5)]
         min_score: f32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Find every face: boxes with scores (and, from an ONNX detector, eye, nose, mouth and ear
+    /// keypoints) drawn, and written with --json as detections that `runtime eval-detections` scores
+    /// against a record file, e.g. the Haar cascade against BlazeFace on dlib's faces:
+    ///   edge-demo faces --face-detector haar --source photos/ --json haar.jsonl
+    Faces {
+        #[command(flatten)]
+        faces: FaceArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -173,7 +224,7 @@ struct Recipe<'a> {
     kind: Kind,
     model: &'a std::path::Path,
     second: Option<&'a std::path::Path>,
-    faces: Option<&'a Faces>,
+    faces: Option<&'a FaceArgs>,
     align: Option<&'a std::path::Path>,
     panel_width: i32,
     top: usize,
@@ -187,11 +238,25 @@ fn go(r: Recipe, c: &Common, progress: bool) -> Result<()> {
     // several pipelines at once: one ONNX Runtime thread each unless told otherwise
     let threads = c.threads.or((workers > 1).then_some(1));
     let make = || -> Result<Pipeline, edge_demo::DemoError> {
-        let faces = r.faces.map(|f| FaceDetector::new(&f.cascade, r.align, f.detect_width)).transpose()?;
+        let faces = r.faces.map(|f| f.open(c, threads, r.align)).transpose()?;
         let second = r.second.map(|m| open(m, c, threads)).transpose()?;
-        let (model, detector) =
-            if r.kind == Kind::Detect { (None, Some(open_detector(r.model, c, threads)?)) } else { (Some(open(r.model, c, threads)?), None) };
-        Ok(Pipeline { kind: r.kind, model, detector, min_score: r.min_score, second, faces, ten_crop: c.ten_crop, panel_width: r.panel_width, top: r.top })
+        let (model, detector) = match r.kind {
+            Kind::Detect => (None, Some(open_detector(r.model, c, threads)?)),
+            Kind::Faces => (None, None),
+            Kind::Classify | Kind::Emotion | Kind::AgeGender | Kind::Orientation => (Some(open(r.model, c, threads)?), None),
+        };
+        Ok(Pipeline {
+            kind: r.kind,
+            model,
+            detector,
+            min_score: r.min_score,
+            second,
+            faces,
+            align: r.align.is_some(),
+            ten_crop: c.ten_crop,
+            panel_width: r.panel_width,
+            top: r.top,
+        })
     };
     let outputs = Outputs { output: c.output.clone(), json: c.json.clone(), show: c.show, max_frames: c.max_frames, progress };
     let summary = app::run(&make, workers, &source, &outputs)?;
@@ -233,6 +298,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Detect { model, min_score, common } => {
             go(Recipe { kind: Kind::Detect, model: &model, second: None, faces: None, align: None, panel_width: 0, top: 1, min_score }, &common, progress)
         }
+        Command::Faces { faces, common } => go(
+            Recipe {
+                kind: Kind::Faces,
+                model: std::path::Path::new(""),
+                second: None,
+                faces: Some(&faces),
+                align: None,
+                panel_width: 0,
+                top: 1,
+                min_score: 0.0,
+            },
+            &common,
+            progress,
+        ),
         Command::Doctor { cascade, source, json } => {
             let report = edge_demo::doctor::run(&cascade, source.as_deref())?;
             let ort = runtime::doctor::run(runtime::Provider::Cpu, None);

@@ -6,6 +6,8 @@
 //! - `age-gender`: every face through an age and a gender model (optionally aligned on the eyes,
 //!   optionally 10-crop).
 //! - `orientation`: the rotation of each frame or image predicted and undone.
+//! - `faces`: every face (Haar, or an ONNX detector with its eye keypoints), boxes and keypoints drawn,
+//!   written as detections (the JSON `runtime eval-detections` scores).
 //! - `detect`: an object detector (one of our exports, or a TFOD-contract model made elsewhere) on the
 //!   frame brought to its size by OpenCV; boxes with label and score drawn, one colour per class.
 
@@ -20,7 +22,7 @@ use runtime::images::average_crops;
 use runtime::Model;
 use serde_json::{json, Value};
 
-use crate::vision::{self, FaceDetector};
+use crate::vision::{self, FaceBox, FaceDetector};
 use crate::DemoError;
 
 type Result<T, E = DemoError> = std::result::Result<T, E>;
@@ -33,6 +35,7 @@ pub enum Kind {
     AgeGender,
     Orientation,
     Detect,
+    Faces,
 }
 
 /// Time spent in each stage of one frame, in milliseconds.
@@ -66,6 +69,8 @@ pub struct Pipeline {
     /// Age-gender: the gender model (`model` is the age model).
     pub second: Option<Model>,
     pub faces: Option<FaceDetector>,
+    /// Age-gender: align each face before classifying (from the detector's eyes, else the eye cascade).
+    pub align: bool,
     pub ten_crop: bool,
     pub panel_width: i32,
     /// Classify: how many labels to draw (the book's top-5 visualisation).
@@ -91,9 +96,27 @@ fn probabilities(model: &Model, p: &[f32]) -> Value {
     Value::Object(model.labels.iter().zip(p).map(|(l, v)| (l.clone(), json!(v))).collect())
 }
 
-fn face_json(model: &Model, r: Rect, p: &[f32]) -> Value {
+fn face_json(model: &Model, p: &[f32]) -> Value {
     let best = argmax(p);
-    json!({"box": [r.x, r.y, r.width, r.height], "label": model.label(best), "probability": p[best], "probabilities": probabilities(model, p)})
+    json!({"label": model.label(best), "probability": p[best], "probabilities": probabilities(model, p)})
+}
+
+/// Where a face is: its box `[x, y, w, h]`, its detector's score and, from an ONNX detector, its keypoints.
+fn face_place(f: &FaceBox) -> Value {
+    let r = f.rect;
+    let mut v = json!({"box": [r.x, r.y, r.width, r.height], "score": f.score});
+    if !f.keypoints.is_empty() {
+        v["keypoints"] = json!(f.keypoints);
+    }
+    v
+}
+
+/// `v`'s fields laid over `base`'s.
+fn merged(mut base: Value, v: Value) -> Value {
+    if let (Some(b), Value::Object(o)) = (base.as_object_mut(), v) {
+        b.extend(o);
+    }
+    base
 }
 
 impl Pipeline {
@@ -101,6 +124,9 @@ impl Pipeline {
     pub fn check(&self) -> Result<()> {
         if self.kind == Kind::Detect {
             return if self.detector.is_some() { Ok(()) } else { Err(DemoError::NoDetector) };
+        }
+        if self.kind == Kind::Faces {
+            return if self.faces.is_some() { Ok(()) } else { Err(DemoError::NoFaceDetector) };
         }
         let model = self.model.as_ref().ok_or(DemoError::NoModel)?;
         if self.kind == Kind::Orientation && !model.labels.iter().all(|l| angle_of(l).is_some()) {
@@ -119,6 +145,7 @@ impl Pipeline {
             Kind::AgeGender => self.age_gender(frame, t),
             Kind::Orientation => self.orientation(frame, t),
             Kind::Detect => self.detect(frame, t),
+            Kind::Faces => self.faces(frame, t),
         }
     }
 
@@ -176,6 +203,27 @@ impl Pipeline {
         Ok(Outcome { json: json!({"objects": found.len(), "detections": found}), annotated, corrected: None })
     }
 
+    fn faces(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
+        let s = Instant::now();
+        let faces = self.faces.as_mut().expect("checked").detect(frame)?;
+        t.detect = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let mut annotated = frame.try_clone()?;
+        let mut found = Vec::with_capacity(faces.len());
+        for f in &faces {
+            vision::draw_box(&mut annotated, f.rect, &format!("face: {:.2}", f.score))?;
+            vision::draw_points(&mut annotated, &f.keypoints)?;
+            let r = f.rect;
+            let mut d = json!({"label": "face", "class": 1, "score": f.score, "box": [r.x, r.y, r.x + r.width, r.y + r.height]});
+            if !f.keypoints.is_empty() {
+                d["keypoints"] = json!(f.keypoints);
+            }
+            found.push(d);
+        }
+        t.draw = s.elapsed().as_secs_f64() * 1e3;
+        Ok(Outcome { json: json!({"objects": faces.len(), "detections": found}), annotated, corrected: None })
+    }
+
     fn classify_frame(&mut self, frame: &Mat, t: &mut StageTimes) -> Result<Outcome> {
         let s = Instant::now();
         let p = {
@@ -201,23 +249,23 @@ impl Pipeline {
         t.detect = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
         let result = match faces.first() {
-            Some(&r) => {
+            Some(f) => {
                 let ten_crop = self.ten_crop;
-                Some((r, classify(self.clf_mut(), &vision::crop(frame, r)?, ten_crop)?))
+                Some((f, classify(self.clf_mut(), &vision::crop(frame, f.rect)?, ten_crop)?))
             }
             None => None,
         };
         t.infer = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
         let mut annotated = frame.try_clone()?;
-        if let Some((r, p)) = &result {
+        if let Some((f, p)) = &result {
             let best = argmax(p);
-            vision::draw_box(&mut annotated, *r, &format!("{}: {:.0}%", self.clf().label(best), 100.0 * p[best]))?;
+            vision::draw_box(&mut annotated, f.rect, &format!("{}: {:.0}%", self.clf().label(best), 100.0 * p[best]))?;
         }
         let panel = vision::probability_panel(&self.clf().labels, result.as_ref().map(|(_, p)| p.as_slice()), self.panel_width, annotated.rows())?;
         let annotated = vision::beside(&annotated, &panel)?;
         t.draw = s.elapsed().as_secs_f64() * 1e3;
-        let faces_json: Vec<Value> = result.iter().map(|(r, p)| face_json(self.clf(), *r, p)).collect();
+        let faces_json: Vec<Value> = result.iter().map(|(f, p)| merged(face_place(f), face_json(self.clf(), p))).collect();
         Ok(Outcome { json: json!({"faces_detected": faces.len(), "faces": faces_json}), annotated, corrected: None })
     }
 
@@ -226,8 +274,8 @@ impl Pipeline {
         let detector = self.faces.as_mut().expect("checked");
         let faces = detector.detect(frame)?;
         let mut crops = vec![];
-        for &r in &faces {
-            crops.push((r, detector.aligned_face(frame, r)?));
+        for f in &faces {
+            crops.push((f, detector.aligned_face(frame, f, self.align)?));
         }
         t.detect = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
@@ -245,14 +293,14 @@ impl Pipeline {
         let s = Instant::now();
         let mut annotated = frame.try_clone()?;
         let mut out = vec![];
-        for (r, aligned, age, gender) in &results {
+        for (f, aligned, age, gender) in &results {
             let mut text = self.clf().label(argmax(age)).to_string();
-            let mut j = json!({"box": [r.x, r.y, r.width, r.height], "aligned": aligned, "age": face_json(self.clf(), *r, age)});
+            let mut j = merged(face_place(f), json!({"aligned": aligned, "age": face_json(self.clf(), age)}));
             if let (Some(g), Some(gm)) = (gender, self.second.as_ref()) {
                 text = format!("{}, {text}", gm.label(argmax(g)));
-                j["gender"] = face_json(gm, *r, g);
+                j["gender"] = face_json(gm, g);
             }
-            vision::draw_box(&mut annotated, *r, &text)?;
+            vision::draw_box(&mut annotated, f.rect, &text)?;
             out.push(j);
         }
         t.draw = s.elapsed().as_secs_f64() * 1e3;

@@ -1,9 +1,11 @@
-//! OpenCV pieces of the pipelines: frames to the runtime's images, the Haar face detector (book §6.6),
-//! eye-based face alignment, and the overlays.
+//! OpenCV pieces of the pipelines: frames to the runtime's images, the face detectors (the book's Haar
+//! cascade, §6.6, or an ONNX BlazeFace detector with eye keypoints), face alignment (the book's
+//! `FaceAligner` from the eyes, or a Haar eye cascade), and the overlays.
 
 use std::path::Path;
 
 use data::image::{DynamicImage, GrayImage, RgbImage};
+use models::detect::{Face, Letterbox};
 use opencv::core::{Mat, Point, Point2f, Rect, Scalar, Size, Vector, CV_8UC3};
 use opencv::imgproc;
 use opencv::objdetect::{CascadeClassifier, CascadeClassifierTrait};
@@ -47,12 +49,33 @@ pub fn crop(m: &Mat, r: Rect) -> Result<Mat> {
     Ok(Mat::roi(m, clipped)?.try_clone()?)
 }
 
-/// The book's face detector: Haar cascade on a grey, downscaled copy of the frame.
+/// A face found in a frame: its box (frame pixels), its score (1 for the Haar cascade, which gives
+/// none) and, from an ONNX detector, its keypoints (eyes first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceBox {
+    pub rect: Rect,
+    pub score: f32,
+    pub keypoints: Vec<[f32; 2]>,
+}
+
+impl FaceBox {
+    /// The eye centres, the image's left one first, when the detector gives them.
+    pub fn eyes(&self) -> Option<[[f32; 2]; 2]> {
+        Face { score: self.score, bbox: [0.0; 4], keypoints: self.keypoints.clone() }.eyes()
+    }
+}
+
+enum Finder {
+    /// The book's: a Haar cascade on a grey copy downscaled to `detect_width` (0: full size).
+    Haar { cascade: CascadeClassifier, detect_width: i32 },
+    /// An ONNX face detector in the BlazeFace contract, through the runtime; faces at `threshold` and above.
+    Onnx { detector: Box<runtime::detect::Detector>, threshold: f32 },
+}
+
+/// The face detector of the face pipelines, and the eye cascade that aligns Haar faces.
 pub struct FaceDetector {
-    cascade: CascadeClassifier,
+    finder: Finder,
     eyes: Option<CascadeClassifier>,
-    /// Frames wider than this are downscaled before detection (0: never).
-    pub detect_width: i32,
 }
 
 fn load_cascade(path: &Path) -> Result<CascadeClassifier> {
@@ -67,15 +90,80 @@ fn load_cascade(path: &Path) -> Result<CascadeClassifier> {
 }
 
 impl FaceDetector {
+    /// The book's Haar detector; `eye_cascade` aligns its faces.
     pub fn new(cascade: &Path, eye_cascade: Option<&Path>, detect_width: i32) -> Result<Self> {
-        Ok(Self { cascade: load_cascade(cascade)?, eyes: eye_cascade.map(load_cascade).transpose()?, detect_width })
+        Ok(Self { finder: Finder::Haar { cascade: load_cascade(cascade)?, detect_width }, eyes: eye_cascade.map(load_cascade).transpose()? })
+    }
+
+    /// An ONNX face detector (the BlazeFace contract, which `detector` was checked to be), faces at
+    /// `threshold` and above, overlapping ones merged above IoU `nms`.
+    pub fn onnx(mut detector: runtime::detect::Detector, threshold: f32, nms: f32) -> Result<Self> {
+        let runtime::detect::Contract::Face { spec, .. } = &mut detector.contract else {
+            return Err(DemoError::NotFaceDetector(detector.path.clone()));
+        };
+        spec.iou_threshold = nms;
+        spec.check().map_err(|e| DemoError::FaceSetting(e.to_string()))?;
+        Ok(Self { finder: Finder::Onnx { detector: Box::new(detector), threshold }, eyes: None })
+    }
+
+    /// Whether this detector gives eye keypoints (and so aligns with the book's `FaceAligner`).
+    pub fn gives_eyes(&self) -> bool {
+        matches!(self.finder, Finder::Onnx { .. })
     }
 
     /// Faces in a BGR frame, in frame coordinates, largest first.
-    pub fn detect(&mut self, frame: &Mat) -> Result<Vec<Rect>> {
+    pub fn detect(&mut self, frame: &Mat) -> Result<Vec<FaceBox>> {
+        let mut faces = match &mut self.finder {
+            Finder::Haar { cascade, detect_width } => {
+                haar_faces(cascade, *detect_width, frame)?.into_iter().map(|rect| FaceBox { rect, score: 1.0, keypoints: vec![] }).collect()
+            }
+            Finder::Onnx { detector, threshold } => onnx_faces(detector, *threshold, frame)?,
+        };
+        faces.sort_by_key(|f| -(f.rect.width * f.rect.height));
+        Ok(faces)
+    }
+}
+
+/// BlazeFace on a frame: letterboxed into the model's square by OpenCV (an area resize, centred,
+/// black around, BGR → RGB), run by the runtime, the faces mapped back to the frame.
+fn onnx_faces(det: &mut runtime::detect::Detector, threshold: f32, frame: &Mat) -> Result<Vec<FaceBox>> {
+    let [s, _] = det.image_size();
+    let (fw, fh) = (frame.cols(), frame.rows());
+    let fit = Letterbox::fit(fw as usize, fh as usize, s, s);
+    let mut small = Mat::default();
+    imgproc::resize(frame, &mut small, Size::new(fit.inner[0] as i32, fit.inner[1] as i32), 0.0, 0.0, imgproc::INTER_AREA)?;
+    let [ox, oy] = fit.offset.map(|v| v as i32);
+    let mut square = Mat::default();
+    let (right, bottom) = (s as i32 - fit.inner[0] as i32 - ox, s as i32 - fit.inner[1] as i32 - oy);
+    opencv::core::copy_make_border(&small, &mut square, oy, bottom, ox, right, opencv::core::BORDER_CONSTANT, Scalar::all(0.0))?;
+    let code = match square.channels() {
+        1 => imgproc::COLOR_GRAY2RGB,
+        4 => imgproc::COLOR_BGRA2RGB,
+        _ => imgproc::COLOR_BGR2RGB,
+    };
+    let mut rgb = Mat::default();
+    imgproc::cvt_color_def(&square, &mut rgb, code)?;
+    let (x, _) = runtime::detect::face_input(rgb.data_bytes()?, s, s, s);
+    let faces = det.run_faces(&x, threshold)?;
+    Ok(faces
+        .iter()
+        .map(|f| {
+            let f = f.map(|p| fit.to_image(p));
+            // boxes clipped to the frame: the crops are taken from it
+            let (x0, y0) = (f.bbox[0].max(0.0).round() as i32, f.bbox[1].max(0.0).round() as i32);
+            let (x1, y1) = (f.bbox[2].min(fw as f32).round() as i32, f.bbox[3].min(fh as f32).round() as i32);
+            FaceBox { rect: Rect::new(x0, y0, (x1 - x0).max(1), (y1 - y0).max(1)), score: f.score, keypoints: f.keypoints }
+        })
+        .filter(|f| f.rect.x < fw && f.rect.y < fh)
+        .collect())
+}
+
+/// The book's Haar detection: faces of a grey copy downscaled to `detect_width`, in frame pixels.
+fn haar_faces(cascade: &mut CascadeClassifier, detect_width: i32, frame: &Mat) -> Result<Vec<Rect>> {
+    {
         let mut gray = Mat::default();
         imgproc::cvt_color_def(frame, &mut gray, imgproc::COLOR_BGR2GRAY)?;
-        let scale = if self.detect_width > 0 && gray.cols() > self.detect_width { self.detect_width as f64 / gray.cols() as f64 } else { 1.0 };
+        let scale = if detect_width > 0 && gray.cols() > detect_width { detect_width as f64 / gray.cols() as f64 } else { 1.0 };
         let small = if scale < 1.0 {
             let mut s = Mat::default();
             imgproc::resize(&gray, &mut s, Size::new(0, 0), scale, scale, imgproc::INTER_AREA)?;
@@ -85,18 +173,47 @@ impl FaceDetector {
         };
         let mut found = Vector::<Rect>::new();
         // the book's settings: scaleFactor 1.1, minNeighbors 5, minSize 30x30 (on the downscaled frame)
-        self.cascade.detect_multi_scale(&small, &mut found, 1.1, 5, 0, Size::new(30, 30), Size::default())?;
-        let mut faces: Vec<Rect> = found
+        cascade.detect_multi_scale(&small, &mut found, 1.1, 5, 0, Size::new(30, 30), Size::default())?;
+        Ok(found
             .iter()
             .map(|r| Rect::new((r.x as f64 / scale) as i32, (r.y as f64 / scale) as i32, (r.width as f64 / scale) as i32, (r.height as f64 / scale) as i32))
-            .collect();
-        faces.sort_by_key(|r| -(r.width * r.height));
-        Ok(faces)
+            .collect())
     }
+}
 
-    /// The face region, rotated upright about its centre so that the eyes are level, when an eye
-    /// cascade was given and finds two eyes in the face's upper half; else the plain crop.
-    pub fn aligned_face(&mut self, frame: &Mat, face: Rect) -> Result<(Mat, bool)> {
+/// The book's `FaceAligner` (imutils, used in the age/gender chapter) from two eye centres in frame
+/// pixels, the image's left one first: the frame rotated about the eyes' midpoint so they are level,
+/// scaled so that they lie `(1 - 2 * left_eye.0) * size` apart, and cut to `size` x `size` with the
+/// left eye at `left_eye` (fractions of the output; the book's defaults are (0.35, 0.35) and 256).
+pub fn align_by_eyes(frame: &Mat, [l, r]: [[f32; 2]; 2], size: i32, left_eye: (f64, f64)) -> Result<Mat> {
+    let (dx, dy) = (f64::from(r[0] - l[0]), f64::from(r[1] - l[1]));
+    let angle = dy.atan2(dx).to_degrees();
+    let dist = (dx * dx + dy * dy).sqrt().max(1e-6);
+    let scale = (1.0 - 2.0 * left_eye.0) * f64::from(size) / dist;
+    let centre = Point2f::new((l[0] + r[0]) / 2.0, (l[1] + r[1]) / 2.0);
+    let mut m = imgproc::get_rotation_matrix_2d(centre, angle, scale)?;
+    // the midpoint goes to (size / 2, left_eye.1 * size)
+    *m.at_2d_mut::<f64>(0, 2)? += f64::from(size) * 0.5 - f64::from(centre.x);
+    *m.at_2d_mut::<f64>(1, 2)? += f64::from(size) * left_eye.1 - f64::from(centre.y);
+    let mut out = Mat::default();
+    imgproc::warp_affine(frame, &mut out, &m, Size::new(size, size), imgproc::INTER_CUBIC, opencv::core::BORDER_CONSTANT, Scalar::default())?;
+    Ok(out)
+}
+
+/// The book's `FaceAligner` output size and left-eye position.
+pub const ALIGNED_SIZE: i32 = 256;
+pub const ALIGNED_LEFT_EYE: (f64, f64) = (0.35, 0.35);
+
+impl FaceDetector {
+    /// The face to classify and whether it was aligned. With eye keypoints (an ONNX detector) and
+    /// `align`: the book's `FaceAligner` from them ([`align_by_eyes`]). With the Haar detector and an eye
+    /// cascade: the face region rotated about its centre so that the eyes it finds in the face's upper
+    /// half are level. Otherwise the plain crop.
+    pub fn aligned_face(&mut self, frame: &Mat, found: &FaceBox, align: bool) -> Result<(Mat, bool)> {
+        let face = found.rect;
+        if let (true, Some(eyes)) = (align, found.eyes()) {
+            return Ok((align_by_eyes(frame, eyes, ALIGNED_SIZE, ALIGNED_LEFT_EYE)?, true));
+        }
         let plain = crop(frame, face)?;
         let Some(eyes) = self.eyes.as_mut() else { return Ok((plain, false)) };
         let mut gray = Mat::default();
@@ -139,6 +256,15 @@ pub fn draw_box(frame: &mut Mat, r: Rect, label: &str) -> Result<()> {
 pub fn draw_box_in(frame: &mut Mat, r: Rect, label: &str, c: (f64, f64, f64)) -> Result<()> {
     imgproc::rectangle(frame, r, bgr(c), 2, imgproc::LINE_8, 0)?;
     draw_label(frame, Point::new(r.x, (r.y - 6).max(14)), label)
+}
+
+/// Keypoints as small filled dots (a face detector's eyes, nose, mouth and ears).
+pub fn draw_points(frame: &mut Mat, points: &[[f32; 2]]) -> Result<()> {
+    let r = (frame.cols().min(frame.rows()) / 160).max(2);
+    for p in points {
+        imgproc::circle(frame, Point::new(p[0].round() as i32, p[1].round() as i32), r, Scalar::new(0.0, 220.0, 255.0, 0.0), -1, imgproc::LINE_AA, 0)?;
+    }
+    Ok(())
 }
 
 /// Text with a dark backing, bottom-left at `at`.
@@ -204,4 +330,54 @@ pub fn beside(frame: &Mat, panel: &Mat) -> Result<Mat> {
     let mut out = Mat::default();
     opencv::core::hconcat(&pair, &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The centre of the bright pixels of one channel of `m` inside `r`.
+    fn blob(m: &Mat, channel: usize, r: Rect) -> (f64, f64) {
+        let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
+        for y in r.y..r.y + r.height {
+            for x in r.x..r.x + r.width {
+                let p = m.at_2d::<opencv::core::Vec3b>(y, x).unwrap();
+                if p[channel] > 128 {
+                    sx += f64::from(x);
+                    sy += f64::from(y);
+                    n += 1.0;
+                }
+            }
+        }
+        assert!(n > 0.0, "no blob in channel {channel}");
+        (sx / n, sy / n)
+    }
+
+    #[test]
+    fn align_by_eyes_levels_the_eyes_and_puts_them_where_the_book_does() {
+        // two "eyes" 80 px apart on a line tilted by 20 degrees: blue on the image's left, red on its right
+        let mut frame = Mat::new_rows_cols_with_default(400, 500, CV_8UC3, Scalar::all(0.0)).unwrap();
+        let (a, t) = (20f64.to_radians(), 80.0);
+        let l = [200.0f32, 180.0];
+        let r = [l[0] + (t * a.cos()) as f32, l[1] + (t * a.sin()) as f32];
+        imgproc::circle(&mut frame, Point::new(l[0] as i32, l[1] as i32), 6, Scalar::new(255.0, 0.0, 0.0, 0.0), -1, imgproc::LINE_8, 0).unwrap();
+        imgproc::circle(&mut frame, Point::new(r[0].round() as i32, r[1].round() as i32), 6, Scalar::new(0.0, 0.0, 255.0, 0.0), -1, imgproc::LINE_8, 0)
+            .unwrap();
+        let out = align_by_eyes(&frame, [l, r], ALIGNED_SIZE, ALIGNED_LEFT_EYE).unwrap();
+        assert_eq!((out.cols(), out.rows()), (256, 256));
+        let half = Rect::new(0, 0, 128, 256);
+        let (bx, by) = blob(&out, 0, half);
+        let (rx, ry) = blob(&out, 2, Rect::new(128, 0, 128, 256));
+        // the image's left eye at (0.35, 0.35) of 256 px, the other at (0.65, 0.35): level, 76.8 px apart
+        let tol = 1.5;
+        assert!((bx - 0.35 * 256.0).abs() < tol && (by - 0.35 * 256.0).abs() < tol, "left eye at ({bx:.1}, {by:.1})");
+        assert!((rx - 0.65 * 256.0).abs() < tol && (ry - 0.35 * 256.0).abs() < tol, "right eye at ({rx:.1}, {ry:.1})");
+    }
+
+    #[test]
+    fn face_boxes_give_their_eyes_left_to_right() {
+        let f = FaceBox { rect: Rect::new(0, 0, 10, 10), score: 0.9, keypoints: vec![[7.0, 3.0], [2.0, 3.5], [5.0, 6.0]] };
+        assert_eq!(f.eyes(), Some([[2.0, 3.5], [7.0, 3.0]]));
+        assert_eq!(FaceBox { keypoints: vec![], ..f }.eyes(), None);
+    }
 }

@@ -1,15 +1,17 @@
-//! Detectors in ONNX Runtime: our exports (task `detection` in the metadata: float32 `[N, C, H, W]`
-//! in, the TFOD contract out with boxes in input pixels) run by [`Detector`], evaluated on record
-//! files with boxes by mAP@0.5 per class exactly as `trainer eval` measures it ([`evaluate`]: the same
-//! loader transform, the same [`MapEvaluator`]), and run on images ([`predict`]) with the boxes in
-//! each image's own pixels.
+//! Detectors in ONNX Runtime, run by [`Detector`]: our exports (task `detection` in the metadata:
+//! float32 `[N, C, H, W]` in, the TFOD contract out with boxes in input pixels), TFOD-contract models
+//! made elsewhere, and face detectors in MediaPipe's BlazeFace contract (raw head out, decoded and
+//! merged here by the shared geometry, keypoints kept). Evaluated on record files with boxes by
+//! mAP@0.5 per class exactly as `trainer eval` measures it ([`evaluate`]: for ours the same loader
+//! transform, the same [`MapEvaluator`]; the others at each image's own pixels), and run on images
+//! ([`detect_image`]) with the boxes in each image's own pixels.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use data::records::RecordFile;
 use data::{DetectTransform, Loader, LoaderOptions};
-use models::detect::{scale_box, Detection, GroundTruth, MapEvaluator};
+use models::detect::{scale_box, BlazeFace, Detection, Face, GroundTruth, Letterbox, MapEvaluator};
 use models::meta::{ModelMeta, Task};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
@@ -54,6 +56,11 @@ pub enum Contract {
     /// Images are brought to `size` first (`[H, W]`: the input's own when the file fixes it, else
     /// `--size`, else TFOD SSD's 300x300, the size its SSDs resize to inside the graph anyway).
     Tfod { size: [usize; 2] },
+    /// A face detector in MediaPipe's BlazeFace contract (its TFLite model converted with tf2onnx):
+    /// float32 `[1, S, S, 3]` RGB scaled to [-1, 1] in; `regressors [1, A, 16]` and `classificators
+    /// [1, A, 1]` out, told apart by their last dimension. The layout is recognised from S and A
+    /// ([`BlazeFace::for_model`]); images are letterboxed into S x S (centred, black).
+    Face { spec: Box<BlazeFace>, anchors: Vec<[f32; 2]> },
 }
 
 /// A detector opened: one of our exports or a TFOD-contract model made elsewhere.
@@ -62,8 +69,9 @@ pub struct Detector {
     pub provider: Provider,
     session: Session,
     input_name: String,
-    /// The four TFOD outputs' names in the file (TF's exports end them in `:0`).
-    outputs: [String; 4],
+    /// The outputs read, by name: the four TFOD ones (TF's exports end them in `:0`), or a face
+    /// detector's regressors and scores.
+    outputs: Vec<String>,
     pub contract: Contract,
     /// Class names, index 0 the background; empty for a foreign model without `--labels` (classes
     /// are then named by number).
@@ -85,6 +93,28 @@ fn tfod_outputs(session: &Session) -> Option<[String; 4]> {
     Some([find(BOXES)?, find(SCORES)?, find(CLASSES)?, find(NUM)?])
 }
 
+/// A BlazeFace-contract session's `[regressors, scores]` output names and its layout, if it is one:
+/// one float input `[1, S, S, 3]`, two outputs `[1, A, 4 + 2K]` and `[1, A, 1]` whose A and S
+/// name a known anchor layout.
+fn face_outputs(session: &Session) -> Option<([String; 2], BlazeFace)> {
+    let dims = |t: &ValueType| match t {
+        ValueType::Tensor { ty, shape, .. } => (*ty == TensorElementType::Float32).then(|| shape.iter().copied().collect::<Vec<i64>>()),
+        ValueType::Sequence(_) | ValueType::Map { .. } | ValueType::Optional(_) => None,
+    };
+    let [input] = session.inputs() else { return None };
+    let i = dims(input.dtype())?;
+    let [o1, o2] = session.outputs() else { return None };
+    let (d1, d2) = (dims(o1.dtype())?, dims(o2.dtype())?);
+    let ((reg, rd), (cls, _)) = if d2.last() == Some(&1) { ((o1, d1), (o2, d2)) } else { ((o2, d2), (o1, d1)) };
+    let size = match i[..] {
+        [_, h, w, 3] if h == w && h > 0 => h as usize,
+        _ => return None,
+    };
+    let [_, a, v] = rd[..] else { return None };
+    let spec = BlazeFace::for_model(size, usize::try_from(a).ok()?, usize::try_from(v).ok()?)?;
+    Some(([reg.name().to_string(), cls.name().to_string()], spec))
+}
+
 /// Opens the file at `path` once: one of our detectors (task `detection` in its metadata) or a model
 /// in the TFOD contract as a [`Detector`], anything else as a classifier [`Model`], with `args`
 /// laid over what the file says.
@@ -94,7 +124,7 @@ pub fn open_any(path: &Path, opts: &SessionOptions, args: &PreprocessArgs) -> Re
     let meta = ModelMeta::from_props(&props).ok().flatten();
     let detector = match &meta {
         Some(m) => m.task == Task::Detection,
-        None => tfod_outputs(&session).is_some(),
+        None => tfod_outputs(&session).is_some() || face_outputs(&session).is_some(),
     };
     if detector {
         Ok(Opened::Detector(Box::new(Detector::from_session(path, opts.provider, session, args)?)))
@@ -114,10 +144,18 @@ impl Detector {
         let err = |reason: String| RuntimeError::Model { path: path.to_path_buf(), reason };
         let props = metadata_props(&session).map_err(err)?;
         let meta = ModelMeta::from_props(&props).map_err(|e| err(e.to_string()))?;
-        let outputs = tfod_outputs(&session).ok_or_else(|| {
-            let have: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-            err(format!("has outputs {have:?}, not the TFOD contract's {BOXES}, {SCORES}, {CLASSES} and {NUM}"))
-        })?;
+        let face = if meta.is_none() { face_outputs(&session) } else { None };
+        let outputs = match (&face, tfod_outputs(&session)) {
+            (Some((names, _)), _) => names.to_vec(),
+            (None, Some(names)) => names.to_vec(),
+            (None, None) => {
+                let have: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+                return Err(err(format!(
+                    "has outputs {have:?}: neither the TFOD contract's {BOXES}, {SCORES}, {CLASSES} and {NUM} nor a BlazeFace detector's regressors [1, 896|2304, 16] and scores [1, A, 1]"
+                ))
+                .into());
+            }
+        };
         let [input] = session.inputs() else {
             return Err(err(format!("has {} inputs; a detector takes one image tensor", session.inputs().len())).into());
         };
@@ -133,18 +171,31 @@ impl Detector {
             ("--std", args.std.is_some()),
             ("--crop", args.crop.is_some()),
             ("--resize-short", args.resize_short.is_some()),
-            ("--size", meta.is_some() && args.size.is_some()),
+            ("--size", (meta.is_some() || face.is_some()) && args.size.is_some()),
         ];
         if let Some((flag, _)) = ignored.iter().find(|(_, set)| *set) {
             let why = if meta.is_some() {
                 "our exported detectors take their input size and normalisation from their metadata"
+            } else if face.is_some() {
+                "a BlazeFace detector's size and normalisation are its contract's (only --labels applies)"
             } else {
                 "a TFOD-contract detector takes uint8 RGB as it is (only --size and --labels apply)"
             };
             return Err(err(format!("{flag}: {why}")).into());
         }
-        let (contract, labels) = match meta {
-            Some(meta) => {
+        let (contract, labels) = match (meta, face) {
+            (None, Some((_, spec))) => {
+                let labels = match from_file {
+                    Some(names) if names.len() != 1 => {
+                        return Err(err(format!("--labels names {} classes but a face detector has one", names.len())).into());
+                    }
+                    Some(names) => names,
+                    None => vec!["face".to_string()],
+                };
+                let anchors = spec.anchors();
+                (Contract::Face { spec: Box::new(spec), anchors }, std::iter::once("background".to_string()).chain(labels).collect())
+            }
+            (Some(meta), _) => {
                 let spec = meta.detector.as_ref().ok_or_else(|| err(format!("its task is {}, not detection", meta.task)))?;
                 let [c, h, w] = meta.preprocessing.input;
                 let transform = DetectTransform::eval([h as u32, w as u32], c as u32, meta.preprocessing.mean.clone(), meta.preprocessing.std.clone());
@@ -160,7 +211,7 @@ impl Detector {
                 }
                 (Contract::Ours { meta: Box::new(meta), transform }, labels)
             }
-            None => {
+            (None, None) => {
                 let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
                     return Err(err(format!("input '{input_name}' is {}, not a tensor", input.dtype())).into());
                 };
@@ -194,6 +245,7 @@ impl Detector {
         match &self.contract {
             Contract::Ours { meta, .. } => [meta.preprocessing.input[1], meta.preprocessing.input[2]],
             Contract::Tfod { size } => *size,
+            Contract::Face { spec, .. } => [spec.size, spec.size],
         }
     }
 
@@ -201,7 +253,7 @@ impl Detector {
     pub fn channels(&self) -> usize {
         match &self.contract {
             Contract::Ours { meta, .. } => meta.preprocessing.input[0],
-            Contract::Tfod { .. } => 3,
+            Contract::Tfod { .. } | Contract::Face { .. } => 3,
         }
     }
 
@@ -215,7 +267,7 @@ impl Detector {
         self.labels.get(1..).unwrap_or(&[])
     }
 
-    /// One image's values for `runtime bench`: floats for ours, bytes for a TFOD model.
+    /// One image's values for `runtime bench`: floats for ours and face detectors, bytes for a TFOD model.
     pub fn sample_len(&self) -> usize {
         let [h, w] = self.image_size();
         self.channels() * h * w
@@ -226,7 +278,7 @@ impl Detector {
     pub fn run(&mut self, data: &[f32], n: usize) -> Result<Vec<Vec<Detection>>> {
         let err = |reason: String| RuntimeError::Model { path: self.path.clone(), reason };
         let Contract::Ours { meta, .. } = &self.contract else {
-            return Err(err("is a TFOD-contract model: it takes uint8 images (run_rgb8)".into()).into());
+            return Err(err("is a model made elsewhere: it takes images (run_rgb8 for TFOD, run_faces for faces)".into()).into());
         };
         let [c, h, w] = meta.preprocessing.input;
         if data.len() != n * c * h * w {
@@ -241,7 +293,7 @@ impl Detector {
     pub fn run_rgb8(&mut self, data: &[u8], n: usize, [h, w]: [usize; 2]) -> Result<Vec<Vec<Detection>>> {
         let err = |reason: String| RuntimeError::Model { path: self.path.clone(), reason };
         if !matches!(self.contract, Contract::Tfod { .. }) {
-            return Err(err("is one of our exports: it takes float32 [N, C, H, W] (run)".into()).into());
+            return Err(err("is not a TFOD-contract model: it takes float32 (run, run_faces)".into()).into());
         }
         if data.len() != n * h * w * 3 {
             return Err(err(format!("{} bytes for {n} RGB images of {w}x{h}", data.len())).into());
@@ -259,7 +311,7 @@ impl Detector {
             let (shape, v) = outputs[name].try_extract_tensor::<f32>().map_err(|e| err(format!("output '{name}': {e}")))?;
             Ok((shape.iter().map(|&d| d as usize).collect(), v.to_vec()))
         };
-        let [ob, os, oc, on] = &self.outputs;
+        let [ob, os, oc, on] = &self.outputs[..] else { unreachable!("TFOD detectors read four outputs") };
         let ((bshape, boxes), (_, scores), (_, classes), (_, num)) = (get(ob)?, get(os)?, get(oc)?, get(on)?);
         let m = bshape.get(1).copied().unwrap_or(0);
         if bshape != [n, m, 4] || scores.len() != n * m || classes.len() != n * m || num.len() != n {
@@ -292,6 +344,25 @@ impl Detector {
         Ok(out)
     }
 
+    /// Runs one face detector input (float32 `[1, S, S, 3]` in [-1, 1]); the faces in input pixels,
+    /// best first, at `min_score` (and the detector's own threshold) and above.
+    pub fn run_faces(&mut self, data: &[f32], min_score: f32) -> Result<Vec<Face>> {
+        let err = |reason: String| RuntimeError::Model { path: self.path.clone(), reason };
+        let Contract::Face { spec, anchors } = &self.contract else {
+            return Err(err("is not a face detector in the BlazeFace contract".into()).into());
+        };
+        let s = spec.size;
+        if data.len() != s * s * 3 {
+            return Err(err(format!("{} floats for one RGB image of {s}x{s}", data.len())).into());
+        }
+        let tensor = TensorRef::from_array_view(([1, s, s, 3], data)).map_err(|e| err(e.to_string()))?;
+        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| err(format!("inference failed: {e}")))?;
+        let get =
+            |name: &str| -> Result<&[f32], RuntimeError> { Ok(outputs[name].try_extract_tensor::<f32>().map_err(|e| err(format!("output '{name}': {e}")))?.1) };
+        let (reg, cls) = (get(&self.outputs[0])?, get(&self.outputs[1])?);
+        spec.decode(anchors, reg, cls, min_score).map_err(|e| err(e.to_string()).into())
+    }
+
     /// Detections at `min_score` and above of one packed image of `iw`x`ih` pixels with
     /// [`Detector::channels`] bytes each (RGB or grey), in its pixels. A TFOD model gets the image
     /// as it is: bring it to [`Detector::image_size`] first to save the graph's own resize.
@@ -307,13 +378,48 @@ impl Detector {
                 dets.into_iter().map(|d| Detection { bbox: scale_box(&d.bbox, sx, sy), ..d }).collect()
             }
             Contract::Tfod { .. } => self.run_rgb8(px, 1, [ih, iw])?.pop().unwrap_or_default(),
+            Contract::Face { spec, .. } => {
+                let s = spec.size;
+                let (x, fit) = face_input(px, iw, ih, s);
+                let faces = self.run_faces(&x, min_score)?;
+                return Ok(faces.iter().map(|f| self.found_face(&f.map(|p| fit.to_image(p)))).collect());
+            }
         };
         Ok(dets
             .into_iter()
             .filter(|d| d.score >= min_score)
-            .map(|d| Found { label: self.label(d.class), class: d.class, score: d.score, bbox: d.bbox })
+            .map(|d| Found { label: self.label(d.class), class: d.class, score: d.score, bbox: d.bbox, keypoints: vec![] })
             .collect())
     }
+
+    /// A face as a detection of class 1 with its keypoints.
+    pub fn found_face(&self, f: &Face) -> Found {
+        Found { label: self.label(1), class: 1, score: f.score, bbox: f.bbox, keypoints: f.keypoints.clone() }
+    }
+}
+
+/// A face detector's input for an RGB image of `iw` x `ih` (packed): letterboxed into `s` x `s`
+/// (a Triangle resize, centred, black around: -1 after scaling) and scaled to [-1, 1], NHWC; and the
+/// letterbox, to map the faces back. An image already `s` x `s` is taken as it is.
+pub fn face_input(px: &[u8], iw: usize, ih: usize, s: usize) -> (Vec<f32>, Letterbox) {
+    let fit = Letterbox::fit(iw, ih, s, s);
+    let mut x = vec![-1f32; s * s * 3];
+    let scaled;
+    let (src, [w, h]) = if fit.inner == [iw, ih] {
+        (px, [iw, ih])
+    } else {
+        let img = data::image::RgbImage::from_raw(iw as u32, ih as u32, px.to_vec()).expect("the caller gives iw x ih x 3 bytes");
+        scaled = data::image::imageops::resize(&img, fit.inner[0] as u32, fit.inner[1] as u32, data::image::imageops::FilterType::Triangle);
+        (scaled.as_raw().as_slice(), fit.inner)
+    };
+    for y in 0..h {
+        let row = &src[y * w * 3..(y + 1) * w * 3];
+        let at = ((y + fit.offset[1]) * s + fit.offset[0]) * 3;
+        for (o, &v) in x[at..at + w * 3].iter_mut().zip(row) {
+            *o = f32::from(v) / 127.5 - 1.0;
+        }
+    }
+    (x, fit)
 }
 
 pub use models::detect::ClassAp;
@@ -351,70 +457,172 @@ impl std::fmt::Display for DetectionReport {
     }
 }
 
+/// The ground truth of a record file matched to a detector's classes, and the scores so far.
+struct Scoring {
+    data: PathBuf,
+    /// The data's class names (labels.txt beside the records).
+    names: Vec<String>,
+    /// The detector's foreground class names (class k is `model[k - 1]`).
+    model: Vec<String>,
+    /// Data class k (0-based) → the detector's class (1-based).
+    to_model: Vec<usize>,
+    map: MapEvaluator,
+    images: usize,
+    skipped: Vec<(String, String)>,
+}
+
+impl Scoring {
+    fn new(data: &Path, model: &[String]) -> Result<Self> {
+        let derr = |reason: String| DetectError::Data { path: data.to_path_buf(), reason };
+        let dir = data::folder::DatasetDir::of_records(data);
+        let names =
+            dir.labels().map_err(|e| derr(e.to_string()))?.ok_or_else(|| derr("no labels.txt beside it: a detection set names its classes there".into()))?;
+        let to_model: Vec<usize> = models::detect::match_classes(&names, model)
+            .map_err(|missing| DetectError::UnknownClasses { path: data.to_path_buf(), missing, model: model.to_vec() })?
+            .into_iter()
+            .map(|k| k + 1)
+            .collect();
+        Ok(Self { data: data.to_path_buf(), names, model: model.to_vec(), to_model, map: MapEvaluator::new(model.len(), 0.5), images: 0, skipped: vec![] })
+    }
+
+    /// One image: its boxes (data classes) against the detections (the detector's classes).
+    fn add(&mut self, key: &str, truth: &[data::records::BoundingBox], dets: &[Detection]) -> Result<()> {
+        let derr = |reason: String| DetectError::Data { path: self.data.clone(), reason };
+        let mut gt = Vec::with_capacity(truth.len());
+        for g in truth {
+            let class = *self
+                .to_model
+                .get(g.class as usize)
+                .ok_or_else(|| derr(format!("record '{key}': box class {} has no name in labels.txt ({} names)", g.class, self.names.len())))?;
+            gt.push(GroundTruth { class, bbox: [g.x0, g.y0, g.x1, g.y1], difficult: false });
+        }
+        self.map.add_image(&gt, dets).map_err(|e| derr(e.to_string()))?;
+        self.images += 1;
+        Ok(())
+    }
+
+    fn report(self, model: String, provider: String, total: usize, seconds: f64) -> Result<DetectionReport> {
+        if self.images == 0 {
+            return Err(DetectError::Data { path: self.data, reason: format!("none of the {total} images could be used ({} skipped)", self.skipped.len()) });
+        }
+        let r = self.map.evaluate();
+        let per_class = r.by_class(|k| self.model[k - 1].clone());
+        Ok(DetectionReport {
+            model,
+            data: self.data.display().to_string(),
+            provider,
+            images: self.images,
+            skipped: self.skipped,
+            map: r.mean_ap,
+            coco_ap: r.coco.as_ref().and_then(|c| c.ap),
+            per_class,
+            seconds,
+            images_per_sec: self.images as f64 / seconds.max(1e-9),
+        })
+    }
+}
+
 /// mAP@0.5 of `det` on the record file `data` (boxes, `labels.txt` beside it), the data's classes
-/// matched to the model's by name.
+/// matched to the model's by name. Ours run on the loader's batches with the training transform;
+/// models made elsewhere (TFOD, faces) on each decoded image at its own pixels, as `predict` runs them.
 pub fn evaluate(det: &mut Detector, data: &Path, batch: usize, workers: usize, progress: bool) -> Result<DetectionReport> {
     let derr = |reason: String| DetectError::Data { path: data.to_path_buf(), reason };
-    let Contract::Ours { transform, .. } = &det.contract else {
-        return Err(derr(format!(
-            "{} is a TFOD-contract model made elsewhere: eval reads our exports' preprocessing from their metadata; predict, bench and edge-demo detect run it",
-            det.path.display()
-        )));
-    };
-    let transform = transform.clone();
     let file = RecordFile::open(data).map_err(|e| derr(e.to_string()))?;
-    let dir = data::folder::DatasetDir::of_records(data);
-    let names =
-        dir.labels().map_err(|e| derr(e.to_string()))?.ok_or_else(|| derr("no labels.txt beside it: a detection set names its classes there".into()))?;
-    let model: Vec<String> = det.classes().to_vec();
-    // data class k (0-based) → model class (1-based)
-    let to_model: Vec<usize> = models::detect::match_classes(&names, &model)
-        .map_err(|missing| DetectError::UnknownClasses { path: data.to_path_buf(), missing, model: model.clone() })?
-        .into_iter()
-        .map(|k| k + 1)
-        .collect();
+    let mut scoring = Scoring::new(data, det.classes())?;
     let total = file.len();
-    let loader = Loader::detection(file, transform, LoaderOptions { batch_size: batch.max(1), workers, ..LoaderOptions::default() });
-    let bar = data::progress::bar(loader.batches_per_epoch() as u64, "eval", progress);
-    let mut map = MapEvaluator::new(model.len(), 0.5);
-    let (mut images, mut skipped) = (0, vec![]);
     let t0 = Instant::now();
-    for b in loader.epoch(0) {
-        let b = b.map_err(|e| derr(e.to_string()))?;
-        skipped.extend(b.skipped.iter().cloned());
-        let found = det.run(&b.data, b.n)?;
-        for ((key, truth), dets) in b.keys.iter().zip(&b.boxes).zip(&found) {
-            let mut gt = Vec::with_capacity(truth.len());
-            for g in truth {
-                let class = *to_model
-                    .get(g.class as usize)
-                    .ok_or_else(|| derr(format!("record '{key}': box class {} has no name in labels.txt ({} names)", g.class, names.len())))?;
-                gt.push(GroundTruth { class, bbox: [g.x0, g.y0, g.x1, g.y1], difficult: false });
+    if let Contract::Ours { transform, .. } = &det.contract {
+        let loader = Loader::detection(file, transform.clone(), LoaderOptions { batch_size: batch.max(1), workers, ..LoaderOptions::default() });
+        let bar = data::progress::bar(loader.batches_per_epoch() as u64, "eval", progress);
+        for b in loader.epoch(0) {
+            let b = b.map_err(|e| derr(e.to_string()))?;
+            scoring.skipped.extend(b.skipped.iter().cloned());
+            let found = det.run(&b.data, b.n)?;
+            for ((key, truth), dets) in b.keys.iter().zip(&b.boxes).zip(&found) {
+                scoring.add(key, truth, dets)?;
             }
-            map.add_image(&gt, dets).map_err(|e| derr(e.to_string()))?;
+            bar.inc(1);
         }
-        images += b.n;
+        bar.finish_and_clear();
+    } else {
+        let bar = data::progress::bar(total as u64, "eval", progress);
+        for i in 0..total {
+            let r = file.read(i).map_err(|e| derr(e.to_string()))?;
+            match data::image::load_from_memory(&r.image) {
+                Ok(img) => {
+                    let dets: Vec<Detection> =
+                        detect_image(det, &img, 0.0)?.into_iter().map(|f| Detection { class: f.class, score: f.score, bbox: f.bbox }).collect();
+                    scoring.add(&r.key, &r.boxes, &dets)?;
+                }
+                Err(e) => scoring.skipped.push((r.key.clone(), format!("cannot decode: {e}"))),
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    scoring.report(det.path.display().to_string(), det.provider.to_string(), total, t0.elapsed().as_secs_f64())
+}
+
+/// mAP@0.5 of detections made by any tool, given as JSON lines (`runtime predict --json`, `edge-demo
+/// detect|faces --json`: `{"image": PATH, "detections": [{"label": NAME, "score": S, "box": [x0, y0,
+/// x1, y1]}]}` in the image's pixels; lines without `detections`, such as edge-demo's summary, are
+/// passed over), against the record file `data`. Each record is matched by file name: its key's, or
+/// the `NNNNNN.ext` that `trainer dump` gives record N. Labels are matched to labels.txt by name;
+/// every record must have a line (an image where nothing was found has an empty list).
+pub fn evaluate_detections(detections: &Path, data: &Path) -> Result<DetectionReport> {
+    let derr = |reason: String| DetectError::Data { path: data.to_path_buf(), reason };
+    let jerr = |line: usize, reason: String| DetectError::Data { path: detections.to_path_buf(), reason: format!("line {line}: {reason}") };
+    let t0 = Instant::now();
+    let text = std::fs::read_to_string(detections).map_err(|e| DetectError::Data { path: detections.to_path_buf(), reason: e.to_string() })?;
+    let file = RecordFile::open(data).map_err(|e| derr(e.to_string()))?;
+    let names = data::folder::DatasetDir::of_records(data)
+        .labels()
+        .map_err(|e| derr(e.to_string()))?
+        .ok_or_else(|| derr("no labels.txt beside it: a detection set names its classes there".into()))?;
+    let mut scoring = Scoring::new(data, &names)?;
+    let file_name = |p: &str| Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut by_name: std::collections::HashMap<String, (usize, Vec<Detection>)> = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| jerr(i + 1, format!("not JSON: {e}")))?;
+        let Some(list) = v.get("detections") else { continue };
+        let image = v.get("image").and_then(|s| s.as_str()).ok_or_else(|| jerr(i + 1, "no \"image\": each line names the image it is about".into()))?;
+        let list = list.as_array().ok_or_else(|| jerr(i + 1, "\"detections\" is not a list".into()))?;
+        let mut dets = Vec::with_capacity(list.len());
+        for (j, d) in list.iter().enumerate() {
+            let label = d.get("label").and_then(|l| l.as_str()).ok_or_else(|| jerr(i + 1, format!("detection {j} has no \"label\"")))?;
+            let class = names
+                .iter()
+                .position(|n| n == label)
+                .ok_or_else(|| jerr(i + 1, format!("detection {j}: label '{label}' is not among the data's {names:?}")))?
+                + 1;
+            let score = d.get("score").and_then(|s| s.as_f64()).ok_or_else(|| jerr(i + 1, format!("detection {j} has no numeric \"score\"")))? as f32;
+            let b: Vec<f32> = d
+                .get("box")
+                .and_then(|b| b.as_array())
+                .map(|b| b.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+                .filter(|b: &Vec<f32>| b.len() == 4)
+                .ok_or_else(|| jerr(i + 1, format!("detection {j}: \"box\" is not four numbers [x0, y0, x1, y1]")))?;
+            dets.push(Detection { class, score, bbox: [b[0], b[1], b[2], b[3]] });
+        }
+        if let Some((first, _)) = by_name.insert(file_name(image), (i + 1, dets)) {
+            return Err(jerr(i + 1, format!("image '{}' again (first on line {first})", file_name(image))));
+        }
+    }
+    let bar = data::progress::bar(file.len() as u64, "eval", false);
+    for n in 0..file.len() {
+        let r = file.read(n).map_err(|e| derr(e.to_string()))?;
+        let ext = if r.image.starts_with(&[0x89, b'P', b'N', b'G']) { "png" } else { "jpg" };
+        let dets = by_name
+            .remove(&file_name(&r.key))
+            .or_else(|| by_name.remove(&format!("{n:06}.{ext}")))
+            .ok_or_else(|| derr(format!("record {n} ('{}') has no line in {} (matched by file name)", r.key, detections.display())))?;
+        scoring.add(&r.key, &r.boxes, &dets.1)?;
         bar.inc(1);
     }
-    bar.finish_and_clear();
-    let seconds = t0.elapsed().as_secs_f64();
-    if images == 0 {
-        return Err(derr(format!("none of the {total} images could be used ({} skipped)", skipped.len())));
+    if let Some((name, (line, _))) = by_name.iter().min_by_key(|(_, (l, _))| *l) {
+        return Err(jerr(*line, format!("image '{name}' is not in {} ({} such lines)", data.display(), by_name.len())));
     }
-    let r = map.evaluate();
-    let per_class = r.by_class(|k| model[k - 1].clone());
-    Ok(DetectionReport {
-        model: det.path.display().to_string(),
-        data: data.display().to_string(),
-        provider: det.provider.to_string(),
-        images,
-        skipped,
-        map: r.mean_ap,
-        coco_ap: r.coco.as_ref().and_then(|c| c.ap),
-        per_class,
-        seconds,
-        images_per_sec: images as f64 / seconds.max(1e-9),
-    })
+    scoring.report(detections.display().to_string(), "-".into(), file.len(), t0.elapsed().as_secs_f64())
 }
 
 /// One detection in an image's own pixels.
@@ -426,6 +634,10 @@ pub struct Found {
     /// `[x0, y0, x1, y1]` in pixels of the image.
     #[serde(rename = "box")]
     pub bbox: [f32; 4],
+    /// Face detectors: the keypoints `(x, y)` in the same pixels, in the model's order (BlazeFace:
+    /// the subject's right eye, left eye, nose tip, mouth, right ear, left ear); empty for others.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub keypoints: Vec<[f32; 2]>,
 }
 
 /// `runtime predict`'s answer for one image (one JSON line).
@@ -444,7 +656,7 @@ pub fn detect_image(det: &mut Detector, img: &data::image::DynamicImage, min_sco
         return det.detect_pixels(data::records::to_gray(img).as_raw(), iw as usize, ih as usize, min_score);
     }
     let [h, w] = det.image_size();
-    if matches!(det.contract, Contract::Ours { .. }) || [ih as usize, iw as usize] == [h, w] {
+    if matches!(det.contract, Contract::Ours { .. } | Contract::Face { .. }) || [ih as usize, iw as usize] == [h, w] {
         return det.detect_pixels(img.to_rgb8().as_raw(), iw as usize, ih as usize, min_score);
     }
     // a TFOD model: brought to its size first, its boxes (normalised) then scaled to the image's
@@ -518,7 +730,7 @@ mod tests {
     #[test]
     fn draw_outlines_the_box_and_writes_the_label_on_a_tab_above_it() {
         let mut img = data::image::RgbImage::new(320, 240);
-        let f = Found { label: "car".into(), class: 1, score: 0.87, bbox: [40.0, 60.0, 200.0, 180.0] };
+        let f = Found { label: "car".into(), class: 1, score: 0.87, bbox: [40.0, 60.0, 200.0, 180.0], keypoints: vec![] };
         draw(&mut img, std::slice::from_ref(&f));
         let colour = data::image::Rgb(class_colour(1));
         // the outline, two pixels thick, on all four sides; the inside untouched

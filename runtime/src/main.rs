@@ -92,6 +92,22 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// mAP@0.5 (and COCO AP) of detections made by any tool, given as JSON lines, on a record file with
+    /// boxes: `runtime predict --json` output, `edge-demo detect|faces --json` output (e.g. the Haar
+    /// cascade's faces), or your own. Each line: {"image": PATH, "detections": [{"label": NAME,
+    /// "score": S, "box": [x0, y0, x1, y1]}]} in the image's pixels; records are matched by file name
+    /// (their key's, or trainer dump's NNNNNN.jpg), labels by name to the data's labels.txt.
+    EvalDetections {
+        /// The JSON lines file (one line per image, also those where nothing was found).
+        #[arg(long)]
+        detections: PathBuf,
+        /// The .rec file with the ground-truth boxes (labels.txt beside it).
+        #[arg(long)]
+        data: PathBuf,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Top-k labels with probabilities for each image (or every image of a folder).
     Predict {
         #[command(flatten)]
@@ -309,6 +325,13 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
+        Command::EvalDetections { detections, data, json } => {
+            let report = runtime::detect::evaluate_detections(&detections, &data)?;
+            println!("{report}");
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
         Command::Predict { model, images, top, ten_crop, batch, workers, json, min_score, out } => {
             let mut m = match model.open_any(true)? {
                 Opened::Classifier(m) => m,
@@ -337,17 +360,28 @@ fn run(cli: Cli) -> Result<()> {
             let mut m = match model.open_any(false)? {
                 Opened::Classifier(m) => m,
                 Opened::Detector(mut d) => {
-                    let ([h, w], c, tfod) = (d.image_size(), d.channels(), matches!(d.contract, runtime::detect::Contract::Tfod { .. }));
+                    let ([h, w], c) = (d.image_size(), d.channels());
+                    let (tfod, face) =
+                        (matches!(d.contract, runtime::detect::Contract::Tfod { .. }), matches!(d.contract, runtime::detect::Contract::Face { .. }));
                     if !json {
-                        let kind = if tfod { "TFOD-contract detector, uint8" } else { "detector" };
+                        let kind = match (tfod, face) {
+                            (true, _) => "TFOD-contract detector, uint8",
+                            (_, true) => "BlazeFace face detector, batch 1",
+                            _ => "detector",
+                        };
                         println!("{} on {} ({kind}, {c}x{h}x{w})", d.path.display(), d.provider);
                         println!("batch  iters   p50 ms   p90 ms   p99 ms   images/s");
                     }
                     let mut rows = vec![];
-                    for &b in &batch {
-                        let b = b.max(1);
+                    // a face detector's input is fixed at one image: one row, whatever --batch says
+                    let sizes: Vec<usize> = if face { vec![1] } else { batch.iter().map(|&b| b.max(1)).collect() };
+                    for b in sizes {
                         let min_time = Duration::from_secs_f64(seconds.max(0.0));
-                        let r = if tfod {
+                        let r = if face {
+                            eval::bench_runs(1, d.sample_len(), warmup, iters.max(1), min_time, |x| {
+                                d.run_faces(x, 0.5).map(drop).map_err(eval::EvalError::from)
+                            })?
+                        } else if tfod {
                             // seeded noise as bytes, made once: the timed runs convert nothing
                             let mut g = data::rng::Xorshift64::seeded(b as u64);
                             let bytes: Vec<u8> = (0..b * d.sample_len()).map(|_| g.below(256) as u8).collect();

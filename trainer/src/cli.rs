@@ -124,6 +124,10 @@ pub enum PrepareKind {
         /// testing.xml
         #[arg(long)]
         test_xml: Option<PathBuf>,
+        /// The class name of the boxes when the XML labels none [default: object] (e.g. face for
+        /// dlib's faces, to evaluate face detectors on them by name).
+        #[arg(long)]
+        label: Option<String>,
     },
     /// Detection scenes of real Fashion-MNIST items on noisy canvases, boxes exact by construction
     /// (train scenes from the train files, test scenes from the test files).
@@ -203,7 +207,9 @@ pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
             o.seed = c.seed;
             detection::build_lisa(&o)?
         }
-        PrepareKind::DlibXml { train_xml, test_xml } => detection::build_dlib_xml(&detection::DlibXmlOptions { train_xml, test_xml })?,
+        PrepareKind::DlibXml { train_xml, test_xml, label } => {
+            detection::build_dlib_xml(&detection::DlibXmlOptions { train_xml, test_xml, unlabelled: label })?
+        }
         PrepareKind::FashionDetect { train, test, classes, canvas, train_images, test_images, max_objects, min_side, max_side } => {
             let test = (test != "none").then(|| PathBuf::from(test));
             let o = detection::CompositeOptions {

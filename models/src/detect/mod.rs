@@ -1,6 +1,7 @@
 //! Detection geometry shared by every crate (pure Rust: no libtorch, no ONNX Runtime): boxes and IoU,
 //! SSD priors and grid anchors, the box coder, the matchers, NMS with ONNX Runtime's semantics, the
-//! detectors' post-process, the mAP evaluator the book measures with, and COCO's AP@[.5:.95].
+//! detectors' post-process, the mAP evaluator the book measures with, COCO's AP@[.5:.95], and face detectors with keypoints
+//! (MediaPipe's BlazeFace anchors, decoding and weighted NMS) with the letterbox they take.
 //!
 //! Boxes are `[x0, y0, x1, y1]` in `f32` (pixels, or image-relative where said), as torchvision
 //! keeps them; arithmetic is done in `f32` in the order torchvision and ONNX Runtime do it, so the
@@ -10,6 +11,7 @@
 pub mod boxes;
 pub mod coco;
 pub mod coder;
+pub mod face;
 pub mod map;
 pub mod matcher;
 pub mod nms;
@@ -19,6 +21,7 @@ pub mod spec;
 pub use boxes::{iou, iou_matrix, scale_box, Bbox};
 pub use coco::{CocoEvaluator, CocoResult};
 pub use coder::BoxCoder;
+pub use face::{weighted_nms, BlazeFace, Face, Letterbox};
 pub use map::{ap_table, match_classes, ApResult, ClassAp, GroundTruth, MapEvaluator};
 pub use matcher::Matcher;
 pub use nms::{nms, postprocess, Detection, PostProcess};

@@ -18,6 +18,9 @@ pub struct DlibXmlOptions {
     pub train_xml: PathBuf,
     /// `testing.xml`, the predefined test split.
     pub test_xml: Option<PathBuf>,
+    /// The class name of unlabelled boxes when the training file labels none (default "object"; dlib's
+    /// faces are "face", so that face detectors' classes match them by name).
+    pub unlabelled: Option<String>,
 }
 
 fn file_name(p: &Path) -> String {
@@ -143,7 +146,7 @@ fn dlib_split(
 /// "train" (and "test" when `test_xml` is given) splits of images with their boxes.
 ///
 /// Class ids index the sorted labels of the training file's non-ignored boxes; when that file labels no
-/// box at all, every unlabeled box is class 0, "object". Boxes are `x0 = left`, `y0 = top`,
+/// box at all, every unlabeled box is class 0, `unlabelled` (default "object"). Boxes are `x0 = left`, `y0 = top`,
 /// `x1 = left + width`, `y1 = top + height`, clipped to the image. `read` counts `<box>` elements; each
 /// dropped box is `("FILE.xml:LINE", reason)` (ignore flag, degenerate after clipping, unknown or
 /// missing label, missing or unreadable image), so `read` = boxes kept + `dropped.len()`. An image listed
@@ -160,7 +163,7 @@ pub fn build_dlib_xml(o: &DlibXmlOptions) -> Result<Prepared, PrepareError> {
     let train_boxes = || image_nodes(&train_doc).flat_map(|i| element(i, "box"));
     let mut labels: Vec<String> = train_boxes().filter(|b| !is_ignored(*b)).filter_map(box_label).collect::<BTreeSet<_>>().into_iter().collect();
     let unlabeled = if train_boxes().all(|b| box_label(b).is_none()) {
-        labels = vec!["object".into()];
+        labels = vec![o.unlabelled.clone().unwrap_or_else(|| "object".into())];
         Some(0)
     } else {
         None
@@ -231,7 +234,7 @@ mod tests {
         std::fs::write(d.join("img/negative.png"), png(10, 10)).unwrap();
         std::fs::write(d.join("training.xml"), TRAIN_XML).unwrap();
         std::fs::write(d.join("testing.xml"), TEST_XML).unwrap();
-        let p = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("training.xml"), test_xml: Some(d.join("testing.xml")) }).unwrap();
+        let p = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("training.xml"), test_xml: Some(d.join("testing.xml")), unlabelled: None }).unwrap();
         assert_eq!(p.kind, "dlib_xml");
         assert_eq!(p.labels, ["front", "rear"]);
         assert_eq!(p.read, 13);
@@ -272,7 +275,7 @@ mod tests {
         std::fs::write(d.join("f.png"), png(20, 20)).unwrap();
         std::fs::write(d.join("faces.xml"), "<dataset><images><image file='f.png'><box top='1' left='2' width='3' height='4'/></image></images></dataset>")
             .unwrap();
-        let p = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("faces.xml"), test_xml: None }).unwrap();
+        let p = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("faces.xml"), test_xml: None, unlabelled: None }).unwrap();
         assert_eq!(p.labels, ["object"]);
         assert_eq!(p.splits.len(), 1);
         assert_eq!(split(&p, "train")[0].boxes, [bb(0, 2., 1., 5., 5.)]);
@@ -283,13 +286,13 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let d = scratch.path();
         std::fs::write(d.join("broken.xml"), "<dataset>\n<images>\n<image file='a.png'>\n</images>\n</dataset>").unwrap();
-        let e = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("broken.xml"), test_xml: None }).err().unwrap().to_string();
+        let e = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("broken.xml"), test_xml: None, unlabelled: None }).err().unwrap().to_string();
         assert!(e.contains("broken.xml") && e.contains("4:"), "{e}");
         std::fs::write(d.join("other.xml"), "<annotation/>").unwrap();
-        let e = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("other.xml"), test_xml: None }).err().unwrap().to_string();
+        let e = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("other.xml"), test_xml: None, unlabelled: None }).err().unwrap().to_string();
         assert!(e.contains("other.xml") && e.contains("<annotation>"), "{e}");
         std::fs::write(d.join("ok.xml"), "<dataset><images/></dataset>").unwrap();
-        let e = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("ok.xml"), test_xml: Some(d.join("nope.xml")) }).err().unwrap();
+        let e = build_dlib_xml(&DlibXmlOptions { train_xml: d.join("ok.xml"), test_xml: Some(d.join("nope.xml")), unlabelled: None }).err().unwrap();
         assert!(format!("{e:#}").contains("nope.xml"), "{e:#}");
     }
 }
