@@ -217,7 +217,7 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
         tracing::warn!("--show: no display (DISPLAY / WAYLAND_DISPLAY unset), not opening a window");
     }
     let bar = data::progress::bar(0, "frames", o.progress);
-    let (mut wait, mut detect, mut infer, mut draw, mut write) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut wait, mut detect, mut infer, mut draw, mut write, mut whole) = (vec![], vec![], vec![], vec![], vec![], vec![]);
     let json_path = o.json.clone().unwrap_or_default();
     let json_error = |source| DemoError::WriteJson { path: json_path.clone(), source };
     let start = Instant::now();
@@ -249,7 +249,9 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
                 stop.store(true, Ordering::Relaxed);
             }
         }
-        write.push(s.elapsed().as_secs_f64() * 1e3);
+        let out_ms = s.elapsed().as_secs_f64() * 1e3;
+        write.push(out_ms);
+        whole.push(d.times.detect + d.times.infer + d.times.draw + out_ms);
         wait.push(d.wait_ms);
         detect.push(d.times.detect);
         infer.push(d.times.infer);
@@ -271,7 +273,14 @@ pub fn run(make: &(dyn Fn() -> Result<Pipeline> + Sync), workers: usize, source:
         dropped: cap.dropped,
         seconds,
         fps: frames as f64 / seconds.max(1e-9),
-        stages: vec![stage("capture", wait), stage("detect", detect), stage("infer", infer), stage("draw", draw), stage("output", write)],
+        stages: vec![
+            stage("capture", wait),
+            stage("detect", detect),
+            stage("infer", infer),
+            stage("draw", draw),
+            stage("output", write),
+            stage("frame", whole),
+        ],
     };
     if let Some(j) = json.as_mut() {
         writeln!(j, "{}", serde_json::json!({ "summary": summary })).map_err(json_error)?;

@@ -117,6 +117,22 @@ fn blazeface_finds_the_faces_the_python_loop_finds_and_aligns_by_the_eyes() {
     }
 }
 
+#[test]
+fn a_wrong_face_detector_is_named() {
+    let photos = assets_dir().join("faces");
+    let fer = assets_dir().join("fer_emotion.onnx");
+    for (detector, extra, says) in [
+        ("nope.onnx", None, "--face-detector nope.onnx: no such file"),
+        (s(&fer), None, "nor a BlazeFace detector's"),
+        ("blazeface", Some(["--face-nms", "2"]), "--face-detector face NMS IoU threshold: 2 is not in 0..1"),
+    ] {
+        let mut args = vec!["faces", "--face-detector", detector, "--source", s(&photos)];
+        args.extend(extra.iter().flatten());
+        let o = run_bin("edge-demo", &args);
+        assert!(!o.status.success() && text(&o).contains(says), "{detector}: {}", text(&o));
+    }
+}
+
 /// dlib's face photos prepared with the class named "face", the test split dumped to a folder.
 fn dlib_test_set(dir: &Path) -> (PathBuf, PathBuf) {
     let o = Command::new("bash").arg(repo_root().join("scripts/dlib_faces.sh")).arg(dir).output().unwrap();
