@@ -162,6 +162,22 @@ impl GraphBuilder {
         self.finish_graph(scores, &[(&name, codes)], Some(spec))
     }
 
+    /// A Faster R-CNN: the second stage's class logits (the output) and box codes per region, and the
+    /// RPN's objectness and box codes per image, under the names the spec gives them.
+    pub fn finish_rcnn(
+        self,
+        scores: NodeId,
+        codes: NodeId,
+        rpn_scores: NodeId,
+        rpn_codes: NodeId,
+        spec: crate::detect::DetectorSpec,
+    ) -> Result<Network, GraphError> {
+        let r =
+            spec.rcnn.clone().ok_or_else(|| GraphError::Graph { graph: self.name.clone(), reason: "finish_rcnn needs a spec with detector.rcnn".into() })?;
+        let codes_name = spec.codes_output.clone();
+        self.finish_graph(scores, &[(&codes_name, codes), (&r.scores_output, rpn_scores), (&r.codes_output, rpn_codes)], Some(spec))
+    }
+
     fn finish_graph(self, output: NodeId, extra: &[(&str, NodeId)], detector: Option<crate::detect::DetectorSpec>) -> Result<Network, GraphError> {
         let extra_outputs = extra.iter().map(|&(name, node)| NamedOutput { name: name.into(), node }).collect();
         Graph { name: self.name, nodes: self.nodes, output, init: self.init, extra_outputs, detector }.validate()

@@ -112,6 +112,20 @@ pub enum Op {
     L2Norm {
         scale: f64,
     },
+    /// Region-of-interest pooling (He et al. 2017's RoIAlign; torchvision's `roi_align`, ONNX's
+    /// `RoiAlign` in `avg` mode): each region `[x0, y0, x1, y1]` (input pixels, times
+    /// `spatial_scale` on the `[C, H, W]` feature map) cut into an `output` grid of cells, each the
+    /// mean of `sampling_ratio`² bilinear samples: `[C, oh, ow]` per region. `aligned` shifts the
+    /// samples by half a pixel (ONNX's `half_pixel`; otherwise `output_half_pixel`, torchvision's
+    /// `aligned=False`, where regions are at least one cell wide). The regions come from outside the
+    /// graph (a Faster R-CNN's proposals), so every node after this one computes per region and reads
+    /// only this node and those after it.
+    RoiAlign {
+        output: [usize; 2],
+        spatial_scale: f64,
+        sampling_ratio: usize,
+        aligned: bool,
+    },
 }
 
 /// The arguments of a convolution. In `graph.json` its fields sit beside `"op": "conv2d"`, as the
@@ -414,6 +428,16 @@ impl Op {
                 let (c, h, w) = spatial(node, arity(1)?)?;
                 Ok(vec![c, h, w])
             }
+            Op::RoiAlign { output, spatial_scale, sampling_ratio, .. } => {
+                let (c, _, _) = spatial(node, arity(1)?)?;
+                if output.contains(&0) || *sampling_ratio == 0 {
+                    return Err(node_err(node, format!("RoiAlign needs an output grid {output:?} and a sampling ratio {sampling_ratio} of at least 1")));
+                }
+                if !(spatial_scale.is_finite() && *spatial_scale > 0.0) {
+                    return Err(node_err(node, format!("RoiAlign's spatial_scale {spatial_scale} must be a positive number")));
+                }
+                Ok(vec![c, output[0], output[1]])
+            }
             Op::ConcatRows => {
                 if ins.len() < 2 {
                     return Err(node_err(node, "ConcatRows needs at least two inputs"));
@@ -495,7 +519,8 @@ impl Op {
             | Op::Softmax
             | Op::Clip { .. }
             | Op::AnchorRows { .. }
-            | Op::ConcatRows => vec![],
+            | Op::ConcatRows
+            | Op::RoiAlign { .. } => vec![],
         }
     }
 
@@ -520,7 +545,8 @@ impl Op {
             | Op::Clip { .. }
             | Op::AnchorRows { .. }
             | Op::ConcatRows
-            | Op::L2Norm { .. } => false,
+            | Op::L2Norm { .. }
+            | Op::RoiAlign { .. } => false,
         }
     }
 
@@ -548,7 +574,8 @@ impl Op {
             | Op::Clip { .. }
             | Op::AnchorRows { .. }
             | Op::ConcatRows
-            | Op::L2Norm { .. } => false,
+            | Op::L2Norm { .. }
+            | Op::RoiAlign { .. } => false,
         }
     }
 
@@ -575,7 +602,8 @@ impl Op {
             | Op::Clip { .. }
             | Op::AnchorRows { .. }
             | Op::ConcatRows
-            | Op::L2Norm { .. } => {}
+            | Op::L2Norm { .. }
+            | Op::RoiAlign { .. } => {}
         }
         op
     }
@@ -604,6 +632,7 @@ impl Op {
             Op::AnchorRows { .. } => "AnchorRows",
             Op::ConcatRows => "ConcatRows",
             Op::L2Norm { .. } => "L2Norm",
+            Op::RoiAlign { .. } => "RoiAlign",
         }
     }
 }
@@ -673,6 +702,7 @@ impl Graph {
             }
         }
         let mut names = HashSet::new();
+        let mut roi: Option<NodeId> = None;
         let mut shapes: Vec<Shape> = Vec::with_capacity(self.nodes.len());
         for (id, node) in self.nodes.iter().enumerate() {
             if node.name.is_empty() || !names.insert(node.name.as_str()) {
@@ -684,8 +714,22 @@ impl Graph {
             if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
                 return Err(node_err(node, format!("reads node {bad}, which does not come before it (node {id})")));
             }
+            if let Some(r) = roi {
+                if let Some(&bad) = node.inputs.iter().find(|&&i| i < r) {
+                    return Err(node_err(
+                        node,
+                        format!("reads '{}', a per-image node before the RoiAlign '{}': nodes after a RoiAlign compute per region and read only it and what follows it", self.nodes[bad].name, self.nodes[r].name),
+                    ));
+                }
+            }
             let ins: Vec<&Shape> = node.inputs.iter().map(|&i| &shapes[i]).collect();
             shapes.push(node.op.output_shape(node, &ins)?);
+            if matches!(node.op, Op::RoiAlign { .. }) {
+                if let Some(r) = roi {
+                    return Err(node_err(node, format!("a second RoiAlign (the first is '{}'): a graph pools regions once", self.nodes[r].name)));
+                }
+                roi = Some(id);
+            }
         }
         if let Some(d) = &self.detector {
             self.check_detector(d, &shapes).map_err(gerr)?;
@@ -696,6 +740,12 @@ impl Graph {
     /// A detector's outputs are the rows of its priors: class logits `[P, C]` as the graph's output
     /// and box codes `[P, 4]` as its named output.
     fn check_detector(&self, d: &crate::detect::DetectorSpec, shapes: &[Shape]) -> Result<(), String> {
+        if let Some(r) = &d.rcnn {
+            return self.check_rcnn(d, r, shapes);
+        }
+        if let Some(r) = self.roi_node() {
+            return Err(format!("'{}' pools regions, which an SSD has none of (a Faster R-CNN's spec has detector.rcnn)", self.nodes[r].name));
+        }
         let priors = d.num_priors();
         let scores = &shapes[self.output];
         let [rows, classes] = scores[..] else {
@@ -717,6 +767,65 @@ impl Graph {
     }
 
     /// The node with this name.
+    /// A Faster R-CNN's graph: the RPN's outputs per image before the RoiAlign, the second stage's
+    /// after it; the RoiAlign reads the map the anchors sit on.
+    fn check_rcnn(&self, d: &crate::detect::DetectorSpec, r: &crate::detect::RcnnSpec, shapes: &[Shape]) -> Result<(), String> {
+        let Some(roi) = self.roi_node() else { return Err("a Faster R-CNN's graph pools its proposals with a RoiAlign node, and this one has none".into()) };
+        let roi_name = &self.nodes[roi].name;
+        let Op::RoiAlign { spatial_scale, .. } = self.nodes[roi].op else { unreachable!("roi_node finds a RoiAlign") };
+        let [grid] = d.grids[..] else { return Err(format!("a Faster R-CNN's anchors sit on one feature map, not {:?}", d.grids)) };
+        let map = &shapes[self.nodes[roi].inputs[0]];
+        if map[1..] != grid {
+            return Err(format!("'{roi_name}' pools a {:?} map, but the anchors sit on a {grid:?} grid (detector.grids)", &map[1..]));
+        }
+        for (axis, (g, i)) in ["height", "width"].iter().zip(grid.iter().zip(d.image)) {
+            let want = *g as f64 / i as f64;
+            if (spatial_scale - want).abs() > 1e-9 * want {
+                return Err(format!("'{roi_name}' has spatial_scale {spatial_scale}, but the map's {axis} is {g} of the image's {i} ({want})"));
+            }
+        }
+        let output = |name: &str, what: &str| -> Result<NodeId, String> {
+            self.extra_outputs
+                .iter()
+                .find(|o| o.name == name)
+                .map(|o| o.node)
+                .ok_or_else(|| format!("the detector's {what} output '{name}' is not one of the graph's outputs"))
+        };
+        let anchors = d.num_priors();
+        for (name, cols, what) in [(&r.scores_output, 1, "RPN objectness"), (&r.codes_output, 4, "RPN box codes")] {
+            let node = output(name, what)?;
+            if node > roi || shapes[node][..] != [anchors, cols] {
+                return Err(format!(
+                    "the {what} '{name}' (node '{}') must be per image, before '{roi_name}', and [{anchors}, {cols}] for {anchors} anchors ({:?} per location on {grid:?}), not {:?}",
+                    self.nodes[node].name,
+                    d.per_location(),
+                    shapes[node]
+                ));
+            }
+        }
+        let scores = &shapes[self.output];
+        let [classes] = scores[..] else {
+            return Err(format!("a Faster R-CNN's output (node '{}') is its class logits per region, [classes], not {scores:?}", self.nodes[self.output].name));
+        };
+        d.check(classes).map_err(|e| e.to_string())?;
+        let codes = output(&d.codes_output, "box codes")?;
+        if self.output < roi || codes < roi || shapes[codes][..] != [4 * (classes - 1)] {
+            return Err(format!(
+                "the class logits '{}' {scores:?} and box codes '{}' {:?} must be per region, after '{roi_name}', the codes [4 × {} classes]",
+                self.nodes[self.output].name,
+                self.nodes[codes].name,
+                shapes[codes],
+                classes - 1
+            ));
+        }
+        Ok(())
+    }
+
+    /// The RoiAlign node of a two-stage detector, if the graph has one.
+    pub fn roi_node(&self) -> Option<NodeId> {
+        self.nodes.iter().position(|n| matches!(n.op, Op::RoiAlign { .. }))
+    }
+
     pub fn node(&self, name: &str) -> Option<(NodeId, &Node)> {
         self.nodes.iter().enumerate().find(|(_, n)| n.name == name)
     }

@@ -26,7 +26,7 @@ pub use map::{ap_table, match_classes, ApResult, ClassAp, GroundTruth, MapEvalua
 pub use matcher::Matcher;
 pub use nms::{nms, postprocess, Detection, PostProcess};
 pub use priors::{GridAnchors, SsdPriors};
-pub use spec::{BoxFormat, DetectorSpec};
+pub use spec::{BoxFormat, DetectorSpec, Priors, RcnnSpec};
 
 /// Why a detection computation was refused; each names the setting or input that is wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -133,9 +133,11 @@ pub fn softmax_rows(logits: &[f32], classes: usize) -> Vec<f32> {
     out
 }
 
-/// The detections of one image from an SSD's raw outputs: class `scores` `[P, C]` (probabilities,
-/// column 0 the background), box `codes` `[P, 4]` relative to `priors` (pixels), on an image of
-/// `image` = `[height, width]` pixels.
+/// The detections of one image from a detector's raw outputs: class `scores` `[P, C]`
+/// (probabilities, column 0 the background) and box `codes` relative to `priors` (pixels), on an
+/// image of `image` = `[height, width]` pixels. The codes are one box per row `[P, 4]` (an SSD's), or
+/// one per row and foreground class `[P, 4 (C − 1)]` (a Faster R-CNN's second stage, whose "priors"
+/// are its proposals).
 pub fn postprocess(
     scores: &[f32],
     codes: &[f32],
@@ -145,19 +147,41 @@ pub fn postprocess(
     p: &PostProcess,
 ) -> Result<Vec<Detection>, DetectError> {
     let n = priors.len();
-    if codes.len() != n * 4 {
-        return Err(DetectError::Length { what: "box codes".into(), expected: n * 4, got: codes.len() });
-    }
     if n == 0 || !scores.len().is_multiple_of(n) || scores.len() / n < 2 {
         return Err(DetectError::Length { what: format!("class scores (P = {n} priors × C ≥ 2 classes)"), expected: n * 2, got: scores.len() });
     }
     let classes = scores.len() / n;
+    if codes.len() != n * 4 && codes.len() != n * 4 * (classes - 1) {
+        return Err(DetectError::Length {
+            what: format!("box codes (4 per prior, or 4 per prior and class of {})", classes - 1),
+            expected: n * 4,
+            got: codes.len(),
+        });
+    }
+    let row = codes.len() / n;
     let (h, w) = (image[0] as f32, image[1] as f32);
-    let boxes: Vec<Bbox> = codes.chunks(4).zip(priors).map(|(c, pr)| clip(&coder.decode(&[c[0], c[1], c[2], c[3]], pr), w, h)).collect();
+    let decode = |class: usize| -> Vec<Bbox> {
+        let at = if row == 4 { 0 } else { (class - 1) * 4 };
+        (0..n)
+            .map(|i| {
+                let c = &codes[i * row + at..i * row + at + 4];
+                clip(&coder.decode(&[c[0], c[1], c[2], c[3]], &priors[i]), w, h)
+            })
+            .collect()
+    };
+    let shared = (row == 4).then(|| decode(1));
     let mut all = vec![];
     for class in 1..classes {
+        let own;
+        let boxes = match &shared {
+            Some(b) => b,
+            None => {
+                own = decode(class);
+                &own
+            }
+        };
         let col: Vec<f32> = (0..n).map(|i| scores[i * classes + class]).collect();
-        for i in nms(&boxes, &col, p.iou_threshold, Some(p.score_threshold), Some(p.max_per_class)) {
+        for i in nms(boxes, &col, p.iou_threshold, Some(p.score_threshold), Some(p.max_per_class)) {
             all.push(Detection { class, score: col[i], bbox: boxes[i] });
         }
     }
@@ -207,5 +231,26 @@ mod tests {
         let top2 = postprocess(&scores, &codes, &priors, &BoxCoder::default(), [100, 100], &PostProcess { max_detections: 2, ..p }).unwrap();
         assert_eq!(top2.len(), 2);
         assert!(postprocess(&scores[..8], &codes, &priors, &BoxCoder::default(), [100, 100], &p).is_err());
+    }
+
+    #[test]
+    fn postprocess_reads_one_box_per_class_when_the_codes_have_them() {
+        // one proposal, classes background, a, b: class a's code moves the box right by its width,
+        // class b's keeps it
+        let priors = [[0.0, 0.0, 10.0, 10.0]];
+        let coder = BoxCoder::default();
+        let shifted = coder.encode(&[10.0, 0.0, 20.0, 10.0], &priors[0]);
+        let mut codes = shifted.to_vec();
+        codes.extend([0.0; 4]);
+        let scores = [0.2, 0.5, 0.3];
+        let p = PostProcess { score_threshold: 0.05, iou_threshold: 0.5, max_per_class: 10, max_detections: 10 };
+        let d = postprocess(&scores, &codes, &priors, &coder, [100, 100], &p).unwrap();
+        assert_eq!((d[0].class, d[1].class), (1, 2));
+        for (a, b) in d[0].bbox.iter().zip([10.0, 0.0, 20.0, 10.0]) {
+            assert!((a - b).abs() < 1e-4, "{:?}", d[0].bbox);
+        }
+        assert_eq!(d[1].bbox, priors[0]);
+        // neither 4 nor 4 × 2 codes per row
+        assert!(postprocess(&scores, &codes[..6], &priors, &coder, [100, 100], &p).is_err());
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{setting, Bbox, BoxCoder, DetectError, Matcher, PostProcess, SsdPriors};
+use super::{setting, Bbox, BoxCoder, DetectError, GridAnchors, Matcher, PostProcess, SsdPriors};
 
 /// How boxes are written where a detector's boxes leave it (the exported file's `detection_boxes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,15 +29,63 @@ fn d_codes() -> String {
     "box_codes".into()
 }
 
-/// An SSD: default boxes on feature maps of `grids`, the coder of the regression head, the matcher
-/// of training, the post-process of inference and the class names.
+/// Where a detector's boxes start: SSD's default boxes, or the grid anchors of Faster R-CNN's region
+/// proposal network. In `graph.json` they are told apart by their fields (`sizes` are anchors').
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Priors {
+    Ssd(SsdPriors),
+    Anchors(GridAnchors),
+}
+
+impl Priors {
+    pub fn per_location(&self) -> Vec<usize> {
+        match self {
+            Priors::Ssd(p) => p.per_location(),
+            Priors::Anchors(a) => a.per_location(),
+        }
+    }
+
+    pub fn boxes(&self, grids: &[[usize; 2]], image: [usize; 2]) -> Result<Vec<Bbox>, DetectError> {
+        match self {
+            Priors::Ssd(p) => p.boxes(grids, image),
+            Priors::Anchors(a) => a.boxes(grids, image),
+        }
+    }
+
+    pub fn check(&self, maps: usize) -> Result<(), DetectError> {
+        match self {
+            Priors::Ssd(p) => p.check(maps),
+            Priors::Anchors(a) => a.check(maps),
+        }
+    }
+}
+
+impl From<SsdPriors> for Priors {
+    fn from(p: SsdPriors) -> Self {
+        Priors::Ssd(p)
+    }
+}
+
+impl From<GridAnchors> for Priors {
+    fn from(a: GridAnchors) -> Self {
+        Priors::Anchors(a)
+    }
+}
+
+/// A detector: its priors (SSD's default boxes, or the anchors of a Faster R-CNN's region proposal
+/// network) on feature maps of `grids`, the coder of the (final) regression head, the matcher of
+/// training, the post-process of inference and the class names.
 ///
-/// The graph's output is the class logits `[P, C]` (column 0 the background) and its named output
-/// [`DetectorSpec::codes_output`] the box codes `[P, 4]`, both in the priors' row order.
+/// An SSD's output is the class logits `[P, C]` (column 0 the background) and its named output
+/// [`DetectorSpec::codes_output`] the box codes `[P, 4]`, both in the priors' row order. A Faster
+/// R-CNN ([`DetectorSpec::rcnn`]) gives its region proposal network's objectness `[A, 1]` and box
+/// codes `[A, 4]` per image, and, per region of interest after its `RoiAlign` node, class logits
+/// `[C]` as the graph's output and one box code per foreground class `[4 (C − 1)]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSpec {
-    pub priors: SsdPriors,
+    pub priors: Priors,
     /// `[height, width]` of each feature map the priors sit on.
     pub grids: Vec<[usize; 2]>,
     /// `[height, width]` of the network input the priors are laid on.
@@ -63,13 +111,170 @@ pub struct DetectorSpec {
     /// The named graph output holding the box codes.
     #[serde(default = "d_codes")]
     pub codes_output: String,
+    /// A two-stage detector's region proposals and region sampling (Faster R-CNN); none for an SSD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcnn: Option<RcnnSpec>,
+}
+
+fn d_rpn_coder() -> BoxCoder {
+    BoxCoder { weights: [1.0; 4], ..BoxCoder::default() }
+}
+fn d_07() -> f32 {
+    0.7
+}
+fn d_03() -> f32 {
+    0.3
+}
+fn d_256() -> usize {
+    256
+}
+fn d_half() -> f32 {
+    0.5
+}
+fn d_min_size() -> f32 {
+    1e-3
+}
+fn d_512() -> usize {
+    512
+}
+fn d_quarter() -> f32 {
+    0.25
+}
+fn d_rpn_scores() -> String {
+    "rpn_scores".into()
+}
+fn d_rpn_codes() -> String {
+    "rpn_codes".into()
+}
+
+/// Faster R-CNN's two stages (Ren et al. 2015, as torchvision's `RegionProposalNetwork` and
+/// `RoIHeads` do them, the defaults theirs): the region proposal network's anchors are the spec's
+/// priors; its training samples `rpn_batch` anchors per image, up to `rpn_positive_fraction` of them
+/// foreground (IoU ≥ `rpn_fg_iou`, and each ground truth's best anchors), background below
+/// `rpn_bg_iou`; its proposals are the `pre_nms_top_n` best-scored anchors decoded by `rpn_coder`,
+/// clipped, those smaller than `min_size` dropped, class-agnostic NMS at `rpn_nms_iou`, the best
+/// `post_nms_top_n` kept (each `[training, inference]`). The second stage trains on `rois_per_image`
+/// proposals per image (the ground truth added), up to `roi_positive_fraction` foreground (IoU ≥ the
+/// spec's `match_iou`), background in [`roi_bg_iou_low`, `match_iou`).
+///
+/// The book (ch. 14) gives the RPN's foreground at 0.5 and background below 0.1 in its text; TFOD's
+/// and torchvision's configurations, which its chapter 15 trains with, use 0.7 and 0.3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RcnnSpec {
+    #[serde(default = "d_rpn_coder")]
+    pub rpn_coder: BoxCoder,
+    #[serde(default = "d_07")]
+    pub rpn_fg_iou: f32,
+    #[serde(default = "d_03")]
+    pub rpn_bg_iou: f32,
+    #[serde(default = "d_256")]
+    pub rpn_batch: usize,
+    #[serde(default = "d_half")]
+    pub rpn_positive_fraction: f32,
+    /// Anchors kept by objectness before NMS, `[training, inference]`.
+    pub pre_nms_top_n: [usize; 2],
+    /// Proposals kept after NMS, `[training, inference]`: the rows the second stage sees.
+    pub post_nms_top_n: [usize; 2],
+    #[serde(default = "d_07")]
+    pub rpn_nms_iou: f32,
+    /// Proposals narrower or lower than this (input pixels) are dropped.
+    #[serde(default = "d_min_size")]
+    pub min_size: f32,
+    #[serde(default = "d_512")]
+    pub rois_per_image: usize,
+    #[serde(default = "d_quarter")]
+    pub roi_positive_fraction: f32,
+    #[serde(default)]
+    pub roi_bg_iou_low: f32,
+    /// The named graph output holding the RPN's objectness logits `[A, 1]`.
+    #[serde(default = "d_rpn_scores")]
+    pub scores_output: String,
+    /// The named graph output holding the RPN's box codes `[A, 4]`.
+    #[serde(default = "d_rpn_codes")]
+    pub codes_output: String,
+}
+
+impl RcnnSpec {
+    /// torchvision's defaults with the given proposal counts.
+    pub fn new(pre_nms_top_n: [usize; 2], post_nms_top_n: [usize; 2]) -> Self {
+        RcnnSpec {
+            rpn_coder: d_rpn_coder(),
+            rpn_fg_iou: d_07(),
+            rpn_bg_iou: d_03(),
+            rpn_batch: d_256(),
+            rpn_positive_fraction: d_half(),
+            pre_nms_top_n,
+            post_nms_top_n,
+            rpn_nms_iou: d_07(),
+            min_size: d_min_size(),
+            rois_per_image: d_512(),
+            roi_positive_fraction: d_quarter(),
+            roi_bg_iou_low: 0.0,
+            scores_output: d_rpn_scores(),
+            codes_output: d_rpn_codes(),
+        }
+    }
+
+    /// The RPN's training matcher (foreground, ignored between, background; each ground truth's
+    /// best anchors kept as foreground).
+    pub fn rpn_matcher(&self) -> Matcher {
+        Matcher { high: self.rpn_fg_iou, low: self.rpn_bg_iou, allow_low_quality: true, force_best: false }
+    }
+
+    /// `[training, inference]` index.
+    pub fn proposals(&self, train: bool) -> (usize, usize) {
+        let k = usize::from(!train);
+        (self.pre_nms_top_n[k], self.post_nms_top_n[k])
+    }
+
+    fn check(&self, match_iou: f32) -> Result<(), DetectError> {
+        let unit = |what: &str, v: f32, open_low: bool| {
+            let ok = if open_low { v > 0.0 && v <= 1.0 } else { (0.0..=1.0).contains(&v) };
+            if ok {
+                Ok(())
+            } else {
+                Err(setting(format!("detector.rcnn.{what}"), format!("{v} is not in {}0, 1]", if open_low { "(" } else { "[" })))
+            }
+        };
+        unit("rpn_fg_iou", self.rpn_fg_iou, true)?;
+        unit("rpn_bg_iou", self.rpn_bg_iou, false)?;
+        unit("rpn_positive_fraction", self.rpn_positive_fraction, true)?;
+        unit("rpn_nms_iou", self.rpn_nms_iou, false)?;
+        unit("roi_positive_fraction", self.roi_positive_fraction, true)?;
+        unit("roi_bg_iou_low", self.roi_bg_iou_low, false)?;
+        if self.rpn_bg_iou > self.rpn_fg_iou {
+            return Err(setting("detector.rcnn.rpn_bg_iou", format!("{} is above rpn_fg_iou {}", self.rpn_bg_iou, self.rpn_fg_iou)));
+        }
+        if self.roi_bg_iou_low >= match_iou {
+            return Err(setting("detector.rcnn.roi_bg_iou_low", format!("{} leaves no background below match_iou {match_iou}", self.roi_bg_iou_low)));
+        }
+        for (what, [t, i]) in [("pre_nms_top_n", self.pre_nms_top_n), ("post_nms_top_n", self.post_nms_top_n)] {
+            if t == 0 || i == 0 {
+                return Err(setting(format!("detector.rcnn.{what}"), "[training, inference] must both be at least 1"));
+            }
+        }
+        if self.post_nms_top_n.iter().zip(self.pre_nms_top_n).any(|(post, pre)| *post > pre) {
+            return Err(setting("detector.rcnn.post_nms_top_n", format!("{:?} keeps more than pre_nms_top_n {:?}", self.post_nms_top_n, self.pre_nms_top_n)));
+        }
+        if self.rpn_batch == 0 || self.rois_per_image == 0 {
+            return Err(setting("detector.rcnn", "rpn_batch and rois_per_image must be at least 1"));
+        }
+        if !(self.min_size >= 0.0 && self.min_size.is_finite()) {
+            return Err(setting("detector.rcnn.min_size", format!("{} is not a size in pixels", self.min_size)));
+        }
+        if self.rpn_coder.weights.iter().any(|w| w.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
+            return Err(setting("detector.rcnn.rpn_coder.weights", format!("{:?}: every weight must be > 0", self.rpn_coder.weights)));
+        }
+        Ok(())
+    }
 }
 
 impl DetectorSpec {
     /// A spec with the defaults of SSD (match at 0.5, 3:1 mining, torchvision's post-process).
     pub fn ssd(priors: SsdPriors, grids: Vec<[usize; 2]>, image: [usize; 2]) -> Self {
         DetectorSpec {
-            priors,
+            priors: priors.into(),
             grids,
             image,
             coder: BoxCoder::default(),
@@ -80,7 +285,14 @@ impl DetectorSpec {
             box_format: BoxFormat::XyxyPixels,
             scores_output: d_scores(),
             codes_output: d_codes(),
+            rcnn: None,
         }
+    }
+
+    /// A Faster R-CNN on one feature map of `grid`: `anchors` for its RPN, the second stage's
+    /// defaults (foreground ROIs at IoU 0.5, torchvision's post-process), proposals as `rcnn` says.
+    pub fn faster_rcnn(anchors: GridAnchors, grid: [usize; 2], image: [usize; 2], rcnn: RcnnSpec) -> Self {
+        DetectorSpec { priors: anchors.into(), rcnn: Some(rcnn), ..DetectorSpec::ssd(SsdPriors::ssd300(), vec![grid], image) }
     }
 
     /// Priors per location of each feature map.
@@ -112,6 +324,14 @@ impl DetectorSpec {
     pub fn check(&self, classes: usize) -> Result<(), DetectError> {
         self.priors.check(self.grids.len())?;
         self.postprocess.check()?;
+        match (&self.rcnn, &self.priors) {
+            (Some(r), Priors::Anchors(_)) => r.check(self.match_iou)?,
+            (None, Priors::Ssd(_)) => {}
+            (Some(_), Priors::Ssd(_)) => {
+                return Err(setting("detector.priors", "a Faster R-CNN's priors are its RPN's grid anchors (sizes and aspect_ratios)"))
+            }
+            (None, Priors::Anchors(_)) => return Err(setting("detector.priors", "grid anchors belong to a Faster R-CNN's RPN (detector.rcnn), not an SSD")),
+        }
         if self.image.contains(&0) || self.grids.iter().any(|g| g.contains(&0)) {
             return Err(setting("detector.grids", format!("{:?} on an image of {:?}: every size must be at least 1", self.grids, self.image)));
         }
@@ -175,5 +395,33 @@ mod tests {
         assert!(s.check(3).unwrap_err().to_string().contains("aspect_ratios"));
         let json = serde_json::to_string(&tiny()).unwrap();
         assert_eq!(serde_json::from_str::<DetectorSpec>(&json).unwrap(), tiny());
+    }
+
+    #[test]
+    fn a_faster_rcnn_spec_names_the_setting_that_is_wrong_and_round_trips() {
+        let anchors = GridAnchors { sizes: vec![vec![32.0, 64.0]], aspect_ratios: vec![vec![0.5, 1.0, 2.0]] };
+        let good = DetectorSpec::faster_rcnn(anchors, [4, 4], [64, 64], RcnnSpec::new([100, 50], [20, 10]));
+        assert!(good.check(3).is_ok());
+        assert_eq!(good.num_priors(), 4 * 4 * 6);
+        let json = serde_json::to_string(&good).unwrap();
+        assert!(json.contains("\"sizes\"") && json.contains("\"rcnn\""), "{json}");
+        assert_eq!(serde_json::from_str::<DetectorSpec>(&json).unwrap(), good);
+        // an SSD's JSON has no rcnn key and reads back as SSD priors
+        let ssd = serde_json::to_string(&tiny()).unwrap();
+        assert!(!ssd.contains("rcnn"));
+        assert!(matches!(serde_json::from_str::<DetectorSpec>(&ssd).unwrap().priors, Priors::Ssd(_)));
+        let bad = |f: &dyn Fn(&mut RcnnSpec)| {
+            let mut s = good.clone();
+            f(s.rcnn.as_mut().unwrap());
+            s.check(3).unwrap_err().to_string()
+        };
+        assert!(bad(&|r| r.rpn_bg_iou = 0.8).contains("rpn_bg_iou"));
+        assert!(bad(&|r| r.post_nms_top_n = [200, 10]).contains("post_nms_top_n"));
+        assert!(bad(&|r| r.roi_bg_iou_low = 0.5).contains("roi_bg_iou_low"));
+        assert!(bad(&|r| r.rpn_fg_iou = 0.0).contains("rpn_fg_iou"));
+        assert!(bad(&|r| r.pre_nms_top_n = [0, 10]).contains("pre_nms_top_n"));
+        let mut ssd_priors = good.clone();
+        ssd_priors.priors = SsdPriors { aspect_ratios: vec![vec![2.0]], min_ratio: 0.2, max_ratio: 0.6, scales: None, steps: None, clip: true }.into();
+        assert!(ssd_priors.check(3).unwrap_err().to_string().contains("grid anchors"));
     }
 }
