@@ -64,6 +64,10 @@ const PINS: &[Pin] = &[
     ("ssdlite-tiny", Some(7), Some(1), 66, 97, 53632, 0x04a3cc264b6297d3),
     ("ssd300-vgg16", None, None, 79, 71, 26285486, 0xf4f04db68f7fdac4),
     ("ssd300-vgg16", Some(7), Some(1), 79, 71, 24546728, 0x0343c06c239d6ebc),
+    ("rcnn-tiny", None, None, 31, 39, 1481138, 0xfc2f8d30abec2cd1),
+    ("rcnn-tiny", Some(7), Some(1), 31, 39, 1484705, 0x36400b9ea44ad9b3),
+    ("faster-rcnn-resnet50", None, None, 156, 229, 65771020, 0xc3d278f9a261606f),
+    ("faster-rcnn-resnet50", Some(7), Some(1), 156, 229, 65785248, 0x9a436a4259367092),
 ];
 
 /// FNV-1a, 64 bits.

@@ -6,10 +6,11 @@ use models::meta::Task;
 use models::zoo::{self, ZooError, REGISTRY};
 
 /// The output shape of a model with `classes` classes: one score per class, or for a detector one
-/// row of the background and the classes per prior.
+/// row of the background and the classes per prior (a Faster R-CNN's: per region).
 fn output_of(m: &zoo::ModelInfo, g: &Network, classes: usize) -> Vec<usize> {
     match (m.task, &g.detector) {
         (Task::Classification, None) => vec![classes],
+        (Task::Detection, Some(d)) if d.rcnn.is_some() => vec![classes + 1],
         (Task::Detection, Some(d)) => vec![d.num_priors(), classes + 1],
         (task, d) => panic!("{}: task {task} with detector spec {d:?}", m.name),
     }
@@ -66,7 +67,9 @@ fn parameter_names_are_unique_dotted_and_typed() {
             // a detector's box codes are a named output of [priors, 4]
             Some(d) => {
                 let codes = g.extra_outputs.iter().find(|o| o.name == d.codes_output).unwrap();
-                assert_eq!(g.shapes()[codes.node], [d.num_priors(), 4], "{}", m.name);
+                // a Faster R-CNN's: per region, one code per foreground class
+                let want = if d.rcnn.is_some() { vec![4 * (d.labels.len().max(m.default_classes + 1) - 1)] } else { vec![d.num_priors(), 4] };
+                assert_eq!(g.shapes()[codes.node], want, "{}", m.name);
             }
             // the classifier is always called "classifier", which network surgery relies on
             None => assert!(params.iter().any(|p| p.name == "classifier.weight"), "{}", m.name),

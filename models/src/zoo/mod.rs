@@ -10,6 +10,7 @@ mod blocks;
 mod emotion;
 mod googlenet;
 mod mini_vgg;
+mod rcnn;
 mod resnet;
 mod squeezenet;
 mod ssd;
@@ -168,6 +169,24 @@ pub static REGISTRY: &[ModelInfo] = &[
         default_classes: 20,
         summary: "The paper's SSD300 (torchvision's ssd300_vgg16 layout): VGG16, L2Norm conv4_3, 8,732 priors",
         build: ssd::ssd300_vgg16,
+    },
+    ModelInfo {
+        name: "rcnn-tiny",
+        family: "faster-rcnn",
+        task: Task::Detection,
+        input: [3, 128, 128],
+        default_classes: 4,
+        summary: "A small Faster R-CNN for 2 CPU cores: conv stack to stride 16, 9 anchors, RoiAlign 14 + max pool, 256-wide head",
+        build: rcnn::tiny,
+    },
+    ModelInfo {
+        name: "faster-rcnn-resnet50",
+        family: "faster-rcnn",
+        task: Task::Detection,
+        input: [3, 608, 608],
+        default_classes: 3,
+        summary: "The book's LISA Faster R-CNN on ResNet-50 C4 (torchvision names): 512-filter RPN, 12 anchors, two 1024-wide layers",
+        build: rcnn::resnet50,
     },
 ];
 

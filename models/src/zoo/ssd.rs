@@ -23,10 +23,10 @@ use crate::detect::{DetectorSpec, SsdPriors};
 use crate::graph::{GraphError, Init, Network, NodeId, Op};
 
 /// BatchNorm as torchvision's detection backbones train it (eps 1e-5, momentum 0.1).
-const BN: Op = Op::BatchNorm { eps: 1e-5, momentum: 0.1, fix_gamma: false };
+pub(super) const BN: Op = Op::BatchNorm { eps: 1e-5, momentum: 0.1, fix_gamma: false };
 
 /// conv 3×3 (stride `s`) → BN → ReLU.
-fn unit(b: &mut GraphBuilder, name: &str, x: NodeId, out: usize, s: usize) -> NodeId {
+pub(super) fn unit(b: &mut GraphBuilder, name: &str, x: NodeId, out: usize, s: usize) -> NodeId {
     let mut u = b.scope(name);
     let x = u.then("conv", conv(out, 3).stride(s).pad(1).no_bias(), x);
     let x = u.then("bn", BN, x);
@@ -37,14 +37,21 @@ pub(crate) fn tiny(o: &ModelOptions) -> Result<Network, GraphError> {
     let side = 128;
     let mut b = GraphBuilder::new("ssd-tiny", [o.in_channels, side, side], Init::HeNormal);
     let x = b.input();
-    let x = unit(&mut b, "stem1", x, 16, 2); // 64
-    let x = unit(&mut b, "stem2", x, 32, 2); // 32
-    let x = unit(&mut b, "stem3", x, 32, 1);
-    let f8 = unit(&mut b, "stage8", x, 64, 2); // 16
-    let f16 = unit(&mut b, "stage16", f8, 96, 2); // 8
+    let (f8, f16) = tiny_backbone(&mut b, x);
     let f32_ = unit(&mut b, "stage32", f16, 128, 2); // 4
     let spec = DetectorSpec::ssd(tiny_priors(), vec![[16, 16], [8, 8], [4, 4]], [side, side]);
     heads(b, &[f8, f16, f32_], o.num_classes + 1, spec)
+}
+
+/// `ssd-tiny`'s dense stack on a 128-px input: the maps at strides 8 (64 channels, 16×16) and 16
+/// (96 channels, 8×8); `rcnn-tiny` shares it.
+pub(super) fn tiny_backbone(b: &mut GraphBuilder, x: NodeId) -> (NodeId, NodeId) {
+    let x = unit(b, "stem1", x, 16, 2); // 64
+    let x = unit(b, "stem2", x, 32, 2); // 32
+    let x = unit(b, "stem3", x, 32, 1);
+    let f8 = unit(b, "stage8", x, 64, 2); // 16
+    let f16 = unit(b, "stage16", f8, 96, 2); // 8
+    (f8, f16)
 }
 
 /// The priors of the 128-px detectors: scales 0.15–0.7 on maps of 16, 8 and 4.

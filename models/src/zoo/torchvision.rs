@@ -141,23 +141,31 @@ fn bottleneck(b: &mut GraphBuilder, x: NodeId, width: usize, stride: usize, down
     b.then("relu3", Op::Relu, sum)
 }
 
-/// `tv-resnet50`.
-pub(crate) fn resnet50(o: &ModelOptions) -> Result<Network, GraphError> {
-    let mut b = GraphBuilder::new("tv-resnet50", [o.in_channels, 224, 224], INIT);
-    let x = b.input();
+/// torchvision's resnet50 from `conv1` through `layerN` (`stages` of 4) under its state_dict's names:
+/// all four end at stride 32 with 2,048 channels, three at stride 16 with 1,024 (the "C4" backbone
+/// of Faster R-CNN).
+pub(crate) fn resnet50_stages(b: &mut GraphBuilder, x: NodeId, stages: usize) -> NodeId {
     let x = b.then("conv1", conv(64, 7).stride(2).pad(3).no_bias(), x); // [64, 112, 112]
     let x = b.then("bn1", BN, x);
     let x = b.then("relu", Op::Relu, x);
     let mut x = b.then("maxpool", max_pool(3, 2, 1), x); // [64, 56, 56]
     let mut channels = 64;
     // [256, 56, 56] [512, 28, 28] [1024, 14, 14] [2048, 7, 7]
-    for (stage, (blocks, width)) in [(3, 64), (4, 128), (6, 256), (3, 512)].into_iter().enumerate() {
+    for (stage, (blocks, width)) in [(3, 64), (4, 128), (6, 256), (3, 512)].into_iter().take(stages).enumerate() {
         for j in 0..blocks {
             let stride = if stage > 0 && j == 0 { 2 } else { 1 };
             x = bottleneck(&mut b.scope(&format!("layer{}.{j}", stage + 1)), x, width, stride, stride != 1 || channels != 4 * width);
             channels = 4 * width;
         }
     }
+    x
+}
+
+/// `tv-resnet50`.
+pub(crate) fn resnet50(o: &ModelOptions) -> Result<Network, GraphError> {
+    let mut b = GraphBuilder::new("tv-resnet50", [o.in_channels, 224, 224], INIT);
+    let x = b.input();
+    let x = resnet50_stages(&mut b, x, 4);
     let x = b.then("avgpool", Op::GlobalAvgPool, x); // [2048, 1, 1]
     let x = b.flatten("flatten", x);
     let logits = b.linear("classifier", x, o.num_classes);
