@@ -368,6 +368,13 @@ fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Buil
                 b.node("Reshape", nm, &[t, shape], &out, vec![]);
             }
             Op::ConcatRows => b.node("Concat", nm, &ins, &out, vec![attr_int("axis", 1)]),
+            Op::RoiAlign { .. } => {
+                return Err(ExportError::Node {
+                    node: nm.clone(),
+                    reason: "a Faster R-CNN's export (its proposals, RoiAlign and second stage in one file) is not written yet; SSDs and classifiers export"
+                        .into(),
+                })
+            }
             Op::L2Norm { .. } => {
                 // x / max(‖x‖₂ over channels, 1e-12) · scale[c]; ReduceL2's axes are an input from opset 18
                 let norm = format!("{nm}.norm");

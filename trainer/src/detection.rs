@@ -35,6 +35,8 @@ pub enum DetectionError {
     Classes { model: usize, data: usize, path: PathBuf },
     #[error("{path}: the data's classes {missing:?} are not among the model's {model:?} (classes are matched by name, labels.txt)")]
     UnknownClasses { path: PathBuf, missing: Vec<String>, model: Vec<String> },
+    #[error("{model} is a Faster R-CNN: its graph, RoiAlign and anchors are in place, but training and evaluating two-stage detectors is not written yet (train an SSD such as ssd-tiny)")]
+    TwoStage { model: String },
     #[error("training a detector on {world} processes is not supported yet: run it on one (no --nproc, torchrun or train.devices)")]
     Distributed { world: usize },
     #[error("data.prepare = \"{name}\": unknown; the one data set built on first use is \"fashion-detect\"")]
@@ -261,6 +263,9 @@ pub fn heads_f32(net: &Net, x: &[f32], shape: [usize; 4]) -> (Vec<f32>, Vec<f32>
 /// [`models::detect::postprocess`] (what the exported file computes) with the spec's thresholds.
 pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, TrainError> {
     let spec = net.graph.detector.clone().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
+    if spec.rcnn.is_some() {
+        return Err(DetectionError::TwoStage { model: net.graph.name.clone() }.into());
+    }
     let _guard = tch::no_grad_guard();
     let priors = priors_tensor(&spec, net.device)?;
     let prior_boxes = spec.prior_boxes().map_err(DetectionError::from)?;
@@ -353,6 +358,9 @@ pub fn build_detector(c: &Config, labels: &[String]) -> Result<Net, TrainError> 
     let graph = models::zoo::build(&c.model.name, Some(k), c.model.in_channels).map_err(BuildError::from)?;
     let mut graph = graph.into_graph();
     let Some(spec) = graph.detector.as_mut() else { return Err(DetectionError::NotADetector { model: c.model.name.clone() }.into()) };
+    if spec.rcnn.is_some() {
+        return Err(DetectionError::TwoStage { model: c.model.name.clone() }.into());
+    }
     if k != labels.len() {
         return Err(DetectionError::Classes { model: k, data: labels.len(), path: c.data.train.clone() }.into());
     }

@@ -167,6 +167,56 @@ fn lrn(x: &Tensor, size: usize, alpha: f64, beta: f64, k: f64) -> Tensor {
     x / (avg * alpha + k).pow_tensor_scalar(beta)
 }
 
+/// RoIAlign as torchvision's `roi_align` computes it (and ONNX Runtime's `RoiAlign`, avg mode):
+/// region r of `rois` `[R, 5]` (image index, `x0, y0, x1, y1` in input pixels) is scaled by
+/// `spatial_scale` (less half a pixel when `aligned`; otherwise at least one pixel wide and high) onto
+/// image r's `[C, H, W]` map in `features` `[N, C, H, W]` and cut into `output` cells, each the mean
+/// of `sampling_ratio`² bilinear samples (a sample beyond one pixel outside the map counts as 0, one
+/// at the last row or column reads it): `[R, C, oh, ow]`.
+///
+/// Bilinear sampling is separable, so each region's output is `Ay · F · Axᵀ` with per-region weight
+/// matrices `Ay` `[oh, H]` and `Ax` `[ow, W]` (each row the mean of its samples' two-tap weights):
+/// two batched matrix products, differentiable in `features`.
+pub fn roi_align(features: &Tensor, rois: &Tensor, output: [usize; 2], spatial_scale: f64, sampling_ratio: usize, aligned: bool) -> Tensor {
+    let [_, c, h, w] = features.size()[..] else { panic!("RoiAlign reads an [N, C, H, W] map, not {:?}", features.size()) };
+    let device = features.device();
+    let rois = rois.to_kind(Kind::Float);
+    let r = rois.size()[0];
+    let offset = if aligned { 0.5 } else { 0.0 };
+    let g = sampling_ratio as i64;
+    let f = (Kind::Float, device);
+    // the weights of one axis: [R, bins, size]
+    let axis = |lo: Tensor, hi: Tensor, bins: i64, size: i64| -> Tensor {
+        let lo = lo * spatial_scale - offset;
+        let hi = hi * spatial_scale - offset;
+        let len = if aligned { &hi - &lo } else { (&hi - &lo).clamp_min(1.0) };
+        let bin = (len / bins as f64).view([-1, 1, 1]);
+        let p = Tensor::arange(bins, f).view([1, bins, 1]);
+        let i = (Tensor::arange(g, f) + 0.5).view([1, 1, g]);
+        let pos = lo.view([-1, 1, 1]) + &p * &bin + &i * &bin / g as f64; // [R, bins, g]
+        let valid = pos.ge(-1.0).logical_and(&pos.le(size as f64)).to_kind(Kind::Float);
+        let pos = pos.clamp_min(0.0);
+        let last = (size - 1) as f64;
+        let low = pos.floor();
+        let pos = pos.where_self(&low.lt(last), &low.full_like(last));
+        let low = low.clamp_max(last);
+        let high = (&low + 1.0).clamp_max(last);
+        let frac = &pos - &low;
+        let grid = Tensor::arange(size, f).view([1, 1, 1, size]);
+        let tap = |at: &Tensor, weight: Tensor| at.unsqueeze(-1).eq_tensor(&grid).to_kind(Kind::Float) * weight.unsqueeze(-1);
+        let weights = (tap(&low, 1.0 - &frac) + tap(&high, frac)) * valid.unsqueeze(-1);
+        weights.sum_dim_intlist(&[2i64][..], false, Kind::Float) / g as f64
+    };
+    let col = |k: i64| rois.select(1, k);
+    let [oh, ow] = output.map(|v| v as i64);
+    let ay = axis(col(2), col(4), oh, h).to_kind(features.kind()); // [R, oh, H]
+    let ax = axis(col(1), col(3), ow, w).to_kind(features.kind()); // [R, ow, W]
+    let maps = features.index_select(0, &col(0).to_kind(Kind::Int64)); // [R, C, H, W]
+    let t = ay.bmm(&maps.permute([0, 2, 1, 3]).reshape([r, h, c * w])); // [R, oh, C·W]
+    let t = t.reshape([r, oh * c, w]).bmm(&ax.transpose(1, 2)); // [R, oh·C, ow]
+    t.view([r, oh, c, ow]).permute([0, 2, 1, 3]).contiguous()
+}
+
 impl Net {
     /// Creates every parameter of `graph` on `device`, initialised by the graph's scheme from the
     /// current libtorch seed.
@@ -239,12 +289,35 @@ impl Net {
         self.forward_nodes(x, train, &self.graph.output_nodes())
     }
 
-    /// Runs the graph up to the last of `targets` and returns their values, in the order given.
+    /// Runs the graph up to the last of `targets` and returns their values, in the order given. In a
+    /// two-stage detector the targets are per-image nodes, before its RoiAlign ([`Net::forward_rois`]
+    /// runs the rest).
     pub fn forward_nodes(&self, x: &Tensor, train: bool, targets: &[NodeId]) -> Vec<Tensor> {
+        if let Some(r) = self.graph.roi_node() {
+            assert!(targets.iter().all(|&t| t < r), "per-image targets end before the RoiAlign '{}' (the rest is forward_rois)", self.graph.nodes[r].name);
+        }
+        self.run(x, None, 0, train, targets)
+    }
+
+    /// A two-stage detector's second stage: its RoiAlign on `rois` `[R, 5]` (image index, then
+    /// `x0, y0, x1, y1` in input pixels) of `features`, the per-image map it reads, and the nodes after
+    /// it; returns the values of `targets` (per region, `[R, …]`).
+    pub fn forward_rois(&self, features: &Tensor, rois: &Tensor, train: bool, targets: &[NodeId]) -> Vec<Tensor> {
+        let r = self.graph.roi_node().expect("forward_rois runs a graph with a RoiAlign");
+        assert!(targets.iter().all(|&t| t >= r), "per-region targets come after the RoiAlign");
+        self.run(features, Some(rois), r, train, targets)
+    }
+
+    /// Runs nodes `start..` up to the last of `targets`: from the input `x` at 0, or from a RoiAlign
+    /// at `start` whose input map is `x` and whose regions are `rois`.
+    fn run(&self, x: &Tensor, rois: Option<&Tensor>, start: usize, train: bool, targets: &[NodeId]) -> Vec<Tensor> {
         let g = &self.graph;
         let last = targets.iter().copied().max().expect("at least one target");
         let nodes = &g.nodes[..=last];
-        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(nodes.len());
+        let mut values: Vec<Option<Tensor>> = (0..nodes.len()).map(|_| None).collect();
+        if start > 0 {
+            values[nodes[start].inputs[0]] = Some(x.shallow_clone());
+        }
         // free each value after its last reader, to keep activation memory to what autograd needs
         let mut last_use = vec![0usize; nodes.len()];
         for (i, n) in nodes.iter().enumerate() {
@@ -255,7 +328,7 @@ impl Net {
         for &t in targets {
             last_use[t] = usize::MAX;
         }
-        for (i, node) in nodes.iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate().skip(start) {
             let input = |k: usize| values[node.inputs[k]].as_ref().expect("value freed before its last use");
             let name = |suffix: &str| format!("{}.{suffix}", node.name);
             let out = match &node.op {
@@ -327,8 +400,12 @@ impl Net {
                     let parts: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect();
                     Tensor::cat(&parts, 1)
                 }
+                Op::RoiAlign { output, spatial_scale, sampling_ratio, aligned } => {
+                    let rois = rois.expect("a RoiAlign runs through forward_rois");
+                    roi_align(input(0), rois, *output, *spatial_scale, *sampling_ratio, *aligned)
+                }
             };
-            values.push(Some(out));
+            values[i] = Some(out);
             for &j in &node.inputs {
                 if last_use[j] == i {
                     values[j] = None;

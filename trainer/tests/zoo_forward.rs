@@ -13,6 +13,19 @@ fn every_registry_model_runs_forward_with_the_inferred_output_shape() {
         let net = Net::new(g, Device::Cpu).unwrap();
         let [c, h, w] = m.input;
         let x = Tensor::randn([2, c as i64, h as i64, w as i64], (Kind::Float, Device::Cpu));
+        if let Some(r) = net.graph.detector.as_ref().and_then(|d| d.rcnn.clone()) {
+            // a Faster R-CNN: per image the RPN's rows, per region the 12 classes and 4 × 11 codes
+            let out = |name: &str| net.graph.extra_outputs.iter().find(|o| o.name == name).unwrap().node;
+            let roi = net.graph.roi_node().unwrap();
+            let a = net.graph.detector.as_ref().unwrap().num_priors() as i64;
+            let image = tch::no_grad(|| net.forward_nodes(&x, false, &[out(&r.scores_output), out(&r.codes_output), net.graph.nodes[roi].inputs[0]]));
+            assert_eq!((image[0].size(), image[1].size()), (vec![2, a, 1], vec![2, a, 4]), "{}", m.name);
+            let rois = Tensor::from_slice(&[0.0f32, 0.0, 0.0, w as f32, h as f32, 1.0, 8.0, 4.0, 40.0, 30.0]).view([2, 5]);
+            let region = tch::no_grad(|| net.forward_rois(&image[2], &rois, false, &net.graph.output_nodes()[..2]));
+            assert_eq!((region[0].size(), region[1].size()), (vec![2, 12], vec![2, 44]), "{}", m.name);
+            assert!(region[0].isfinite().all().int64_value(&[]) == 1, "{}: non-finite logits", m.name);
+            continue;
+        }
         let y = tch::no_grad(|| net.forward(&x, false));
         match &net.graph.detector {
             // a detector: one row per prior, the background and 11 classes; 4 box codes per prior
