@@ -175,14 +175,7 @@ pub fn match_targets(priors: &Tensor, boxes: &[Vec<BoundingBox>], spec: &Detecto
     let valid = Tensor::from_slice(&valid).view([n, g]).to_device(device);
     let _guard = tch::no_grad_guard();
     // IoU [N, G, P], as models::detect::iou computes it
-    let (a, b) = (gt.unsqueeze(2), priors.view([1, 1, p, 4]));
-    let side = |k: i64| (a.select(3, k), b.select(3, k));
-    let ((ax0, bx0), (ay0, by0), (ax1, bx1), (ay1, by1)) = (side(0), side(1), side(2), side(3));
-    let iw = (ax1.minimum(&bx1) - ax0.maximum(&bx0)).clamp_min(0.0);
-    let ih = (ay1.minimum(&by1) - ay0.maximum(&by0)).clamp_min(0.0);
-    let inter = iw * ih;
-    let union = (&ax1 - &ax0) * (&ay1 - &ay0) + (&bx1 - &bx0) * (&by1 - &by0) - &inter;
-    let iou = (&inter / &union).where_self(&union.gt(0.0), &inter.zeros_like());
+    let iou = crate::rcnn::iou_tensor(&gt, priors);
     let iou = iou.where_self(&valid.unsqueeze(2), &iou.full_like(-1.0));
     // each prior's best ground truth
     let (best_iou, best_gt) = iou.max_dim(1, false); // [N, P]

@@ -25,11 +25,11 @@ use crate::net::Net;
 
 const BETA: f64 = 1.0 / 9.0;
 
-/// IoU of `a` `[G, 4]` with `b` `[P, 4]`: `[G, P]` (0 where the union is empty), as
-/// `models::detect::iou`.
+/// IoU of `a` `[…, G, 4]` with `b` `[P, 4]`: `[…, G, P]` (0 where the union is empty), in the
+/// operations of `models::detect::iou`.
 pub fn iou_tensor(a: &Tensor, b: &Tensor) -> Tensor {
-    let (a, b) = (a.unsqueeze(1), b.unsqueeze(0));
-    let side = |k: i64| (a.select(2, k), b.select(2, k));
+    let (a, b) = (a.unsqueeze(-2), b);
+    let side = |k: i64| (a.select(-1, k), b.select(-1, k));
     let ((ax0, bx0), (ay0, by0), (ax1, bx1), (ay1, by1)) = (side(0), side(1), side(2), side(3));
     let iw = (ax1.minimum(&bx1) - ax0.maximum(&bx0)).clamp_min(0.0);
     let ih = (ay1.minimum(&by1) - ay0.maximum(&by0)).clamp_min(0.0);
@@ -187,7 +187,7 @@ pub fn head_loss(scores: &Tensor, codes: &Tensor, t: &RoiTargets) -> (Tensor, Te
     let r = scores.size()[0];
     let class = scores.cross_entropy_loss::<Tensor>(&t.labels, None, tch::Reduction::Mean, -100, 0.0);
     let fg = t.labels.gt(0);
-    let own = (t.labels - 1).clamp_min(0); // [R]
+    let own = (&t.labels - 1).clamp_min(0); // [R]
     let at = (own * 4).unsqueeze(1) + Tensor::arange(4, (Kind::Int64, codes.device())).unsqueeze(0); // [R, 4]
     let mine = codes.gather(1, &at, false);
     let d = mine.smooth_l1_loss(&t.codes, tch::Reduction::None, BETA).sum_dim_intlist(&[1i64][..], false, Kind::Float);
@@ -237,7 +237,11 @@ pub fn rcnn_detections(net: &Net, x: &Tensor, anchors: &Tensor) -> Result<Vec<Ve
     let out = net.forward_nodes(x, false, &[rs, rc, map]);
     let props = proposals(&out[0], &out[1], anchors, spec, false);
     let counts: Vec<i64> = props.iter().map(|p| p.size()[0]).collect();
-    let rois: Vec<Tensor> = props.iter().enumerate().map(|(i, p)| Tensor::cat(&[Tensor::full([p.size()[0], 1], i as f64, (Kind::Float, p.device())), p.shallow_clone()], 1)).collect();
+    let rois: Vec<Tensor> = props
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Tensor::cat(&[Tensor::full([p.size()[0], 1], i as f64, (Kind::Float, p.device())), p.shallow_clone()], 1))
+        .collect();
     let (scores, codes) = region_nodes(net, spec);
     let heads = net.forward_rois(&out[2], &Tensor::cat(&rois, 0), false, &[scores, codes]);
     let probs = heads[0].to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous();
