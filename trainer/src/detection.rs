@@ -35,8 +35,6 @@ pub enum DetectionError {
     Classes { model: usize, data: usize, path: PathBuf },
     #[error("{path}: the data's classes {missing:?} are not among the model's {model:?} (classes are matched by name, labels.txt)")]
     UnknownClasses { path: PathBuf, missing: Vec<String>, model: Vec<String> },
-    #[error("{model} is a Faster R-CNN: its graph, RoiAlign and anchors are in place, but training and evaluating two-stage detectors is not written yet (train an SSD such as ssd-tiny)")]
-    TwoStage { model: String },
     #[error("training a detector on {world} processes is not supported yet: run it on one (no --nproc, torchrun or train.devices)")]
     Distributed { world: usize },
     #[error("data.prepare = \"{name}\": unknown; the one data set built on first use is \"fashion-detect\"")]
@@ -177,14 +175,7 @@ pub fn match_targets(priors: &Tensor, boxes: &[Vec<BoundingBox>], spec: &Detecto
     let valid = Tensor::from_slice(&valid).view([n, g]).to_device(device);
     let _guard = tch::no_grad_guard();
     // IoU [N, G, P], as models::detect::iou computes it
-    let (a, b) = (gt.unsqueeze(2), priors.view([1, 1, p, 4]));
-    let side = |k: i64| (a.select(3, k), b.select(3, k));
-    let ((ax0, bx0), (ay0, by0), (ax1, bx1), (ay1, by1)) = (side(0), side(1), side(2), side(3));
-    let iw = (ax1.minimum(&bx1) - ax0.maximum(&bx0)).clamp_min(0.0);
-    let ih = (ay1.minimum(&by1) - ay0.maximum(&by0)).clamp_min(0.0);
-    let inter = iw * ih;
-    let union = (&ax1 - &ax0) * (&ay1 - &ay0) + (&bx1 - &bx0) * (&by1 - &by0) - &inter;
-    let iou = (&inter / &union).where_self(&union.gt(0.0), &inter.zeros_like());
+    let iou = crate::rcnn::iou_tensor(&gt, priors);
     let iou = iou.where_self(&valid.unsqueeze(2), &iou.full_like(-1.0));
     // each prior's best ground truth
     let (best_iou, best_gt) = iou.max_dim(1, false); // [N, P]
@@ -263,22 +254,32 @@ pub fn heads_f32(net: &Net, x: &[f32], shape: [usize; 4]) -> (Vec<f32>, Vec<f32>
 /// [`models::detect::postprocess`] (what the exported file computes) with the spec's thresholds.
 pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, TrainError> {
     let spec = net.graph.detector.clone().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
-    if spec.rcnn.is_some() {
-        return Err(DetectionError::TwoStage { model: net.graph.name.clone() }.into());
-    }
+
     let _guard = tch::no_grad_guard();
     let priors = priors_tensor(&spec, net.device)?;
     let prior_boxes = spec.prior_boxes().map_err(DetectionError::from)?;
-    let classes = net.graph.shape(net.graph.output)[1];
+    let classes = *net.graph.shape(net.graph.output).last().expect("scores have a class axis");
     let mut map = MapEvaluator::new(classes - 1, 0.5);
     let (mut loss, mut n) = (0.0, 0usize);
     for b in set.batches(0, 0, net.device) {
         let b = b?;
+        let len = b.boxes.len();
+        n += len;
+        if spec.rcnn.is_some() {
+            // the sampled anchors and regions of the loss are drawn from a fixed seed, so that
+            // evaluating twice gives the same loss
+            tch::manual_seed(n as i64);
+            loss += crate::rcnn::rcnn_loss(net, &b.x, &b.boxes, &priors, false)?.0.double_value(&[]) * len as f64;
+            for (truth, dets) in b.boxes.iter().zip(crate::rcnn::rcnn_detections(net, &b.x, &priors)?) {
+                let truth: Vec<GroundTruth> =
+                    truth.iter().map(|g| GroundTruth { class: g.class as usize + 1, bbox: [g.x0, g.y0, g.x1, g.y1], difficult: false }).collect();
+                map.add_image(&truth, &dets).map_err(DetectionError::from)?;
+            }
+            continue;
+        }
         let (scores, codes) = detector_outputs(net, &b.x, false);
         let t = match_targets(&priors, &b.boxes, &spec);
-        let len = b.boxes.len();
         loss += multibox_loss(&scores, &codes, &t, spec.neg_pos_ratio as f64).0.double_value(&[]) * len as f64;
-        n += len;
         let probs = scores.to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous();
         let codes = codes.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
         let probs: Vec<f32> = Vec::try_from(probs.view([-1])).expect("f32 scores");
@@ -358,9 +359,7 @@ pub fn build_detector(c: &Config, labels: &[String]) -> Result<Net, TrainError> 
     let graph = models::zoo::build(&c.model.name, Some(k), c.model.in_channels).map_err(BuildError::from)?;
     let mut graph = graph.into_graph();
     let Some(spec) = graph.detector.as_mut() else { return Err(DetectionError::NotADetector { model: c.model.name.clone() }.into()) };
-    if spec.rcnn.is_some() {
-        return Err(DetectionError::TwoStage { model: c.model.name.clone() }.into());
-    }
+
     if k != labels.len() {
         return Err(DetectionError::Classes { model: k, data: labels.len(), path: c.data.train.clone() }.into());
     }
@@ -451,15 +450,19 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             let Some(batch) = stream.next() else { break };
             let batch = batch?;
             let len = batch.boxes.len();
-            let targets = match_targets(&priors, &batch.boxes, &spec);
             for (_, p) in net.trainable() {
                 let mut g = p.grad();
                 if g.defined() {
                     let _ = g.zero_();
                 }
             }
-            let (scores, codes) = detector_outputs(&net, &batch.x, true);
-            let (loss, box_loss, class_loss) = multibox_loss(&scores, &codes, &targets, spec.neg_pos_ratio as f64);
+            let (loss, box_loss, class_loss) = if spec.rcnn.is_some() {
+                crate::rcnn::rcnn_loss(&net, &batch.x, &batch.boxes, &priors, true)?
+            } else {
+                let targets = match_targets(&priors, &batch.boxes, &spec);
+                let (scores, codes) = detector_outputs(&net, &batch.x, true);
+                multibox_loss(&scores, &codes, &targets, spec.neg_pos_ratio as f64)
+            };
             loss.backward();
             let l = loss.double_value(&[]);
             if !l.is_finite() {

@@ -18,6 +18,7 @@ pub mod net;
 pub mod optim;
 pub mod orientation;
 pub mod progress;
+pub mod rcnn;
 pub mod run_files;
 pub mod train;
 
