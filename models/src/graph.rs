@@ -766,7 +766,6 @@ impl Graph {
         Ok(())
     }
 
-    /// The node with this name.
     /// A Faster R-CNN's graph: the RPN's outputs per image before the RoiAlign, the second stage's
     /// after it; the RoiAlign reads the map the anchors sit on.
     fn check_rcnn(&self, d: &crate::detect::DetectorSpec, r: &crate::detect::RcnnSpec, shapes: &[Shape]) -> Result<(), String> {
@@ -826,6 +825,7 @@ impl Graph {
         self.nodes.iter().position(|n| matches!(n.op, Op::RoiAlign { .. }))
     }
 
+    /// The node with this name.
     pub fn node(&self, name: &str) -> Option<(NodeId, &Node)> {
         self.nodes.iter().enumerate().find(|(_, n)| n.name == name)
     }

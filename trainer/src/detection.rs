@@ -254,7 +254,6 @@ pub fn heads_f32(net: &Net, x: &[f32], shape: [usize; 4]) -> (Vec<f32>, Vec<f32>
 /// [`models::detect::postprocess`] (what the exported file computes) with the spec's thresholds.
 pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, TrainError> {
     let spec = net.graph.detector.clone().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
-
     let _guard = tch::no_grad_guard();
     let priors = priors_tensor(&spec, net.device)?;
     let prior_boxes = spec.prior_boxes().map_err(DetectionError::from)?;
@@ -269,8 +268,9 @@ pub fn evaluate_detector(net: &Net, set: &DetectionSet) -> Result<EvalMetrics, T
             // the sampled anchors and regions of the loss are drawn from a fixed seed, so that
             // evaluating twice gives the same loss
             tch::manual_seed(n as i64);
-            loss += crate::rcnn::rcnn_loss(net, &b.x, &b.boxes, &priors, false)?.0.double_value(&[]) * len as f64;
-            for (truth, dets) in b.boxes.iter().zip(crate::rcnn::rcnn_detections(net, &b.x, &priors)?) {
+            let out = crate::rcnn::image_outputs(net, &b.x, false)?;
+            loss += crate::rcnn::rcnn_loss_of(net, &out, &b.boxes, &priors, false)?.0.double_value(&[]) * len as f64;
+            for (truth, dets) in b.boxes.iter().zip(crate::rcnn::rcnn_detections(net, &out, &priors)?) {
                 let truth: Vec<GroundTruth> =
                     truth.iter().map(|g| GroundTruth { class: g.class as usize + 1, bbox: [g.x0, g.y0, g.x1, g.y1], difficult: false }).collect();
                 map.add_image(&truth, &dets).map_err(DetectionError::from)?;
@@ -359,7 +359,6 @@ pub fn build_detector(c: &Config, labels: &[String]) -> Result<Net, TrainError> 
     let graph = models::zoo::build(&c.model.name, Some(k), c.model.in_channels).map_err(BuildError::from)?;
     let mut graph = graph.into_graph();
     let Some(spec) = graph.detector.as_mut() else { return Err(DetectionError::NotADetector { model: c.model.name.clone() }.into()) };
-
     if k != labels.len() {
         return Err(DetectionError::Classes { model: k, data: labels.len(), path: c.data.train.clone() }.into());
     }

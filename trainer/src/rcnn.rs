@@ -1,8 +1,8 @@
 //! Faster R-CNN in libtorch (Ren et al. 2015, as torchvision's `RegionProposalNetwork` and `RoIHeads`
 //! train it), trained jointly: the four losses summed (the book, ch. 14: better than alternating).
 //!
-//! - RPN targets ([`rpn_targets`]): every anchor matched to the ground truth on the device for the
-//!   whole batch (foreground at IoU ≥ `rpn_fg_iou` and each ground truth's best anchors, background
+//! - RPN targets ([`rpn_match`], [`rpn_loss`]): every anchor matched to each image's ground truth on
+//!   the device (foreground at IoU ≥ `rpn_fg_iou` and each ground truth's best anchors, background
 //!   below `rpn_bg_iou`, ignored between), `rpn_batch` sampled per image, up to
 //!   `rpn_positive_fraction` foreground.
 //! - Proposals ([`proposals`]): the best `pre_nms_top_n` anchors by objectness decoded by the RPN's
@@ -76,6 +76,23 @@ fn balanced(fg: &Tensor, bg: &Tensor, batch: usize, fraction: f32) -> (Tensor, T
     (fg, sample(bg, &n_bg))
 }
 
+/// The RPN's matcher ([`RcnnSpec::rpn_matcher`], as [`models::detect::Matcher::matches`] gives it)
+/// on the device for one image's ground truth `gt` `[G ≥ 1, 4]`: foreground and background masks
+/// `[A]` (neither: ignored) and each anchor's best ground truth.
+pub fn rpn_match(gt: &Tensor, anchors: &Tensor, r: &RcnnSpec) -> (Tensor, Tensor, Tensor) {
+    let m = r.rpn_matcher();
+    let iou = iou_tensor(gt, anchors); // [G, A]
+    let (best, which) = iou.max_dim(0, false);
+    let mut fg = best.ge(f64::from(m.high));
+    if m.allow_low_quality {
+        // each ground truth's best anchors (ties included) are foreground too
+        let top = iou.amax(&[1i64][..], true);
+        fg = fg.logical_or(&iou.eq_tensor(&top).any_dim(0, false));
+    }
+    let bg = best.lt(f64::from(m.low)).logical_and(&fg.logical_not());
+    (fg, bg, which)
+}
+
 /// The RPN's loss for a batch: (objectness, box) from its outputs `scores` `[N, A, 1]`, `codes`
 /// `[N, A, 4]`, the `anchors` `[A, 4]` and each image's ground truth.
 pub fn rpn_loss(scores: &Tensor, codes: &Tensor, anchors: &Tensor, boxes: &[Vec<BoundingBox>], r: &RcnnSpec) -> (Tensor, Tensor) {
@@ -91,16 +108,8 @@ pub fn rpn_loss(scores: &Tensor, codes: &Tensor, anchors: &Tensor, boxes: &[Vec<
                 return (none.shallow_clone(), none.logical_not(), Tensor::zeros([a, 4], (Kind::Float, device)));
             }
             let g = boxes_tensor(gt, device);
-            let iou = iou_tensor(&g, anchors); // [G, A]
-            let (best, which) = iou.max_dim(0, false);
-            let mut fg = best.ge(f64::from(r.rpn_fg_iou));
-            // each ground truth's best anchors (ties included) are foreground too
-            let top = iou.amax(&[1i64][..], true);
-            let low_quality = iou.eq_tensor(&top).any_dim(0, false);
-            fg = fg.logical_or(&low_quality);
-            let bg = best.lt(f64::from(r.rpn_bg_iou)).logical_and(&fg.logical_not());
-            let target = encode(&g.index_select(0, &which), anchors, &r.rpn_coder.weights);
-            (fg, bg, target)
+            let (fg, bg, which) = rpn_match(&g, anchors, r);
+            (fg, bg, encode(&g.index_select(0, &which), anchors, &r.rpn_coder.weights))
         });
         let (fg, bg) = tch::no_grad(|| balanced(&fg, &bg, r.rpn_batch, r.rpn_positive_fraction));
         let keep = fg.logical_or(&bg);
@@ -148,6 +157,11 @@ pub struct RoiTargets {
     pub codes: Tensor,
 }
 
+/// Regions `[R, 5]` of image `i`: its index, then the `boxes` `[R, 4]`, as RoiAlign reads them.
+fn with_image(i: usize, boxes: &Tensor) -> Tensor {
+    Tensor::cat(&[Tensor::full([boxes.size()[0], 1], i as f64, (Kind::Float, boxes.device())), boxes.shallow_clone()], 1)
+}
+
 /// Samples each image's proposals with its ground truth added into the second stage's regions.
 pub fn roi_targets(props: &[Tensor], boxes: &[Vec<BoundingBox>], spec: &DetectorSpec) -> RoiTargets {
     let r = spec.rcnn.as_ref().expect("a Faster R-CNN's spec");
@@ -173,9 +187,7 @@ pub fn roi_targets(props: &[Tensor], boxes: &[Vec<BoundingBox>], spec: &Detector
         };
         let (fg, bg) = balanced(&fg, &bg, r.rois_per_image, r.roi_positive_fraction);
         let keep = fg.logical_or(&bg).nonzero().squeeze_dim(1);
-        let chosen = cand.index_select(0, &keep);
-        let index = Tensor::full([chosen.size()[0], 1], i as f64, (Kind::Float, device));
-        rois.push(Tensor::cat(&[index, chosen], 1));
+        rois.push(with_image(i, &cand.index_select(0, &keep)));
         labels.push(label.index_select(0, &keep));
         codes.push(target.index_select(0, &keep));
     }
@@ -195,22 +207,55 @@ pub fn head_loss(scores: &Tensor, codes: &Tensor, t: &RoiTargets) -> (Tensor, Te
     (class, boxes)
 }
 
+/// The per-image values a Faster R-CNN's two stages read: the RPN's objectness and box codes and the
+/// map its RoiAlign pools.
+pub struct ImageOutputs {
+    scores: Tensor,
+    codes: Tensor,
+    map: Tensor,
+}
+
+/// Runs the per-image part of `net` on `x`.
+pub fn image_outputs(net: &Net, x: &Tensor, train: bool) -> Result<ImageOutputs, DetectionError> {
+    let (_, r) = specs(net)?;
+    let (rs, rc, map) = image_nodes(net, r);
+    let mut out = net.forward_nodes(x, train, &[rs, rc, map]);
+    let (map, codes, scores) = (out.pop().expect("3 values"), out.pop().expect("3 values"), out.pop().expect("3 values"));
+    Ok(ImageOutputs { scores, codes, map })
+}
+
 /// The four losses of a batch in one pass: (total, box part, class part), as SSD's loss reports them
 /// (box: the RPN's and the head's Smooth L1; class: objectness and the head's cross-entropy).
 pub fn rcnn_loss(net: &Net, x: &Tensor, boxes: &[Vec<BoundingBox>], anchors: &Tensor, train: bool) -> Result<(Tensor, Tensor, Tensor), DetectionError> {
-    let spec = net.graph.detector.as_ref().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
-    let r = spec.rcnn.as_ref().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
-    let (rs, rc, map) = image_nodes(net, r);
-    let out = net.forward_nodes(x, train, &[rs, rc, map]);
-    let (obj, rpn_box) = rpn_loss(&out[0], &out[1], anchors, boxes, r);
-    let props = proposals(&out[0], &out[1], anchors, spec, true);
+    let out = image_outputs(net, x, train)?;
+    rcnn_loss_of(net, &out, boxes, anchors, train)
+}
+
+/// [`rcnn_loss`] from the per-image values already computed (the proposals with the training counts).
+pub fn rcnn_loss_of(
+    net: &Net,
+    out: &ImageOutputs,
+    boxes: &[Vec<BoundingBox>],
+    anchors: &Tensor,
+    train: bool,
+) -> Result<(Tensor, Tensor, Tensor), DetectionError> {
+    let (spec, r) = specs(net)?;
+    let (obj, rpn_box) = rpn_loss(&out.scores, &out.codes, anchors, boxes, r);
+    let props = proposals(&out.scores, &out.codes, anchors, spec, true);
     let t = roi_targets(&props, boxes, spec);
     let (scores, codes) = region_nodes(net, spec);
-    let heads = net.forward_rois(&out[2], &t.rois, train, &[scores, codes]);
+    let heads = net.forward_rois(&out.map, &t.rois, train, &[scores, codes]);
     let (cls, roi_box) = head_loss(&heads[0], &heads[1], &t);
     let boxes_part = rpn_box + roi_box;
     let class_part = obj + cls;
     Ok((&boxes_part + &class_part, boxes_part, class_part))
+}
+
+/// A Faster R-CNN's spec and its two-stage part.
+fn specs(net: &Net) -> Result<(&DetectorSpec, &RcnnSpec), DetectionError> {
+    let not = || DetectionError::NotADetector { model: net.graph.name.clone() };
+    let spec = net.graph.detector.as_ref().ok_or_else(not)?;
+    Ok((spec, spec.rcnn.as_ref().ok_or_else(not)?))
 }
 
 fn node_of(net: &Net, name: &str) -> usize {
@@ -227,34 +272,27 @@ fn region_nodes(net: &Net, spec: &DetectorSpec) -> (usize, usize) {
     (net.graph.output, node_of(net, &spec.codes_output))
 }
 
-/// Each image's detections in eval mode: inference proposals, the second stage, softmax, and
-/// [`postprocess`] with the proposals as the priors of the class-wise codes.
-pub fn rcnn_detections(net: &Net, x: &Tensor, anchors: &Tensor) -> Result<Vec<Vec<Detection>>, DetectionError> {
-    let spec = net.graph.detector.as_ref().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
-    let r = spec.rcnn.as_ref().ok_or_else(|| DetectionError::NotADetector { model: net.graph.name.clone() })?;
+/// Each image's detections in eval mode from its per-image values: inference proposals, the
+/// second stage, softmax, and [`postprocess`] with the proposals as the priors of the class-wise codes.
+pub fn rcnn_detections(net: &Net, out: &ImageOutputs, anchors: &Tensor) -> Result<Vec<Vec<Detection>>, DetectionError> {
+    let (spec, _) = specs(net)?;
     let _guard = tch::no_grad_guard();
-    let (rs, rc, map) = image_nodes(net, r);
-    let out = net.forward_nodes(x, false, &[rs, rc, map]);
-    let props = proposals(&out[0], &out[1], anchors, spec, false);
-    let counts: Vec<i64> = props.iter().map(|p| p.size()[0]).collect();
-    let rois: Vec<Tensor> = props
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Tensor::cat(&[Tensor::full([p.size()[0], 1], i as f64, (Kind::Float, p.device())), p.shallow_clone()], 1))
-        .collect();
+    let props = proposals(&out.scores, &out.codes, anchors, spec, false);
+    let rois: Vec<Tensor> = props.iter().enumerate().map(|(i, p)| with_image(i, p)).collect();
     let (scores, codes) = region_nodes(net, spec);
-    let heads = net.forward_rois(&out[2], &Tensor::cat(&rois, 0), false, &[scores, codes]);
+    let heads = net.forward_rois(&out.map, &Tensor::cat(&rois, 0), false, &[scores, codes]);
     let probs = heads[0].to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous();
     let codes = heads[1].to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
     let mut at = 0;
     let mut all = vec![];
-    for (p, n) in props.iter().zip(counts) {
-        let prior: Vec<f32> = Vec::try_from(p.to_device(Device::Cpu).contiguous().view([-1])).expect("f32 boxes");
-        let prior: Vec<Bbox> = prior.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+    for p in &props {
+        let n = p.size()[0];
         if n == 0 {
             all.push(vec![]);
             continue;
         }
+        let prior: Vec<f32> = Vec::try_from(p.to_device(Device::Cpu).contiguous().view([-1])).expect("f32 boxes");
+        let prior: Vec<Bbox> = prior.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
         let s: Vec<f32> = Vec::try_from(probs.narrow(0, at, n).view([-1])).expect("f32 scores");
         let c: Vec<f32> = Vec::try_from(codes.narrow(0, at, n).view([-1])).expect("f32 codes");
         all.push(postprocess(&s, &c, &prior, &spec.coder, spec.image, &spec.postprocess)?);

@@ -6,7 +6,7 @@ use std::path::Path;
 use data::records::BoundingBox;
 use models::detect::{iou, BoxCoder};
 use tch::{Device, Kind, Tensor};
-use trainer::rcnn::{decode, iou_tensor, proposals, roi_targets, rpn_loss};
+use trainer::rcnn::{decode, iou_tensor, proposals, roi_targets, rpn_loss, rpn_match};
 
 fn tiny() -> trainer::net::Net {
     trainer::net::Net::new_cpu(models::zoo::build("rcnn-tiny", Some(3), Some(1)).unwrap(), 5).unwrap()
@@ -32,6 +32,30 @@ fn the_device_geometry_is_the_pure_rust_geometry() {
             assert!((d.double_value(&[k as i64, m as i64]) as f32 - w).abs() < 1e-4, "{k}: {want:?}");
         }
     }
+}
+
+#[test]
+fn the_device_rpn_matcher_is_the_rust_matcher() {
+    let net = tiny();
+    let spec = net.graph.detector.clone().unwrap();
+    let r = spec.rcnn.clone().unwrap();
+    let anchors = trainer::detection::priors_tensor(&spec, Device::Cpu).unwrap();
+    let boxes = spec.prior_boxes().unwrap();
+    // a box on an anchor, one between anchors (only low-quality matches), one overlapping another
+    let gt = [[20.0f32, 30.0, 60.0, 70.0], [3.0, 97.0, 13.0, 104.0], [30.0, 35.0, 75.0, 72.0]];
+    let g = Tensor::from_slice(gt.as_flattened()).view([3, 4]);
+    let (fg, bg, which) = rpn_match(&g, &anchors, &r);
+    let iou: Vec<f32> = gt.iter().flat_map(|t| boxes.iter().map(|a| iou(t, a))).collect();
+    let want = r.rpn_matcher().matches(&iou, gt.len(), boxes.len());
+    let (fg, bg, which): (Vec<bool>, Vec<bool>, Vec<i64>) = (Vec::try_from(&fg).unwrap(), Vec::try_from(&bg).unwrap(), Vec::try_from(&which).unwrap());
+    for (k, w) in want.iter().enumerate() {
+        match *w {
+            models::detect::matcher::BACKGROUND => assert!(bg[k] && !fg[k], "anchor {k}"),
+            models::detect::matcher::IGNORED => assert!(!bg[k] && !fg[k], "anchor {k}"),
+            m => assert!(fg[k] && which[k] == m, "anchor {k}: {m} vs {}", which[k]),
+        }
+    }
+    assert!(fg.iter().filter(|&&f| f).count() >= 3 && want.contains(&models::detect::matcher::IGNORED));
 }
 
 #[test]
