@@ -55,6 +55,13 @@ pub struct ModelConfig {
     /// Parameter prefixes not taken from `init_from` (the new head: `["classifier"]`).
     #[serde(default)]
     pub init_skip: Vec<String>,
+    /// A detector's settings over the model's defaults, by the spec's own field names
+    /// (`models::detect::DetectorSpec::with_overrides`): `match_iou`, `[model.detector.postprocess]`
+    /// (score_threshold, iou_threshold, max_per_class, max_detections), `[model.detector.rcnn]`
+    /// (rpn_fg_iou, rpn_bg_iou, rpn_batch, pre_nms_top_n, post_nms_top_n, rpn_nms_iou, min_size,
+    /// rois_per_image, roi_positive_fraction, …). The run's graph.json records the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +148,11 @@ pub struct TrainConfig {
     /// Save a checkpoint every N epochs (the last epoch is always saved).
     #[serde(default = "d_one")]
     pub checkpoint_every: usize,
+    /// Keep only the newest N epoch checkpoints, deleting older ones as new ones are saved (a VGG16
+    /// checkpoint with its momentum is over 1 GB). 0, the default, keeps all: the book's workflow
+    /// resumes from any saved epoch.
+    #[serde(default)]
+    pub keep_checkpoints: usize,
     #[serde(default = "d_run")]
     pub run: PathBuf,
 }

@@ -20,7 +20,7 @@ use crate::net::Net;
 use crate::optim::Optimizer;
 use crate::run_dir::RunDir;
 use crate::run_files::{interrupted_paths, load_interrupted, record_run, save_checkpoint, CheckpointInfo, RunLog};
-use crate::train::{checkpoint_info, net_for, remove_interrupted, restore_start, step_seed, BuildError, TrainError};
+use crate::train::{checkpoint_info, checkpoint_saved, net_for, restore_start, step_seed, BuildError, TrainError};
 
 /// Why detection data or a detector cannot be used; each names the file, record or setting.
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +356,7 @@ pub fn prepare_on_first_use(c: &Config) -> Result<(), TrainError> {
 /// The detector of `c`, its spec's labels taken from the training set's `labels.txt`.
 pub fn build_detector(c: &Config, labels: &[String]) -> Result<Net, TrainError> {
     let k = c.model.num_classes.unwrap_or(labels.len());
-    let graph = models::zoo::build(&c.model.name, Some(k), c.model.in_channels).map_err(BuildError::from)?;
+    let graph = crate::train::model_graph(c, Some(k))?;
     let mut graph = graph.into_graph();
     let Some(spec) = graph.detector.as_mut() else { return Err(DetectionError::NotADetector { model: c.model.name.clone() }.into()) };
     if k != labels.len() {
@@ -529,7 +529,7 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         ))?;
         if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
-            remove_interrupted(&run)?;
+            checkpoint_saved(&run, c.train.keep_checkpoints)?;
         }
         history.push(m);
     }

@@ -204,7 +204,7 @@ fn plan(tv: &Torchvision, file: Vec<(String, Tensor)>, num_classes: Option<usize
 /// The run's config: the model with the imported class count and torchvision's ImageNet preprocessing.
 fn config(o: &ImportOptions, classes: usize) -> Config {
     Config {
-        model: ModelConfig { name: o.model.clone(), num_classes: Some(classes), in_channels: None, init_from: None, init_skip: vec![] },
+        model: ModelConfig { name: o.model.clone(), num_classes: Some(classes), in_channels: None, init_from: None, init_skip: vec![], detector: None },
         data: DataConfig {
             train: PathBuf::new(),
             val: None,
@@ -282,7 +282,7 @@ pub fn import_weights(o: &ImportOptions) -> Result<ImportReport, ImportError> {
 /// normalised), in eval mode on the CPU: how an import is compared with the framework it came from.
 pub fn checkpoint_logits(run: &Path, epoch: usize, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, ImportError> {
     let c = train::load_checkpoint_info(run, epoch)?.config;
-    let graph = models::zoo::build(&c.model.name, c.model.num_classes, c.model.in_channels)?;
+    let graph = crate::train::model_graph(&c, c.model.num_classes)?;
     let weights = train::checkpoint_paths(run, epoch).0;
     let mut net = crate::net::Net::new_cpu(graph, 0).map_err(|source| ImportError::Weights { path: weights.clone(), source })?;
     net.load(&weights).map_err(|source| ImportError::Weights { path: weights.clone(), source })?;

@@ -39,6 +39,8 @@ pub enum BuildError {
     Device(#[from] DeviceError),
     #[error("building {model}: {source}")]
     Net { model: String, source: NetError },
+    #[error("model.detector of '{model}': {reason}")]
+    Detector { model: String, reason: String },
 }
 
 /// Why `trainer train` or `trainer init` stopped; each names the flag, file or step it is about.
@@ -77,8 +79,20 @@ pub enum TrainError {
 
 /// Builds the network of `c` on its device, with freshly initialised weights from `seed`.
 pub fn build_net(c: &Config, num_classes: usize) -> Result<Net, BuildError> {
-    let graph = models::zoo::build(&c.model.name, Some(c.model.num_classes.unwrap_or(num_classes)), c.model.in_channels)?;
-    net_for(c, graph)
+    net_for(c, model_graph(c, Some(c.model.num_classes.unwrap_or(num_classes)))?)
+}
+
+/// The registry model of `c` with `classes`, a detector's `[model.detector]` settings put over its
+/// spec (validated again with them).
+pub fn model_graph(c: &Config, classes: Option<usize>) -> Result<models::graph::Network, BuildError> {
+    let graph = models::zoo::build(&c.model.name, classes, c.model.in_channels)?;
+    let Some(patch) = &c.model.detector else { return Ok(graph) };
+    let bad = |reason: String| BuildError::Detector { model: c.model.name.clone(), reason };
+    let mut g = graph.into_graph();
+    let spec = g.detector.as_ref().ok_or_else(|| bad("the model is not a detector".into()))?;
+    let patch = serde_json::to_value(patch).map_err(|e| bad(e.to_string()))?;
+    g.detector = Some(spec.with_overrides(&patch).map_err(|e| bad(e.to_string()))?);
+    g.validate().map_err(|e| bad(e.to_string()))
 }
 
 /// The network of `graph` on `c`'s device, freshly initialised from `c`'s seed.
@@ -181,6 +195,17 @@ pub(crate) fn remove_interrupted(run: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// After an epoch's checkpoint is saved: the interrupted state it supersedes goes, and with
+/// `keep_checkpoints` set, the epochs older than the newest N.
+pub(crate) fn checkpoint_saved(run: &Path, keep: usize) -> Result<(), TrainError> {
+    remove_interrupted(run)?;
+    let pruned = crate::run_dir::RunDir::new(run).prune(keep).map_err(RunFilesError::from)?;
+    if !pruned.is_empty() {
+        tracing::info!("keep_checkpoints = {keep}: removed the checkpoints of epochs {pruned:?}");
+    }
+    Ok(())
+}
+
 /// What a checkpoint records beside the weights: where in the run it was taken and what produced it.
 pub(crate) fn checkpoint_info(c: &Config, world: usize, epoch: usize, lr: f64, metrics: Option<EpochMetrics>) -> CheckpointInfo {
     CheckpointInfo {
@@ -249,8 +274,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     let train_set = RecordBatches::open_part(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true, &train_part)?;
     let val_part = Part { shard, even: false, workers };
     let val_set = c.data.val.as_ref().map(|v| RecordBatches::open_part(v, c.data.limit_val, &val_spec, 512, 0, false, &val_part)).transpose()?;
-    let graph =
-        models::zoo::build(&c.model.name, Some(c.model.num_classes.unwrap_or(train_set.num_classes())), c.model.in_channels).map_err(BuildError::from)?;
+    let graph = model_graph(&c, Some(c.model.num_classes.unwrap_or(train_set.num_classes())))?;
     let mut net = net_on(&c, graph, device)?;
     let mut opt = Optimizer::new(c.optimizer.clone());
     if main {
@@ -478,7 +502,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         // nothing else to resume from
         if main && (epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs) {
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
-            remove_interrupted(&run)?;
+            checkpoint_saved(&run, c.train.keep_checkpoints)?;
         }
         history.push(m);
     }
@@ -495,7 +519,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
 /// `trainer init`: a run directory holding a config and epoch-0 weights.
 pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: Option<PathBuf>) -> Result<PathBuf, TrainError> {
     let config = Config {
-        model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None, init_from: None, init_skip: vec![] },
+        model: ModelConfig { name: model.into(), num_classes: Some(num_classes), in_channels: None, init_from: None, init_skip: vec![], detector: None },
         data: DataConfig {
             train: data_train.unwrap_or_default(),
             val: None,

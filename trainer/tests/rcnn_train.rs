@@ -130,3 +130,31 @@ fn rcnn_tiny_learns_the_composites() {
     assert!(second.train_loss < first.train_loss);
     assert!(map(second) > 0.3, "mAP@0.5 after 2 epochs of 640 scenes: {} (0.38 here)", map(second));
 }
+
+#[test]
+fn a_recipe_sets_the_rpn_thresholds_over_the_model_defaults() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/fashion-detect-rcnn-tiny.toml");
+    // the recipe states torchvision's and TFOD's 0.7 / 0.3
+    let c = trainer::train::Config::from_file_with(&config, &[]).unwrap();
+    let g = trainer::train::model_graph(&c, Some(4)).unwrap();
+    let r = g.detector.as_ref().unwrap().rcnn.clone().unwrap();
+    assert_eq!((r.rpn_fg_iou, r.rpn_bg_iou), (0.7, 0.3));
+    // the book's text: 0.5 / 0.1, from the command line
+    let sets = ["model.detector.rcnn.rpn_fg_iou=0.5".to_string(), "model.detector.rcnn.rpn_bg_iou=0.1".to_string()];
+    let c = trainer::train::Config::from_file_with(&config, &sets).unwrap();
+    let g = trainer::train::model_graph(&c, Some(4)).unwrap();
+    let r = g.detector.as_ref().unwrap().rcnn.clone().unwrap();
+    assert_eq!((r.rpn_fg_iou, r.rpn_bg_iou, r.rois_per_image), (0.5, 0.1, 64), "the rest stays the recipe's");
+    // a misspelt field, a background above the foreground
+    let c = trainer::train::Config::from_file_with(&config, &["model.detector.rcnn.rpn_fg_iuo=0.5".to_string()]).unwrap();
+    let e = trainer::train::model_graph(&c, Some(4)).unwrap_err().to_string();
+    assert!(e.contains("model.detector") && e.contains("rpn_fg_iuo"), "{e}");
+    let c = trainer::train::Config::from_file_with(&config, &["model.detector.rcnn.rpn_bg_iou=0.8".to_string()]).unwrap();
+    let e = trainer::train::model_graph(&c, Some(4)).unwrap_err().to_string();
+    assert!(e.contains("rpn_bg_iou"), "{e}");
+    // a classifier has no detector settings
+    let mut c = trainer::train::Config::from_file_with(&config, &sets).unwrap();
+    c.model.name = "mini-vgg".into();
+    let e = trainer::train::model_graph(&c, Some(4)).unwrap_err().to_string();
+    assert!(e.contains("not a detector"), "{e}");
+}

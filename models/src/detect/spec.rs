@@ -320,6 +320,32 @@ impl DetectorSpec {
         self.labels.get(k).cloned().unwrap_or_else(|| format!("class {k}"))
     }
 
+    /// This spec with the fields of `patch` (a table of the spec's own field names, nested as the spec
+    /// is: `{"match_iou": 0.6, "rcnn": {"rpn_fg_iou": 0.5}}`) put over its own: a recipe's settings
+    /// (`[model.detector]` in a trainer config) over the model's defaults. Tables merge, any other
+    /// value replaces; an unknown field or a value of the wrong type is an error that names it. The
+    /// result is not checked here ([`Self::check`] and graph validation do that).
+    pub fn with_overrides(&self, patch: &serde_json::Value) -> Result<Self, DetectError> {
+        fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+            match (base, patch) {
+                (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+                    for (k, v) in p {
+                        match b.get_mut(k) {
+                            Some(slot) => merge(slot, v),
+                            None => {
+                                b.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                }
+                (b, p) => *b = p.clone(),
+            }
+        }
+        let mut v = serde_json::to_value(self).expect("a spec serialises");
+        merge(&mut v, patch);
+        serde_json::from_value(v).map_err(|e| setting("model.detector", e.to_string()))
+    }
+
     /// Checks the settings together; `classes` is the number of score columns (background included).
     pub fn check(&self, classes: usize) -> Result<(), DetectError> {
         self.priors.check(self.grids.len())?;
@@ -379,6 +405,23 @@ mod tests {
         // the first prior of the second map: centre (16, 16)
         let b = boxes[64];
         assert!(((b[0] + b[2]) / 2.0 - 16.0).abs() < 1e-4, "{b:?}");
+    }
+
+    #[test]
+    fn overrides_merge_tables_and_name_an_unknown_field() {
+        let anchors = GridAnchors { sizes: vec![vec![32.0]], aspect_ratios: vec![vec![1.0]] };
+        let s = DetectorSpec::faster_rcnn(anchors, [4, 4], [64, 64], RcnnSpec::new([300, 150], [64, 32]));
+        let patch = serde_json::json!({"match_iou": 0.6, "postprocess": {"score_threshold": 0.2}, "rcnn": {"rpn_fg_iou": 0.5, "rpn_bg_iou": 0.1, "post_nms_top_n": [100, 10]}});
+        let o = s.with_overrides(&patch).unwrap();
+        let r = o.rcnn.as_ref().unwrap();
+        assert_eq!((o.match_iou, o.postprocess.score_threshold, r.rpn_fg_iou, r.rpn_bg_iou, r.post_nms_top_n), (0.6, 0.2, 0.5, 0.1, [100, 10]));
+        // the rest is the model's
+        assert_eq!((o.postprocess.iou_threshold, r.pre_nms_top_n, &o.priors), (s.postprocess.iou_threshold, [300, 150], &s.priors));
+        assert!(o.check(3).is_ok());
+        let e = s.with_overrides(&serde_json::json!({"rcnn": {"rpn_fg_iuo": 0.5}})).unwrap_err().to_string();
+        assert!(e.contains("model.detector") && e.contains("rpn_fg_iuo"), "{e}");
+        let e = s.with_overrides(&serde_json::json!({"match_iou": "high"})).unwrap_err().to_string();
+        assert!(e.contains("model.detector") && e.contains("high"), "{e}");
     }
 
     #[test]

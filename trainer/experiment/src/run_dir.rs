@@ -105,6 +105,24 @@ impl RunDir {
         v
     }
 
+    /// Deletes all but the newest `keep` epoch checkpoints (weights and side file) and returns the
+    /// epochs it removed; `keep == 0` keeps every one (the book's workflow resumes at any epoch).
+    pub fn prune(&self, keep: usize) -> Result<Vec<usize>, RunError> {
+        let saved = self.saved_epochs();
+        if keep == 0 || saved.len() <= keep {
+            return Ok(Vec::new());
+        }
+        let old = saved[..saved.len() - keep].to_vec();
+        for &e in &old {
+            // the side file first: without it the weights no longer count as a checkpoint
+            let (weights, side) = self.checkpoint(e);
+            for p in [side, weights] {
+                std::fs::remove_file(&p).map_err(|source| RunError::Io { path: p.clone(), source })?;
+            }
+        }
+        Ok(old)
+    }
+
     /// `epoch`, or the latest saved one.
     pub fn epoch_or_latest(&self, epoch: Option<usize>) -> Result<usize, RunError> {
         match epoch {
@@ -198,6 +216,17 @@ mod tests {
         assert_eq!(r.saved_epochs(), [2, 10]);
         assert_eq!(r.epoch_or_latest(None).unwrap(), 10);
         assert!(r.checkpoint(10).0.ends_with("checkpoints/epoch-0010.safetensors"));
+        // pruning keeps the newest, and 0 keeps all
+        for e in [4, 7] {
+            std::fs::write(r.checkpoint(e).0, b"").unwrap();
+            std::fs::write(r.checkpoint(e).1, b"{}").unwrap();
+        }
+        assert_eq!(r.prune(0).unwrap(), Vec::<usize>::new());
+        assert_eq!(r.prune(5).unwrap(), Vec::<usize>::new());
+        assert_eq!(r.prune(2).unwrap(), [2, 4]);
+        assert_eq!(r.saved_epochs(), [7, 10]);
+        assert!(!r.checkpoint(2).0.exists() && !r.checkpoint(4).1.exists());
+        assert!(r.checkpoint(11).1.exists(), "a stray side file is not an epoch checkpoint to prune");
         std::fs::write(r.metrics_log(4), "").unwrap();
         std::fs::write(r.metrics_log(0), "").unwrap();
         assert_eq!(r.metrics_logs().iter().map(|(s, _)| *s).collect::<Vec<_>>(), [0, 4]);
@@ -209,7 +238,7 @@ mod tests {
         let weights = vec![(format!("{head}.weight"), vec![7, 512]), (format!("{head}.bias"), vec![7])];
         assert_eq!(r.graph_or_rebuild("mini-vgg", None, || Ok(weights.clone())).unwrap(), g7);
         assert!(r.graph_or_rebuild("mini-vgg", None, || Ok(vec![])).unwrap_err().to_string().contains("graph.json"));
-        assert!(r.graph("mini-vgg", None, 2).unwrap_err().to_string().contains("not a safetensors file"));
+        assert!(r.graph("mini-vgg", None, 10).unwrap_err().to_string().contains("not a safetensors file"));
         // recorded: read back as written, whatever the weights say
         let g3 = models::zoo::build("mini-vgg", Some(3), Some(1)).unwrap();
         r.write_graph(&g3).unwrap();
