@@ -8,7 +8,7 @@
 //! reference detection of score ≥ 0.5 is in the file with its class, IoU > 0.95 and |Δscore| within
 //! the tolerance.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use data::records::RecordFile;
 use data::{Loader, LoaderOptions};
@@ -42,10 +42,10 @@ pub struct DetectionParity {
 }
 
 /// A file's outputs by name: (dims, values).
-type Outputs = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+pub(crate) type Outputs = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Every output of the file on a batch, by name.
-fn file_outputs(path: &Path, x: Vec<f32>, shape: [usize; 4]) -> Result<Outputs> {
+pub(crate) fn file_outputs(path: &Path, x: Vec<f32>, shape: [usize; 4]) -> Result<Outputs> {
     let outs = runtime::engine::infer(path, &runtime::SessionOptions::default(), x, &shape)?;
     Ok(outs.into_iter().map(|(n, d, v)| (n, (d, v))).collect())
 }
@@ -56,7 +56,7 @@ fn softmax(v: &[f32], classes: usize) -> Vec<f32> {
 }
 
 /// The file's detections of image `i` from its four outputs.
-fn file_detections(outs: &Outputs, i: usize, m: usize) -> Vec<Detection> {
+pub(crate) fn file_detections(outs: &Outputs, i: usize, m: usize) -> Vec<Detection> {
     let (boxes, scores, classes, num) = (&outs[OUTPUTS[0]].1, &outs[OUTPUTS[1]].1, &outs[OUTPUTS[2]].1, &outs[OUTPUTS[3]].1);
     (0..num[i] as usize)
         .map(|k| {
@@ -70,8 +70,13 @@ fn file_detections(outs: &Outputs, i: usize, m: usize) -> Vec<Detection> {
 /// Exports the detector of the run (called by [`crate::pipeline::export`] when the graph has a spec).
 pub(crate) fn export(a: &ExportOptions, c: &Config, epoch: usize, graph: Network, weights: Weights, ckpt: &Path) -> Result<ExportReport> {
     let spec: DetectorSpec = graph.detector.clone().expect("a detector");
+    if spec.rcnn.is_some() && a.fp16 {
+        // float16 moves objectness and IoUs enough to change which proposals survive NMS, and the
+        // second stage then sees other regions: no per-stage check would hold
+        return Err(PipelineError::Run(format!("{}: a Faster R-CNN exports in float32 only (drop --fp16)", a.run.display())));
+    }
     let input = graph.input_shape();
-    let classes = graph.shape(graph.output)[1];
+    let classes = *graph.shape(graph.output).last().expect("scores have a class axis");
     let t = trainer::detection::detect_transform(c, input, false).map_err(run_err)?;
     let preprocessing = Preprocessing { input, layout: Layout::Nchw, mean: t.mean.clone(), std: t.std.clone(), resize_short_side: 0, crop: Crop::Stretch };
     let labels = if spec.labels.is_empty() { (0..classes).map(|k| spec.label(k)).collect() } else { spec.labels.clone() };
@@ -91,7 +96,11 @@ pub(crate) fn export(a: &ExportOptions, c: &Config, epoch: usize, graph: Network
     let lower_with = |raw: bool| lower::lower(&graph_out, &weights_out, &LowerOptions { opset: a.opset, logits: raw, metadata: meta.to_props(), fp16: a.fp16 });
     let checked = a.out.with_extension("parity.onnx");
     lower::save(&lower_with(true)?, &checked)?;
-    let result = check(a, c, &graph, ckpt, &checked, &spec, classes, tolerance, variant, fold);
+    let result = if spec.rcnn.is_some() {
+        crate::rcnn_parity::check(a, c, &graph, ckpt, &checked, &spec, classes, tolerance, variant, fold)
+    } else {
+        check(a, c, &graph, ckpt, &checked, &spec, classes, tolerance, variant, fold)
+    };
     let _ = std::fs::remove_file(&checked);
     let report = result?;
     let mut model = lower_with(a.logits)?;
@@ -99,6 +108,26 @@ pub(crate) fn export(a: &ExportOptions, c: &Config, epoch: usize, graph: Network
     lower::set_metadata(&mut model, &parity_key(), &report.to_json());
     lower::save(&model, &a.out)?;
     Ok(ExportReport { checkpoint: ckpt.to_path_buf(), out: a.out.clone(), epoch, classes, input, opset: a.opset, variant, fold, meta, parity: report })
+}
+
+/// The first `--samples` images of the run's validation (else training) records through the
+/// evaluation preprocessing, with the file they came from; `Err` says why there are none.
+pub(crate) fn sample_batch(a: &ExportOptions, c: &Config, input: [usize; 3]) -> Result<std::result::Result<(data::Batch, PathBuf), String>> {
+    let source = c.data.val.iter().chain([&c.data.train]).find(|p| p.is_file()).cloned();
+    match (a.samples, source) {
+        (0, _) => Ok(Err("not requested (--samples 0)".to_string())),
+        (_, None) => Ok(Err("the run's record files are not here".to_string())),
+        (n, Some(src)) => {
+            let t = trainer::detection::detect_transform(c, input, false).map_err(run_err)?;
+            let file_set = RecordFile::open(&src).map_err(run_err)?;
+            let opts = LoaderOptions { batch_size: n, workers: 1, prefetch: 1, ..LoaderOptions::default() };
+            let Some(batch) = Loader::detection(file_set, t, opts).epoch(0).next() else {
+                return Err(PipelineError::Run(format!("{}: no records", src.display())));
+            };
+            let batch = batch.map_err(|e| PipelineError::Run(format!("reading {}: {e}", src.display())))?;
+            Ok(Ok((batch, src)))
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -130,19 +159,10 @@ fn check(
     let shape = [FIXED_INPUTS, input[0], input[1], input[2]];
     let x = fixed_inputs(shape.iter().product(), FIXED_SEED);
     let (fixed, ..) = compare_heads(&format!("{FIXED_INPUTS} fixed pseudo-random images (scores per prior)"), &x, shape)?;
-    let source = c.data.val.iter().chain([&c.data.train]).find(|p| p.is_file()).cloned();
     let mut detections = None;
-    let samples = match (a.samples, source) {
-        (0, _) => Err("not requested (--samples 0)".to_string()),
-        (_, None) => Err("the run's record files are not here".to_string()),
-        (n, Some(src)) => {
-            let t = trainer::detection::detect_transform(c, input, false).map_err(run_err)?;
-            let file_set = RecordFile::open(&src).map_err(run_err)?;
-            let opts = LoaderOptions { batch_size: n, workers: 1, prefetch: 1, ..LoaderOptions::default() };
-            let Some(batch) = Loader::detection(file_set, t, opts).epoch(0).next() else {
-                return Err(PipelineError::Run(format!("{}: no records", src.display())));
-            };
-            let batch = batch.map_err(|e| PipelineError::Run(format!("reading {}: {e}", src.display())))?;
+    let samples = match sample_batch(a, c, input)? {
+        Err(note) => Err(note),
+        Ok((batch, src)) => {
             let shape = [batch.n, input[0], input[1], input[2]];
             let what = format!("{} samples of {} (scores per prior)", batch.n, src.display());
             let (cmp, probs, codes, outs) = compare_heads(&what, &batch.data, shape)?;

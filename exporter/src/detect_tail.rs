@@ -12,8 +12,11 @@
 //! thresholds and per-class cap; then the best M of each image over all classes with `TopK` on a
 //! dense `[N, S + M]` score matrix (each selected box scored in its own image's row, −1 elsewhere and
 //! in M padding columns), so that equal scores keep the class-then-NMS order, as the reference does.
+//!
+//! The decoding ([`decode`], [`clip`]) and the selection ([`select`]) are shared with the Faster
+//! R-CNN's proposals and second stage ([`crate::rcnn_export`]).
 
-use models::detect::DetectorSpec;
+use models::detect::{BoxCoder, DetectorSpec, PostProcess};
 use models::graph::Network;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::ValueInfoProto;
@@ -26,104 +29,166 @@ pub const OUTPUTS: [&str; 4] = ["detection_boxes", "detection_scores", "detectio
 /// The raw head outputs written beside the detections with `--logits` (for parity checks).
 pub const RAW_OUTPUTS: [&str; 2] = ["raw_scores", "raw_box_codes"];
 
-/// Appends the tail to `b` after the graph's nodes (`value`: each node's ONNX value); returns the
+pub(crate) fn s(x: &str) -> String {
+    x.to_string()
+}
+
+/// A float32 initializer named `name`; returns the name.
+pub(crate) fn f32s(b: &mut Builder, name: &str, dims: &[usize], data: &[f32]) -> Result<String, ExportError> {
+    b.initializers.push(tensor(name, dims, data, false)?);
+    Ok(name.to_string())
+}
+
+/// An int64 initializer `[len]` named `name`; returns the name.
+pub(crate) fn i64s(b: &mut Builder, name: &str, data: &[i64]) -> String {
+    b.initializers.push(int64_tensor(name, data));
+    name.to_string()
+}
+
+/// An int64 scalar initializer (what `Range` takes).
+pub(crate) fn i64_scalar(b: &mut Builder, name: &str, v: i64) -> String {
+    let mut t = int64_tensor(name, &[v]);
+    t.dims.clear();
+    b.initializers.push(t);
+    name.to_string()
+}
+
+/// `value` cast to float32 when the file computes in float16 (the tails compute in float32).
+pub(crate) fn to_f32(b: &mut Builder, value: &str, name: &str, o: &LowerOptions) -> String {
+    if !o.fp16 {
+        return value.to_string();
+    }
+    b.node("Cast", name, &[s(value)], name, vec![attr_type("to", DataType::FLOAT)]);
+    s(name)
+}
+
+/// Slice `[from, to)` of the last axis.
+pub(crate) fn last_axis(b: &mut Builder, name: &str, x: &str, from: i64, to: i64) -> String {
+    let (f, t, a) = (i64s(b, &format!("{name}.from"), &[from]), i64s(b, &format!("{name}.to"), &[to]), i64s(b, &format!("{name}.axis"), &[-1]));
+    b.node("Slice", name, &[s(x), f, t, a], name, vec![]);
+    s(name)
+}
+
+/// The images of the batch `0..N` as int64 `[N]`, and the batch size as `[1]`: read off `input`.
+pub(crate) fn batch_range(b: &mut Builder, pfx: &str) -> (String, String) {
+    let (n1, n, range) = (format!("{pfx}.n1"), format!("{pfx}.n"), format!("{pfx}.images"));
+    b.node("Shape", &format!("{pfx}.input_shape"), &[s("input")], &format!("{pfx}.input_shape"), vec![]);
+    let (zero, one) = (i64s(b, &format!("{pfx}.n_from"), &[0]), i64s(b, &format!("{pfx}.n_to"), &[1]));
+    b.node("Slice", &n1, &[format!("{pfx}.input_shape"), zero, one], &n1, vec![]);
+    b.node("Squeeze", &n, std::slice::from_ref(&n1), &n, vec![]);
+    let (izero, ione) = (i64_scalar(b, &format!("{pfx}.izero"), 0), i64_scalar(b, &format!("{pfx}.ione"), 1));
+    b.node("Range", &range, &[izero, n, ione], &range, vec![]);
+    (range, n1)
+}
+
+/// Decodes `codes` (last axis 4) against priors given as centres and sizes (last axis 2, broadcast
+/// against the codes) with `coder`: what [`BoxCoder::decode`] computes, in its f32 operations.
+/// Returns corner boxes, last axis 4.
+pub(crate) fn decode(b: &mut Builder, pfx: &str, codes: &str, ctr: &str, wh: &str, coder: &BoxCoder) -> Result<String, ExportError> {
+    let n = |x: &str| format!("{pfx}.{x}");
+    let wts = f32s(b, &n("coder_weights"), &[4], &coder.weights)?;
+    b.node("Div", &n("d"), &[s(codes), wts], &n("d"), vec![]);
+    let dxy = last_axis(b, &n("dxy"), &n("d"), 0, 2);
+    let dwh_raw = last_axis(b, &n("dwh_raw"), &n("d"), 2, 4);
+    let clip = f32s(b, &n("size_clip"), &[], &[coder.clip])?;
+    b.node("Min", &n("dwh"), &[dwh_raw, clip], &n("dwh"), vec![]);
+    b.node("Mul", &n("offset"), &[dxy, s(wh)], &n("offset"), vec![]);
+    b.node("Add", &n("ctr"), &[n("offset"), s(ctr)], &n("ctr"), vec![]);
+    b.node("Exp", &n("scale"), &[n("dwh")], &n("scale"), vec![]);
+    b.node("Mul", &n("wh"), &[n("scale"), s(wh)], &n("wh"), vec![]);
+    let half = f32s(b, &n("half"), &[], &[0.5])?;
+    b.node("Mul", &n("half_wh"), &[half, n("wh")], &n("half_wh"), vec![]);
+    b.node("Sub", &n("lo"), &[n("ctr"), n("half_wh")], &n("lo"), vec![]);
+    b.node("Add", &n("hi"), &[n("ctr"), n("half_wh")], &n("hi"), vec![]);
+    b.node("Concat", &n("corners"), &[n("lo"), n("hi")], &n("corners"), vec![attr_int("axis", -1)]);
+    Ok(n("corners"))
+}
+
+/// Corner boxes (last axis 4) clipped to the `[h, w]` image.
+pub(crate) fn clip(b: &mut Builder, pfx: &str, boxes: &str, image: [usize; 2]) -> Result<String, ExportError> {
+    let n = |x: &str| format!("{pfx}.{x}");
+    let (h, w) = (image[0] as f32, image[1] as f32);
+    let limit = f32s(b, &n("image_limit"), &[4], &[w, h, w, h])?;
+    let zero = f32s(b, &n("clip_zero"), &[], &[0.0])?;
+    b.node("Min", &n("clipped_hi"), &[s(boxes), limit], &n("clipped_hi"), vec![]);
+    b.node("Max", &n("boxes"), &[n("clipped_hi"), zero], &n("boxes"), vec![]);
+    Ok(n("boxes"))
+}
+
+/// Centres and sizes `[P, 2]` of prior boxes, as [`BoxCoder::decode`] computes them.
+pub(crate) fn centres_and_sizes(priors: &[[f32; 4]]) -> (Vec<f32>, Vec<f32>) {
+    let (mut ctr, mut wh) = (Vec::with_capacity(2 * priors.len()), Vec::with_capacity(2 * priors.len()));
+    for pr in priors {
+        let (pw, ph) = (pr[2] - pr[0], pr[3] - pr[1]);
+        ctr.extend([pr[0] + 0.5 * pw, pr[1] + 0.5 * ph]);
+        wh.extend([pw, ph]);
+    }
+    (ctr, wh)
+}
+
+/// Appends the SSD tail to `b` after the graph's nodes (`value`: each node's ONNX value); returns the
 /// graph outputs.
 pub(crate) fn append(graph: &Network, spec: &DetectorSpec, value: &[String], o: &LowerOptions, b: &mut Builder) -> Result<Vec<ValueInfoProto>, ExportError> {
     let err = |reason: String| ExportError::Node { node: graph.nodes[graph.output].name.clone(), reason };
     let codes_node = graph.extra_outputs.iter().find(|x| x.name == spec.codes_output).ok_or_else(|| err(format!("no '{}' output", spec.codes_output)))?.node;
     let [p, c] = graph.shape(graph.output)[..] else { return Err(err(format!("scores of shape {:?}", graph.shape(graph.output)))) };
     let priors = spec.prior_boxes().map_err(|e| err(e.to_string()))?;
-    let m = spec.postprocess.max_detections;
-    let f32s = |b: &mut Builder, name: &str, dims: &[usize], data: &[f32]| -> Result<String, ExportError> {
-        b.initializers.push(tensor(name, dims, data, false)?);
-        Ok(name.to_string())
-    };
-    let i64s = |b: &mut Builder, name: &str, data: &[i64]| -> String {
-        b.initializers.push(int64_tensor(name, data));
-        name.to_string()
-    };
-    let s = |x: &str| x.to_string();
     // float32 heads (an fp16 file computes the network in float16 and the tail in float32)
-    let (mut scores, mut codes) = (value[graph.output].clone(), value[codes_node].clone());
-    if o.fp16 {
-        b.node("Cast", "tail.scores_fp32", &[scores], "tail.scores_fp32", vec![attr_type("to", DataType::FLOAT)]);
-        b.node("Cast", "tail.codes_fp32", &[codes], "tail.codes_fp32", vec![attr_type("to", DataType::FLOAT)]);
-        (scores, codes) = (s("tail.scores_fp32"), s("tail.codes_fp32"));
-    }
+    let scores = to_f32(b, &value[graph.output], "tail.scores_fp32", o);
+    let codes = to_f32(b, &value[codes_node], "tail.codes_fp32", o);
     let mut outputs = vec![];
     if o.logits {
-        b.node("Identity", RAW_OUTPUTS[0], &[scores.clone()], RAW_OUTPUTS[0], vec![]);
-        b.node("Identity", RAW_OUTPUTS[1], &[codes.clone()], RAW_OUTPUTS[1], vec![]);
+        b.node("Identity", RAW_OUTPUTS[0], std::slice::from_ref(&scores), RAW_OUTPUTS[0], vec![]);
+        b.node("Identity", RAW_OUTPUTS[1], std::slice::from_ref(&codes), RAW_OUTPUTS[1], vec![]);
         outputs.push(value_info(RAW_OUTPUTS[0], &[Err("N"), Ok(p), Ok(c)]));
         outputs.push(value_info(RAW_OUTPUTS[1], &[Err("N"), Ok(p), Ok(4)]));
     }
     // class probabilities, background dropped, as [N, C - 1, P] for NonMaxSuppression
     b.node("Softmax", "tail.probs", &[scores], "tail.probs", vec![attr_int("axis", -1)]);
-    let (one, cls_end, axis2) = (i64s(b, "tail.one", &[1]), i64s(b, "tail.classes", &[c as i64]), i64s(b, "tail.axis2", &[2]));
-    b.node("Slice", "tail.fg", &[s("tail.probs"), one.clone(), cls_end, axis2.clone()], "tail.fg", vec![]);
-    b.node("Transpose", "tail.class_scores", &[s("tail.fg")], "tail.class_scores", vec![attr_ints("perm", &[0, 2, 1])]);
-    // decode: codes / weights, size codes clamped, against the priors' centres and sizes
-    let wts = f32s(b, "tail.coder_weights", &[4], &spec.coder.weights)?;
-    b.node("Div", "tail.d", &[codes, wts], "tail.d", vec![]);
-    let (zero, two, four) = (i64s(b, "tail.zero", &[0]), i64s(b, "tail.two", &[2]), i64s(b, "tail.four", &[4]));
-    b.node("Slice", "tail.dxy", &[s("tail.d"), zero.clone(), two.clone(), axis2.clone()], "tail.dxy", vec![]);
-    b.node("Slice", "tail.dwh_raw", &[s("tail.d"), two, four, axis2.clone()], "tail.dwh_raw", vec![]);
-    let clip = f32s(b, "tail.size_clip", &[], &[spec.coder.clip])?;
-    b.node("Min", "tail.dwh", &[s("tail.dwh_raw"), clip], "tail.dwh", vec![]);
-    let (mut ctr, mut wh) = (Vec::with_capacity(2 * p), Vec::with_capacity(2 * p));
-    for pr in &priors {
-        let (pw, ph) = (pr[2] - pr[0], pr[3] - pr[1]);
-        ctr.extend([pr[0] + 0.5 * pw, pr[1] + 0.5 * ph]);
-        wh.extend([pw, ph]);
-    }
+    let fg = last_axis(b, "tail.fg", "tail.probs", 1, c as i64);
+    b.node("Transpose", "tail.class_scores", &[fg], "tail.class_scores", vec![attr_ints("perm", &[0, 2, 1])]);
+    // decode against the priors' centres and sizes, clip
+    let (ctr, wh) = centres_and_sizes(&priors);
     let prior_ctr = f32s(b, "priors.centres", &[p, 2], &ctr)?;
     let prior_wh = f32s(b, "priors.sizes", &[p, 2], &wh)?;
-    b.node("Mul", "tail.offset", &[s("tail.dxy"), prior_wh.clone()], "tail.offset", vec![]);
-    b.node("Add", "tail.ctr", &[s("tail.offset"), prior_ctr], "tail.ctr", vec![]);
-    b.node("Exp", "tail.scale", &[s("tail.dwh")], "tail.scale", vec![]);
-    b.node("Mul", "tail.wh", &[s("tail.scale"), prior_wh], "tail.wh", vec![]);
-    let half = f32s(b, "tail.half", &[], &[0.5])?;
-    b.node("Mul", "tail.half_wh", &[half, s("tail.wh")], "tail.half_wh", vec![]);
-    b.node("Sub", "tail.lo", &[s("tail.ctr"), s("tail.half_wh")], "tail.lo", vec![]);
-    b.node("Add", "tail.hi", &[s("tail.ctr"), s("tail.half_wh")], "tail.hi", vec![]);
-    b.node("Concat", "tail.corners", &[s("tail.lo"), s("tail.hi")], "tail.corners", vec![attr_int("axis", 2)]);
-    let (h, w) = (spec.image[0] as f32, spec.image[1] as f32);
-    let limit = f32s(b, "tail.image_limit", &[4], &[w, h, w, h])?;
-    let fzero = f32s(b, "tail.fzero", &[], &[0.0])?;
-    b.node("Min", "tail.clipped_hi", &[s("tail.corners"), limit], "tail.clipped_hi", vec![]);
-    b.node("Max", "tail.boxes", &[s("tail.clipped_hi"), fzero.clone()], "tail.boxes", vec![]);
-    // per-class NMS: [S, 3] rows of (image, class - 1, prior)
-    let pp = &spec.postprocess;
+    let corners = decode(b, "tail", &codes, &prior_ctr, &prior_wh, &spec.coder)?;
+    let boxes = clip(b, "tail", &corners, spec.image)?;
+    outputs.extend(select(b, &boxes, "tail.class_scores", &spec.postprocess)?);
+    Ok(outputs)
+}
+
+/// The shared end of every detector: per-class `NonMaxSuppression` of `boxes` `[N, B, 4]` under
+/// `class_scores` `[N, C − 1, B]` (an entry that is not a candidate scores −1), then the best M of
+/// each image into the four TFOD outputs; returns their port descriptions.
+pub(crate) fn select(b: &mut Builder, boxes: &str, class_scores: &str, pp: &PostProcess) -> Result<Vec<ValueInfoProto>, ExportError> {
+    let m = pp.max_detections;
+    let one = i64s(b, "tail.one", &[1]);
+    let zero = i64s(b, "tail.zero", &[0]);
+    // per-class NMS: [S, 3] rows of (image, class - 1, box)
     let cap = i64s(b, "tail.max_per_class", &[pp.max_per_class as i64]);
     let iou = f32s(b, "tail.iou_threshold", &[1], &[pp.iou_threshold])?;
     let thr = f32s(b, "tail.score_threshold", &[1], &[pp.score_threshold])?;
-    b.node("NonMaxSuppression", "tail.nms", &[s("tail.boxes"), s("tail.class_scores"), cap, iou, thr], "tail.selected", vec![attr_int("center_point_box", 0)]);
+    b.node("NonMaxSuppression", "tail.nms", &[s(boxes), s(class_scores), cap, iou, thr], "tail.selected", vec![attr_int("center_point_box", 0)]);
     for (k, name) in ["tail.sel_image", "tail.sel_class", "tail.sel_prior"].iter().enumerate() {
         let at = i64s(b, &format!("{name}.index"), &[k as i64]);
         b.node("Gather", name, &[s("tail.selected"), at], &format!("{name}.col"), vec![attr_int("axis", 1)]);
         b.node("Squeeze", &format!("{name}.squeeze"), &[format!("{name}.col"), one.clone()], name, vec![]);
     }
-    b.node("GatherND", "tail.sel_scores", &[s("tail.class_scores"), s("tail.selected")], "tail.sel_scores", vec![]);
+    b.node("GatherND", "tail.sel_scores", &[s(class_scores), s("tail.selected")], "tail.sel_scores", vec![]);
     b.node("Unsqueeze", "tail.sel_image_col", &[s("tail.sel_image"), one.clone()], "tail.sel_image_col", vec![]);
     b.node("Unsqueeze", "tail.sel_prior_col", &[s("tail.sel_prior"), one.clone()], "tail.sel_prior_col", vec![]);
     b.node("Concat", "tail.sel_at", &[s("tail.sel_image_col"), s("tail.sel_prior_col")], "tail.sel_at", vec![attr_int("axis", 1)]);
-    b.node("GatherND", "tail.sel_boxes", &[s("tail.boxes"), s("tail.sel_at")], "tail.sel_boxes", vec![]);
+    b.node("GatherND", "tail.sel_boxes", &[s(boxes), s("tail.sel_at")], "tail.sel_boxes", vec![]);
     // the dense [N, S + M] score matrix: row n holds image n's selections, -1 elsewhere and in padding
-    b.node("Shape", "tail.input_shape", &[s("input")], "tail.input_shape", vec![]);
-    b.node("Slice", "tail.n1", &[s("tail.input_shape"), zero.clone(), one.clone()], "tail.n1", vec![]);
-    b.node("Squeeze", "tail.n", &[s("tail.n1")], "tail.n", vec![]);
-    let (izero, ione) = (i64s(b, "tail.izero", &[0]), i64s(b, "tail.ione", &[1]));
-    // Range takes scalars
-    b.initializers.iter_mut().filter(|t| t.name == izero || t.name == ione).for_each(|t| t.dims.clear());
-    b.node("Range", "tail.images", &[izero, s("tail.n"), ione], "tail.images", vec![]);
-    b.node("Unsqueeze", "tail.images_col", &[s("tail.images"), one.clone()], "tail.images_col", vec![]);
+    let (images, n1) = batch_range(b, "tail");
+    b.node("Unsqueeze", "tail.images_col", &[images, one.clone()], "tail.images_col", vec![]);
     b.node("Unsqueeze", "tail.sel_image_row", &[s("tail.sel_image"), zero.clone()], "tail.sel_image_row", vec![]);
     b.node("Equal", "tail.mine", &[s("tail.images_col"), s("tail.sel_image_row")], "tail.mine", vec![]);
-    b.node("Unsqueeze", "tail.sel_scores_row", &[s("tail.sel_scores"), zero.clone()], "tail.sel_scores_row", vec![]);
+    b.node("Unsqueeze", "tail.sel_scores_row", &[s("tail.sel_scores"), zero], "tail.sel_scores_row", vec![]);
     let minus = f32s(b, "tail.minus_one", &[], &[-1.0])?;
     b.node("Where", "tail.dense", &[s("tail.mine"), s("tail.sel_scores_row"), minus.clone()], "tail.dense", vec![]);
     let m_dim = i64s(b, "tail.m", &[m as i64]);
-    b.node("Concat", "tail.pad_shape", &[s("tail.n1"), m_dim.clone()], "tail.pad_shape", vec![attr_int("axis", 0)]);
+    b.node("Concat", "tail.pad_shape", &[n1, m_dim.clone()], "tail.pad_shape", vec![attr_int("axis", 0)]);
     b.node("Expand", "tail.pad", &[minus, s("tail.pad_shape")], "tail.pad", vec![]);
     b.node("Concat", "tail.padded", &[s("tail.dense"), s("tail.pad")], "tail.padded", vec![attr_int("axis", 1)]);
     b.node_multi(
@@ -145,15 +210,18 @@ pub(crate) fn append(graph: &Network, spec: &DetectorSpec, value: &[String], o: 
     b.node("Concat", "tail.all_classes", &[s("tail.sel_class_1"), zero_classes], "tail.all_classes", vec![attr_int("axis", 0)]);
     b.node("Gather", "tail.top_boxes", &[s("tail.all_boxes"), s("tail.top_at")], "tail.top_boxes", vec![attr_int("axis", 0)]);
     b.node("Gather", "tail.top_classes", &[s("tail.all_classes"), s("tail.top_at")], "tail.top_classes", vec![attr_int("axis", 0)]);
+    let axis2 = i64s(b, "tail.axis2", &[2]);
     b.node("Unsqueeze", "tail.valid_col", &[s("tail.valid"), axis2], "tail.valid_col", vec![]);
+    let fzero = f32s(b, "tail.fzero", &[], &[0.0])?;
     b.node("Where", OUTPUTS[0], &[s("tail.valid_col"), s("tail.top_boxes"), fzero.clone()], OUTPUTS[0], vec![]);
     b.node("Where", OUTPUTS[1], &[s("tail.valid"), s("tail.top_scores"), fzero.clone()], OUTPUTS[1], vec![]);
     b.node("Where", OUTPUTS[2], &[s("tail.valid"), s("tail.top_classes"), fzero], OUTPUTS[2], vec![]);
     b.node("Cast", "tail.valid_f", &[s("tail.valid")], "tail.valid_f", vec![attr_type("to", DataType::FLOAT)]);
     b.node("ReduceSum", OUTPUTS[3], &[s("tail.valid_f"), one], OUTPUTS[3], vec![attr_int("keepdims", 0)]);
-    outputs.push(value_info(OUTPUTS[0], &[Err("N"), Ok(m), Ok(4)]));
-    outputs.push(value_info(OUTPUTS[1], &[Err("N"), Ok(m)]));
-    outputs.push(value_info(OUTPUTS[2], &[Err("N"), Ok(m)]));
-    outputs.push(value_info(OUTPUTS[3], &[Err("N")]));
-    Ok(outputs)
+    Ok(vec![
+        value_info(OUTPUTS[0], &[Err("N"), Ok(m), Ok(4)]),
+        value_info(OUTPUTS[1], &[Err("N"), Ok(m)]),
+        value_info(OUTPUTS[2], &[Err("N"), Ok(m)]),
+        value_info(OUTPUTS[3], &[Err("N")]),
+    ])
 }

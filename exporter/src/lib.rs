@@ -21,6 +21,9 @@ pub mod lower;
 pub mod parity;
 #[cfg(feature = "verify")]
 pub mod pipeline;
+pub mod rcnn_export;
+#[cfg(feature = "verify")]
+pub mod rcnn_parity;
 pub mod triton;
 
 pub use onnx_protobuf as onnx;

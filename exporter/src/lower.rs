@@ -3,7 +3,8 @@
 //! Every op of the IR has one exact ONNX form; dropout (training only) is removed. The batch dimension of
 //! the input and the outputs is symbolic (`N`). Initializers carry the graph's parameter names, so the
 //! same name is used by the trainer's checkpoints and the ONNX file. The outputs are the class
-//! probabilities (`probabilities`, a softmax of the logits) and, on request, the logits (`logits`).
+//! probabilities (`probabilities`, a softmax of the logits) and, on request, the logits (`logits`); a
+//! detector's are the TFOD outputs ([`crate::detect_tail`], [`crate::rcnn_export`]).
 //!
 //! With [`LowerOptions::fp16`] the initializers are float16 and every op computes in float16, while the
 //! file's input and outputs stay float32: a `Cast` follows the input and the logits are cast back to
@@ -22,6 +23,8 @@ use onnx_protobuf::{
     type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TypeProto, ValueInfoProto,
 };
 use protobuf::Message;
+
+use crate::rcnn_export::Proposals;
 
 /// ONNX opset written by default (supported by every ONNX Runtime of the last years).
 pub const DEFAULT_OPSET: i64 = 17;
@@ -187,7 +190,11 @@ impl Builder {
 /// with a [`models::detect::DetectorSpec`]) the detections ([`crate::detect_tail`]).
 pub fn lower(graph: &Network, weights: &Weights, o: &LowerOptions) -> Result<ModelProto, ExportError> {
     let mut b = Builder { nodes: vec![], initializers: vec![] };
-    let value = lower_body(graph, weights, o, &mut b)?;
+    let (value, proposals) = lower_body(graph, weights, o, &mut b)?;
+    if let (Some(spec), Some(props)) = (&graph.detector, &proposals) {
+        let outputs = crate::rcnn_export::append(graph, spec, &value, props, o, &mut b)?;
+        return Ok(model(graph, b, outputs, o));
+    }
     if let Some(spec) = &graph.detector {
         let outputs = crate::detect_tail::append(graph, spec, &value, o, &mut b)?;
         return Ok(model(graph, b, outputs, o));
@@ -239,8 +246,9 @@ fn model(graph: &Network, b: Builder, outputs: Vec<ValueInfoProto>, o: &LowerOpt
     m
 }
 
-/// Every node of `graph` into `b`; returns the ONNX value holding each node's output.
-fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Builder) -> Result<Vec<String>, ExportError> {
+/// Every node of `graph` into `b`; returns the ONNX value holding each node's output, and a Faster
+/// R-CNN's proposals (written where its RoiAlign reads them).
+fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Builder) -> Result<(Vec<String>, Option<Proposals>), ExportError> {
     let shapes = graph.shapes();
     let mut used = std::collections::BTreeSet::new();
     // Parameter `suffix` of node `id` as an initializer (reshaped to `shape` when given).
@@ -265,6 +273,7 @@ fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Buil
     };
     // the ONNX value holding each node's output (dropout passes its input through)
     let mut value: Vec<String> = Vec::with_capacity(graph.nodes.len());
+    let mut proposals = None;
     for (id, node) in graph.nodes.iter().enumerate() {
         let ins: Vec<String> = node.inputs.iter().map(|&i| value[i].clone()).collect();
         let out = node.name.clone();
@@ -369,11 +378,13 @@ fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Buil
             }
             Op::ConcatRows => b.node("Concat", nm, &ins, &out, vec![attr_int("axis", 1)]),
             Op::RoiAlign { .. } => {
-                return Err(ExportError::Node {
-                    node: nm.clone(),
-                    reason: "a Faster R-CNN's export (its proposals, RoiAlign and second stage in one file) is not written yet; SSDs and classifiers export"
-                        .into(),
-                })
+                let spec = graph
+                    .detector
+                    .as_ref()
+                    .ok_or_else(|| ExportError::Node { node: nm.clone(), reason: "a RoiAlign in a graph without a detector spec".into() })?;
+                let p = crate::rcnn_export::proposals(graph, spec, &value, o, b)?;
+                crate::rcnn_export::roi_align(&node.op, &ins[0], &p, o, &out, b)?;
+                proposals = Some(p);
             }
             Op::L2Norm { .. } => {
                 // x / max(‖x‖₂ over channels, 1e-12) · scale[c]; ReduceL2's axes are an input from opset 18
@@ -397,7 +408,7 @@ fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Buil
         }
         value.push(out);
     }
-    Ok(value)
+    Ok((value, proposals))
 }
 
 /// Writes a model to `path`.

@@ -1,7 +1,11 @@
 //! A trained detector exported as one ONNX file in the TFOD contract: the exporter's parity check
 //! (heads and final detections against libtorch and the Rust post-process) passes on the run's own
 //! samples, the file has NMS and top-M inside and no Loop or If, its batch is dynamic, and its
-//! metadata says what it is.
+//! metadata says what it is. A Faster R-CNN likewise: `rcnn-tiny`
+//! (configs/fashion-detect-rcnn-tiny.toml) overfits a handful of composites, exports as one ONNX file
+//! (proposals, RoiAlign, the head at batch N·R and the final NMS inside) whose every stage the exporter
+//! proves against libtorch, and runs through `runtime eval` (the trainer's mAP), `runtime predict`,
+//! `runtime bench` and `edge-demo detect` with no flag of its own.
 
 use models::meta::Task;
 use tests::{run_bin, s, text};
@@ -178,4 +182,127 @@ fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
         }
     }
     assert_eq!(std::fs::read_dir(&boxed).unwrap().count(), 4, "the folder source writes a folder");
+}
+
+#[test]
+fn rcnn_tiny_overfits_a_handful_of_scenes_and_exports_with_every_stage_proved() {
+    let scratch = tests::fresh_dir("rcnn-export");
+    let dir = scratch.path();
+    let (data, run, out) = (dir.join("fashion-detect"), dir.join("run"), dir.join("rcnn.onnx"));
+    let config = tests::repo_root().join("configs/fashion-detect-rcnn-tiny.toml");
+    let o = run_bin("trainer", &["-q", "prepare", "fashion-detect", "--out", s(&data), "--train-images", "32", "--test-images", "8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let train_rec = data.join("train.rec");
+    // the same 32 scenes to train on and to measure: overfitting is the point
+    let sets = [
+        format!("data.train=\"{}\"", train_rec.display()),
+        format!("data.val=\"{}\"", train_rec.display()),
+        "train.batch_size=8".into(),
+        "train.epochs=40".into(),
+        "schedule.max_epochs=40".into(),
+        "train.log_every=0".into(),
+        "train.checkpoint_every=40".into(),
+        "augment.flip=false".into(),
+        "augment.photometric=false".into(),
+        format!("train.run=\"{}\"", run.display()),
+    ];
+    let mut args = vec!["train", "--config", s(&config)];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    let o = run_bin("trainer", &args);
+    assert!(o.status.success(), "{}", text(&o));
+    let epochs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics-from-0000.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("val").is_some())
+        .collect();
+    let (first, last) = (&epochs[0], epochs.last().unwrap());
+    let loss = |e: &serde_json::Value| e["train_loss"].as_f64().unwrap();
+    let map = last["val"]["map"].as_f64().unwrap();
+    eprintln!("rcnn-tiny on 32 scenes: loss {:.4} → {:.4}, mAP@0.5 on them {map:.4}", loss(first), loss(last));
+    assert!(loss(last) < 0.5 * loss(first), "the loss falls: {} → {}", loss(first), loss(last));
+    assert!(map > 0.8, "mAP@0.5 on the 32 scenes it trained on: {map} (0.98 here)");
+
+    // the export proves the RPN, the proposals, the head and the detections
+    let o = run_bin("exporter", &["export", "--run", s(&run), "--out", s(&out), "--samples", "32"]);
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    let summary = exporter::inspect::inspect(&out).unwrap();
+    for op in ["RoiAlign", "NonMaxSuppression", "TopK", "MaxPool", "Gemm"] {
+        assert!(summary.operators.contains_key(op), "no {op}: {:?}", summary.operators);
+    }
+    assert!(!summary.operators.contains_key("Loop") && !summary.operators.contains_key("If"), "{:?}", summary.operators);
+    let names: Vec<&str> = summary.outputs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]);
+    let meta = summary.meta().unwrap().unwrap();
+    assert!(meta.detector.as_ref().unwrap().rcnn.is_some());
+    let parity: serde_json::Value = serde_json::from_str(meta.parity.as_deref().unwrap()).unwrap();
+    let stages = &parity["detections"]["stages"];
+    let detections = &parity["detections"]["detections"];
+    eprintln!("parity: {stages}\n{detections}");
+    assert!(stages["proposals"].as_u64().unwrap() > 32 && stages["proposals"] == stages["proposals_matched"], "{stages}");
+    assert!(stages["rpn_codes_max_abs_diff"].as_f64().unwrap() <= 1e-4 && stages["head_codes_max_abs_diff"].as_f64().unwrap() <= 1e-4, "{stages}");
+    let (reference, matched) = (detections["reference"].as_u64().unwrap(), detections["matched"].as_u64().unwrap());
+    assert!(reference >= 32 && matched == reference && detections["images"] == 32, "{detections}");
+
+    // a dynamic batch: three scenes at once give what each gives alone
+    let t = data::DetectTransform::eval([128, 128], 1, meta.preprocessing.mean.clone(), meta.preprocessing.std.clone());
+    let file = data::records::RecordFile::open(&train_rec).unwrap();
+    let opts = data::LoaderOptions { batch_size: 3, workers: 1, ..Default::default() };
+    let batch = data::Loader::detection(file, t, opts).epoch(0).next().unwrap().unwrap();
+    let so = runtime::SessionOptions::default();
+    let together = runtime::engine::infer(&out, &so, batch.data.clone(), &[3, 1, 128, 128]).unwrap();
+    let plane = 128 * 128;
+    for i in 0..3 {
+        let alone = runtime::engine::infer(&out, &so, batch.data[i * plane..(i + 1) * plane].to_vec(), &[1, 1, 128, 128]).unwrap();
+        for ((name, d3, v3), (_, d1, v1)) in together.iter().zip(&alone) {
+            let per = d1.iter().product::<usize>();
+            assert_eq!(d3[0], 3, "{name}");
+            let diff = v3[i * per..(i + 1) * per].iter().zip(v1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-4, "{name} of image {i}: {diff}");
+        }
+    }
+
+    // runtime eval equals trainer eval on the same records
+    let o = run_bin("trainer", &["eval", "--run", s(&run), "--data", s(&train_rec), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let trained: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = dir.join("eval.json");
+    let o = run_bin("runtime", &["eval", "-m", s(&out), "--data", s(&train_rec), "--json", s(&report)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ran: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (a, b) = (trained["metrics"]["map"].as_f64().unwrap(), ran["map"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-4 && a > 0.8, "trainer eval mAP {a}, runtime eval {b}");
+
+    // runtime predict and edge-demo detect on the same images agree; runtime bench reports it
+    let images = dir.join("images");
+    let o = run_bin("trainer", &["dump", s(&train_rec), "--out", s(&images), "--max", "4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_file(images.join("records.jsonl")).unwrap();
+    std::fs::remove_file(images.join("labels.txt")).unwrap();
+    let o = run_bin("runtime", &["predict", "-m", s(&out), s(&images), "--json", "--min-score", "0.3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let predicted: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let frames = dir.join("frames.jsonl");
+    let o = run_bin(
+        "edge-demo",
+        &["-q", "detect", "-m", s(&out), "--min-score", "0.3", "--source", s(&images), "--output", s(&dir.join("boxed")), "--json", s(&frames)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let per_frame: Vec<serde_json::Value> = std::fs::read_to_string(&frames).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((predicted.len(), per_frame.len()), (4, 5), "4 images, then the summary");
+    let mut found = 0;
+    for (p, f) in predicted.iter().zip(&per_frame) {
+        let (a, b) = (p["detections"].as_array().unwrap(), f["detections"].as_array().unwrap());
+        assert_eq!(a.len(), b.len(), "{p} vs {f}");
+        found += a.len();
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x["label"], y["label"]);
+        }
+    }
+    assert!(found >= 4, "{found} objects found in 4 scenes it trained on");
+    let o = run_bin("runtime", &["bench", "-m", s(&out), "--batch", "1,4", "--iters", "3", "--seconds", "0", "--warmup", "1"]);
+    assert!(o.status.success() && text(&o).contains("detector"), "{}", text(&o));
 }

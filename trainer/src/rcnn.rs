@@ -251,6 +251,50 @@ pub fn rcnn_loss_of(
     Ok((&boxes_part + &class_part, boxes_part, class_part))
 }
 
+/// What the exporter's parity check holds an exported Faster R-CNN to, as host values: the RPN's
+/// objectness logits `[N, A]` and codes `[N, A, 4]`, each image's inference proposals, its detections
+/// ([`rcnn_detections`]), and, for regions given per image, the head's softmax scores `[R, C]` and
+/// codes `[R, 4 (C − 1)]` on them, images in order.
+pub struct RcnnReference {
+    pub rpn_scores: Vec<f32>,
+    pub rpn_codes: Vec<f32>,
+    pub proposals: Vec<Vec<Bbox>>,
+    pub detections: Vec<Vec<Detection>>,
+    pub head: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// [`RcnnReference`] of `net` (eval mode) on the batch `x` of `shape`; `regions` (one list per image)
+/// are fed to the second stage as they are.
+pub fn rcnn_reference(net: &Net, x: &[f32], shape: [usize; 4], regions: Option<&[Vec<Bbox>]>) -> Result<RcnnReference, DetectionError> {
+    let (spec, _) = specs(net)?;
+    let _guard = tch::no_grad_guard();
+    let t = Tensor::from_slice(x).view(shape.map(|d| d as i64)).to_device(net.device);
+    let anchors = crate::detection::priors_tensor(spec, net.device)?;
+    let out = image_outputs(net, &t, false)?;
+    let host = |t: &Tensor| -> Vec<f32> { Vec::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().view([-1])).expect("f32 values") };
+    let boxes = |t: &Tensor| -> Vec<Bbox> { host(t).chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect() };
+    let proposals = proposals(&out.scores, &out.codes, &anchors, spec, false).iter().map(boxes).collect();
+    let detections = rcnn_detections(net, &out, &anchors)?;
+    let head = regions.map(|regions| {
+        let rois: Vec<Tensor> = regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(i, r)| {
+                let flat: Vec<f32> = r.iter().flatten().copied().collect();
+                with_image(i, &Tensor::from_slice(&flat).view([r.len() as i64, 4]).to_device(net.device))
+            })
+            .collect();
+        if rois.is_empty() {
+            return (vec![], vec![]);
+        }
+        let (scores, codes) = region_nodes(net, spec);
+        let heads = net.forward_rois(&out.map, &Tensor::cat(&rois, 0), false, &[scores, codes]);
+        (host(&heads[0].to_kind(Kind::Float).softmax(-1, Kind::Float)), host(&heads[1]))
+    });
+    Ok(RcnnReference { rpn_scores: host(&out.scores), rpn_codes: host(&out.codes), proposals, detections, head })
+}
+
 /// A Faster R-CNN's spec and its two-stage part.
 fn specs(net: &Net) -> Result<(&DetectorSpec, &RcnnSpec), DetectionError> {
     let not = || DetectionError::NotADetector { model: net.graph.name.clone() };
