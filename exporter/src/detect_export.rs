@@ -96,11 +96,8 @@ pub(crate) fn export(a: &ExportOptions, c: &Config, epoch: usize, graph: Network
     let lower_with = |raw: bool| lower::lower(&graph_out, &weights_out, &LowerOptions { opset: a.opset, logits: raw, metadata: meta.to_props(), fp16: a.fp16 });
     let checked = a.out.with_extension("parity.onnx");
     lower::save(&lower_with(true)?, &checked)?;
-    let result = if spec.rcnn.is_some() {
-        crate::rcnn_parity::check(a, c, &graph, ckpt, &checked, &spec, classes, tolerance, variant, fold)
-    } else {
-        check(a, c, &graph, ckpt, &checked, &spec, classes, tolerance, variant, fold)
-    };
+    let k = Check { a, c, graph: &graph, ckpt, file: &checked, spec: &spec, classes, tolerance, variant, fold };
+    let result = if spec.rcnn.is_some() { crate::rcnn_parity::check(k) } else { check(k) };
     let _ = std::fs::remove_file(&checked);
     let report = result?;
     let mut model = lower_with(a.logits)?;
@@ -130,19 +127,24 @@ pub(crate) fn sample_batch(a: &ExportOptions, c: &Config, input: [usize; 3]) -> 
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check(
-    a: &ExportOptions,
-    c: &Config,
-    graph: &Network,
-    ckpt: &Path,
-    file: &Path,
-    spec: &DetectorSpec,
-    classes: usize,
-    tolerance: f32,
-    variant: Variant,
-    fold: Option<FoldCounts>,
-) -> Result<Report> {
+/// What a detector's parity check reads: the export's options, the run's config and graph, the
+/// checkpoint, the file to check, the spec, the score columns, the bound and the variant.
+#[derive(Clone, Copy)]
+pub(crate) struct Check<'a> {
+    pub a: &'a ExportOptions,
+    pub c: &'a Config,
+    pub graph: &'a Network,
+    pub ckpt: &'a Path,
+    pub file: &'a Path,
+    pub spec: &'a DetectorSpec,
+    pub classes: usize,
+    pub tolerance: f32,
+    pub variant: Variant,
+    pub fold: Option<FoldCounts>,
+}
+
+fn check(k: Check) -> Result<Report> {
+    let Check { a, c, graph, ckpt, file, spec, classes, tolerance, variant, fold } = k;
     let input = graph.input_shape();
     let mut net = trainer::net::Net::new_cpu(graph.clone(), 0).map_err(run_err)?;
     net.load(ckpt).map_err(run_err)?;

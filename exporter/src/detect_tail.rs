@@ -163,7 +163,6 @@ pub(crate) fn append(graph: &Network, spec: &DetectorSpec, value: &[String], o: 
 pub(crate) fn select(b: &mut Builder, boxes: &str, class_scores: &str, pp: &PostProcess) -> Result<Vec<ValueInfoProto>, ExportError> {
     let m = pp.max_detections;
     let one = i64s(b, "tail.one", &[1]);
-    let zero = i64s(b, "tail.zero", &[0]);
     // per-class NMS: [S, 3] rows of (image, class - 1, box)
     let cap = i64s(b, "tail.max_per_class", &[pp.max_per_class as i64]);
     let iou = f32s(b, "tail.iou_threshold", &[1], &[pp.iou_threshold])?;
@@ -179,27 +178,11 @@ pub(crate) fn select(b: &mut Builder, boxes: &str, class_scores: &str, pp: &Post
     b.node("Unsqueeze", "tail.sel_prior_col", &[s("tail.sel_prior"), one.clone()], "tail.sel_prior_col", vec![]);
     b.node("Concat", "tail.sel_at", &[s("tail.sel_image_col"), s("tail.sel_prior_col")], "tail.sel_at", vec![attr_int("axis", 1)]);
     b.node("GatherND", "tail.sel_boxes", &[s(boxes), s("tail.sel_at")], "tail.sel_boxes", vec![]);
-    // the dense [N, S + M] score matrix: row n holds image n's selections, -1 elsewhere and in padding
-    let (images, n1) = batch_range(b, "tail");
-    b.node("Unsqueeze", "tail.images_col", &[images, one.clone()], "tail.images_col", vec![]);
-    b.node("Unsqueeze", "tail.sel_image_row", &[s("tail.sel_image"), zero.clone()], "tail.sel_image_row", vec![]);
-    b.node("Equal", "tail.mine", &[s("tail.images_col"), s("tail.sel_image_row")], "tail.mine", vec![]);
-    b.node("Unsqueeze", "tail.sel_scores_row", &[s("tail.sel_scores"), zero], "tail.sel_scores_row", vec![]);
+    // the best M of each image: its selections by score, -1 for other images' and the padding
     let minus = f32s(b, "tail.minus_one", &[], &[-1.0])?;
-    b.node("Where", "tail.dense", &[s("tail.mine"), s("tail.sel_scores_row"), minus.clone()], "tail.dense", vec![]);
-    let m_dim = i64s(b, "tail.m", &[m as i64]);
-    b.node("Concat", "tail.pad_shape", &[n1, m_dim.clone()], "tail.pad_shape", vec![attr_int("axis", 0)]);
-    b.node("Expand", "tail.pad", &[minus, s("tail.pad_shape")], "tail.pad", vec![]);
-    b.node("Concat", "tail.padded", &[s("tail.dense"), s("tail.pad")], "tail.padded", vec![attr_int("axis", 1)]);
-    b.node_multi(
-        "TopK",
-        "tail.topk",
-        &[s("tail.padded"), m_dim],
-        &["tail.top_scores", "tail.top_at"],
-        vec![attr_int("axis", 1), attr_int("largest", 1), attr_int("sorted", 1)],
-    );
+    let (top_scores, top_at) = best_per_image(b, "tail", "tail.sel_image", "tail.sel_scores", &minus, &minus, m)?;
     let minus_half = f32s(b, "tail.minus_half", &[], &[-0.5])?;
-    b.node("Greater", "tail.valid", &[s("tail.top_scores"), minus_half], "tail.valid", vec![]);
+    b.node("Greater", "tail.valid", &[top_scores.clone(), minus_half], "tail.valid", vec![]);
     // what each of the best M is: its box and class (1-based, float), zeros for padding
     let zero_boxes = f32s(b, "tail.zero_boxes", &[m, 4], &vec![0.0; m * 4])?;
     let zero_classes = f32s(b, "tail.zero_classes", &[m], &vec![0.0; m])?;
@@ -208,13 +191,13 @@ pub(crate) fn select(b: &mut Builder, boxes: &str, class_scores: &str, pp: &Post
     let fone = f32s(b, "tail.fone", &[], &[1.0])?;
     b.node("Add", "tail.sel_class_1", &[s("tail.sel_class_f"), fone], "tail.sel_class_1", vec![]);
     b.node("Concat", "tail.all_classes", &[s("tail.sel_class_1"), zero_classes], "tail.all_classes", vec![attr_int("axis", 0)]);
-    b.node("Gather", "tail.top_boxes", &[s("tail.all_boxes"), s("tail.top_at")], "tail.top_boxes", vec![attr_int("axis", 0)]);
-    b.node("Gather", "tail.top_classes", &[s("tail.all_classes"), s("tail.top_at")], "tail.top_classes", vec![attr_int("axis", 0)]);
+    b.node("Gather", "tail.top_boxes", &[s("tail.all_boxes"), top_at.clone()], "tail.top_boxes", vec![attr_int("axis", 0)]);
+    b.node("Gather", "tail.top_classes", &[s("tail.all_classes"), top_at], "tail.top_classes", vec![attr_int("axis", 0)]);
     let axis2 = i64s(b, "tail.axis2", &[2]);
     b.node("Unsqueeze", "tail.valid_col", &[s("tail.valid"), axis2], "tail.valid_col", vec![]);
     let fzero = f32s(b, "tail.fzero", &[], &[0.0])?;
     b.node("Where", OUTPUTS[0], &[s("tail.valid_col"), s("tail.top_boxes"), fzero.clone()], OUTPUTS[0], vec![]);
-    b.node("Where", OUTPUTS[1], &[s("tail.valid"), s("tail.top_scores"), fzero.clone()], OUTPUTS[1], vec![]);
+    b.node("Where", OUTPUTS[1], &[s("tail.valid"), top_scores, fzero.clone()], OUTPUTS[1], vec![]);
     b.node("Where", OUTPUTS[2], &[s("tail.valid"), s("tail.top_classes"), fzero], OUTPUTS[2], vec![]);
     b.node("Cast", "tail.valid_f", &[s("tail.valid")], "tail.valid_f", vec![attr_type("to", DataType::FLOAT)]);
     b.node("ReduceSum", OUTPUTS[3], &[s("tail.valid_f"), one], OUTPUTS[3], vec![attr_int("keepdims", 0)]);
@@ -224,4 +207,34 @@ pub(crate) fn select(b: &mut Builder, boxes: &str, class_scores: &str, pp: &Post
         value_info(OUTPUTS[2], &[Err("N"), Ok(m)]),
         value_info(OUTPUTS[3], &[Err("N")]),
     ])
+}
+
+/// The best `k` entries of each image's row of a dense `[N, S + k]` matrix: selection s (its image in
+/// `sel_image` `[S]`, its key in `keys` `[S]`) keyed in its own image's row, `other` (a scalar value)
+/// in the other images' rows, `pad` in k padding columns; `TopK` k, largest first. Returns the keys
+/// `[N, k]` and the columns `[N, k]` (s for a selection, S + j for padding).
+pub(crate) fn best_per_image(
+    b: &mut Builder,
+    pfx: &str,
+    sel_image: &str,
+    keys: &str,
+    other: &str,
+    pad: &str,
+    k: usize,
+) -> Result<(String, String), ExportError> {
+    let n = |x: &str| format!("{pfx}.{x}");
+    let (images, n1) = batch_range(b, pfx);
+    let (zero, one) = (i64s(b, &n("row_axis"), &[0]), i64s(b, &n("col_axis"), &[1]));
+    b.node("Unsqueeze", &n("images_col"), &[images, one], &n("images_col"), vec![]);
+    b.node("Unsqueeze", &n("sel_image_row"), &[s(sel_image), zero.clone()], &n("sel_image_row"), vec![]);
+    b.node("Equal", &n("mine"), &[n("images_col"), n("sel_image_row")], &n("mine"), vec![]);
+    b.node("Unsqueeze", &n("sel_key_row"), &[s(keys), zero], &n("sel_key_row"), vec![]);
+    b.node("Where", &n("dense"), &[n("mine"), n("sel_key_row"), s(other)], &n("dense"), vec![]);
+    let k_dim = i64s(b, &n("k"), &[k as i64]);
+    b.node("Concat", &n("pad_shape"), &[n1, k_dim.clone()], &n("pad_shape"), vec![attr_int("axis", 0)]);
+    b.node("Expand", &n("pad"), &[s(pad), n("pad_shape")], &n("pad"), vec![]);
+    b.node("Concat", &n("padded"), &[n("dense"), n("pad")], &n("padded"), vec![attr_int("axis", 1)]);
+    let (top, at) = (n("top_keys"), n("top_at"));
+    b.node_multi("TopK", &n("topk"), &[n("padded"), k_dim], &[&top, &at], vec![attr_int("axis", 1), attr_int("largest", 1), attr_int("sorted", 1)]);
+    Ok((top, at))
 }

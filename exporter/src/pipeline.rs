@@ -175,7 +175,23 @@ impl std::fmt::Display for ExportReport {
         for set in std::iter::once(&self.parity.fixed_inputs).chain(&self.parity.samples) {
             write!(f, "\nparity vs libtorch fp32 on {}: {}", set.inputs, set.summary(Some(self.parity.tolerance)))?;
         }
-        if let Some(d) = &self.parity.detections {
+        if let Some(st) = self.parity.detections.as_ref().and_then(|d| d.get("stages")) {
+            let num = |k: &str| st[k].as_f64().unwrap_or(f64::NAN);
+            write!(
+                f,
+                "\nRPN vs libtorch: objectness max |Δp| {:.2e}, box codes max |Δ| {:.2e}; proposals {} of {} at the same rank within {:.2e} px (max {:.2e} px); head box codes on them max |Δ| {:.2e}",
+                num("rpn_objectness_max_abs_diff"),
+                num("rpn_codes_max_abs_diff"),
+                st["proposals_matched"],
+                st["proposals"],
+                num("proposal_bound_px"),
+                num("proposal_max_abs_diff_px"),
+                num("head_codes_max_abs_diff")
+            )?;
+            if let Some(d) = self.parity.detections.as_ref().map(|d| &d["detections"]).filter(|d| !d.is_null()) {
+                write!(f, "\ndetections vs the trainer's (rcnn_detections): {} of {} matched on {} images", d["matched"], d["reference"], d["images"])?;
+            }
+        } else if let Some(d) = &self.parity.detections {
             write!(
                 f,
                 "\ndetections vs the reference post-process of libtorch's heads: {} of {} matched on {} images; box codes max |Δ| {:.2e}",

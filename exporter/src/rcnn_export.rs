@@ -22,7 +22,7 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{AttributeProto, ValueInfoProto};
 
-use crate::detect_tail::{batch_range, centres_and_sizes, clip, decode, f32s, i64s, last_axis, s, select, to_f32, RAW_OUTPUTS};
+use crate::detect_tail::{batch_range, best_per_image, centres_and_sizes, clip, decode, f32s, i64s, last_axis, s, select, to_f32, RAW_OUTPUTS};
 use crate::lower::{attr_float, attr_int, attr_ints, attr_type, tensor, value_info, Builder, ExportError, LowerOptions};
 
 /// The raw values a checked Faster R-CNN file also outputs: the RPN's objectness logits `[N, A]` and
@@ -124,28 +124,11 @@ pub(crate) fn proposals(graph: &Network, spec: &DetectorSpec, value: &[String], 
     b.node("Range", "rpn_tail.sel_index", &[izero, s("rpn_tail.sel_count"), ione], "rpn_tail.sel_index", vec![]);
     b.node("Cast", "rpn_tail.sel_index_f", &[s("rpn_tail.sel_index")], "rpn_tail.sel_index_f", vec![attr_type("to", DataType::FLOAT)]);
     b.node("Neg", "rpn_tail.sel_key", &[s("rpn_tail.sel_index_f")], "rpn_tail.sel_key", vec![]);
-    let (images, n1) = batch_range(b, "rpn_tail");
-    let zero = i64s(b, "rpn_tail.zero", &[0]);
-    b.node("Unsqueeze", "rpn_tail.images_col", &[images, one.clone()], "rpn_tail.images_col", vec![]);
-    b.node("Unsqueeze", "rpn_tail.sel_image_row", &[s("rpn_tail.sel_image"), zero.clone()], "rpn_tail.sel_image_row", vec![]);
-    b.node("Equal", "rpn_tail.mine", &[s("rpn_tail.images_col"), s("rpn_tail.sel_image_row")], "rpn_tail.mine", vec![]);
-    b.node("Unsqueeze", "rpn_tail.sel_key_row", &[s("rpn_tail.sel_key"), zero], "rpn_tail.sel_key_row", vec![]);
     let other = f32s(b, "rpn_tail.other_image", &[], &[-1e30])?;
     let pad = f32s(b, "rpn_tail.padding", &[], &[-1e29])?;
-    b.node("Where", "rpn_tail.dense", &[s("rpn_tail.mine"), s("rpn_tail.sel_key_row"), other], "rpn_tail.dense", vec![]);
-    let r_dim = i64s(b, "rpn_tail.rows", &[rows as i64]);
-    b.node("Concat", "rpn_tail.pad_shape", &[n1, r_dim.clone()], "rpn_tail.pad_shape", vec![attr_int("axis", 0)]);
-    b.node("Expand", "rpn_tail.pad", &[pad, s("rpn_tail.pad_shape")], "rpn_tail.pad", vec![]);
-    b.node("Concat", "rpn_tail.padded", &[s("rpn_tail.dense"), s("rpn_tail.pad")], "rpn_tail.padded", vec![attr_int("axis", 1)]);
-    b.node_multi(
-        "TopK",
-        "rpn_tail.rows_topk",
-        &[s("rpn_tail.padded"), r_dim],
-        &["rpn_tail.row_keys", "rpn_tail.row_at"],
-        vec![attr_int("axis", 1), attr_int("largest", 1), attr_int("sorted", 1)],
-    );
+    let (row_keys, row_at) = best_per_image(b, "rpn_rows", "rpn_tail.sel_image", "rpn_tail.sel_key", &other, &pad, rows)?;
     let cut = f32s(b, "rpn_tail.valid_above", &[], &[-1e28])?;
-    b.node("Greater", "rpn_tail.valid", &[s("rpn_tail.row_keys"), cut], "rpn_tail.valid", vec![]);
+    b.node("Greater", "rpn_tail.valid", &[row_keys, cut], "rpn_tail.valid", vec![]);
     // the selected boxes, zero boxes after them for the padding columns
     b.node("Unsqueeze", "rpn_tail.sel_image_col", &[s("rpn_tail.sel_image"), one.clone()], "rpn_tail.sel_image_col", vec![]);
     b.node("Unsqueeze", "rpn_tail.sel_box_col", &[s("rpn_tail.sel_box"), one], "rpn_tail.sel_box_col", vec![]);
@@ -153,7 +136,7 @@ pub(crate) fn proposals(graph: &Network, spec: &DetectorSpec, value: &[String], 
     b.node("GatherND", "rpn_tail.sel_boxes", &[boxes, s("rpn_tail.sel_at")], "rpn_tail.sel_boxes", vec![]);
     let zero_boxes = f32s(b, "rpn_tail.zero_boxes", &[rows, 4], &vec![0.0; rows * 4])?;
     b.node("Concat", "rpn_tail.all_boxes", &[s("rpn_tail.sel_boxes"), zero_boxes], "rpn_tail.all_boxes", vec![attr_int("axis", 0)]);
-    b.node("Gather", "rpn_tail.proposals", &[s("rpn_tail.all_boxes"), s("rpn_tail.row_at")], "rpn_tail.proposals", vec![attr_int("axis", 0)]);
+    b.node("Gather", "rpn_tail.proposals", &[s("rpn_tail.all_boxes"), row_at], "rpn_tail.proposals", vec![attr_int("axis", 0)]);
     b.node("Identity", "rpn_tail.proposals_valid", &[s("rpn_tail.valid")], "rpn_tail.proposals_valid", vec![]);
     Ok(Proposals { boxes: s("rpn_tail.proposals"), valid: s("rpn_tail.proposals_valid"), rows, rpn: (s("rpn_tail.objectness"), codes) })
 }

@@ -10,17 +10,13 @@
 //!    against `trainer::rcnn::rcnn_detections` with [`crate::detect_export`]'s rule: the same number
 //!    per image, each with the same class, IoU > 0.99, |Δscore| < 1e-4.
 
-use std::path::Path;
-
-use models::detect::{iou, Bbox, DetectorSpec};
-use models::graph::Network;
+use models::detect::{iou, Bbox};
 use serde::Serialize;
-use trainer::train::Config;
 
-use crate::detect_export::{file_detections, file_outputs, sample_batch, DetectionParity, Outputs};
+use crate::detect_export::{file_detections, file_outputs, sample_batch, Check, DetectionParity, Outputs};
 use crate::detect_tail::RAW_OUTPUTS;
-use crate::parity::{fixed_inputs, Comparison, FoldCounts, Report, Variant};
-use crate::pipeline::{run_err, ExportOptions, PipelineError, FIXED_INPUTS, FIXED_SEED};
+use crate::parity::{fixed_inputs, Comparison, Report};
+use crate::pipeline::{run_err, PipelineError, FIXED_INPUTS, FIXED_SEED};
 use crate::rcnn_export::RAW_RPN_OUTPUTS;
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -87,19 +83,8 @@ fn valid_rows(outs: &Outputs, name: &str, n: usize) -> Vec<f32> {
     (0..n * rows).filter(|&k| valid[k] > 0.5).flat_map(|k| v[k * width..(k + 1) * width].iter().copied()).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn check(
-    a: &ExportOptions,
-    c: &Config,
-    graph: &Network,
-    ckpt: &Path,
-    file: &Path,
-    spec: &DetectorSpec,
-    classes: usize,
-    tolerance: f32,
-    variant: Variant,
-    fold: Option<FoldCounts>,
-) -> Result<Report> {
+pub(crate) fn check(k: Check) -> Result<Report> {
+    let Check { a, c, graph, ckpt, file, spec, classes, tolerance, variant, fold } = k;
     let input = graph.input_shape();
     let mut net = trainer::net::Net::new_cpu(graph.clone(), 0).map_err(run_err)?;
     net.load(ckpt).map_err(run_err)?;

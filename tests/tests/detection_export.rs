@@ -10,26 +10,24 @@
 use models::meta::Task;
 use tests::{run_bin, s, text};
 
+/// `trainer train` with the repository's recipe `config` on `train` and `val`, into `run`, with `sets`.
+fn train(config: &str, train: &std::path::Path, val: &std::path::Path, run: &std::path::Path, sets: &[&str]) {
+    let config = tests::repo_root().join("configs").join(config);
+    let paths = [format!("data.train=\"{}\"", train.display()), format!("data.val=\"{}\"", val.display()), format!("train.run=\"{}\"", run.display())];
+    let mut args = vec!["train", "--config", s(&config)];
+    for set in paths.iter().map(String::as_str).chain(sets.iter().copied()) {
+        args.extend(["--set", set]);
+    }
+    let o = run_bin("trainer", &args);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 #[test]
 fn a_trained_ssd_exports_with_nms_inside_and_detection_parity() {
     let scratch = tests::fresh_dir("detection-export");
     let dir = scratch.path();
     let (data, run, out) = (dir.join("fashion-detect"), dir.join("run"), dir.join("ssd.onnx"));
-    let config = tests::repo_root().join("configs/fashion-detect-ssd.toml");
-    let sets = [
-        format!("data.train=\"{}\"", data.join("train.rec").display()),
-        format!("data.val=\"{}\"", data.join("test.rec").display()),
-        "data.limit_train=960".into(),
-        "data.limit_val=64".into(),
-        "train.epochs=2".into(),
-        format!("train.run=\"{}\"", run.display()),
-    ];
-    let mut args = vec!["train", "--config", s(&config)];
-    for set in &sets {
-        args.extend(["--set", set]);
-    }
-    let o = run_bin("trainer", &args);
-    assert!(o.status.success(), "{}", text(&o));
+    train("fashion-detect-ssd.toml", &data.join("train.rec"), &data.join("test.rec"), &run, &["data.limit_train=960", "data.limit_val=64", "train.epochs=2"]);
 
     let o = run_bin("exporter", &["export", "--run", s(&run), "--out", s(&out), "--samples", "32"]);
     let said = text(&o);
@@ -189,29 +187,20 @@ fn rcnn_tiny_overfits_a_handful_of_scenes_and_exports_with_every_stage_proved() 
     let scratch = tests::fresh_dir("rcnn-export");
     let dir = scratch.path();
     let (data, run, out) = (dir.join("fashion-detect"), dir.join("run"), dir.join("rcnn.onnx"));
-    let config = tests::repo_root().join("configs/fashion-detect-rcnn-tiny.toml");
     let o = run_bin("trainer", &["-q", "prepare", "fashion-detect", "--out", s(&data), "--train-images", "32", "--test-images", "8"]);
     assert!(o.status.success(), "{}", text(&o));
     let train_rec = data.join("train.rec");
     // the same 32 scenes to train on and to measure: overfitting is the point
-    let sets = [
-        format!("data.train=\"{}\"", train_rec.display()),
-        format!("data.val=\"{}\"", train_rec.display()),
-        "train.batch_size=8".into(),
-        "train.epochs=40".into(),
-        "schedule.max_epochs=40".into(),
-        "train.log_every=0".into(),
-        "train.checkpoint_every=40".into(),
-        "augment.flip=false".into(),
-        "augment.photometric=false".into(),
-        format!("train.run=\"{}\"", run.display()),
+    let overfit = [
+        "train.batch_size=8",
+        "train.epochs=40",
+        "schedule.max_epochs=40",
+        "train.log_every=0",
+        "train.checkpoint_every=40",
+        "augment.flip=false",
+        "augment.photometric=false",
     ];
-    let mut args = vec!["train", "--config", s(&config)];
-    for set in &sets {
-        args.extend(["--set", set]);
-    }
-    let o = run_bin("trainer", &args);
-    assert!(o.status.success(), "{}", text(&o));
+    train("fashion-detect-rcnn-tiny.toml", &train_rec, &train_rec, &run, &overfit);
     let epochs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics-from-0000.jsonl"))
         .unwrap()
         .lines()
