@@ -13,7 +13,7 @@
 //!   N·R (the book's 2×2 max pool, the head).
 //! - The second stage's tail ([`append`]): softmax, each class's codes decoded against its proposal,
 //!   clipped, and the SSD's per-class NMS and top-M ([`crate::detect_tail::select`]) on
-//!   `[N, R·(C − 1), 4]` boxes, each class scoring only its own R boxes (−1 elsewhere and in invalid
+//!   `[N, R·(C − 1), 4]` boxes, each class scoring only its own R boxes (−∞ elsewhere and in invalid
 //!   rows): what `models::detect::postprocess` computes with the proposals as priors.
 
 use models::detect::DetectorSpec;
@@ -151,12 +151,8 @@ pub(crate) fn roi_align(op: &Op, map: &str, props: &Proposals, o: &LowerOptions,
     }
     let rois_shape = i64s(b, "roi_in.rois_shape", &[-1, 4]);
     b.node("Reshape", "roi_in.rois_f32", &[s(&props.boxes), rois_shape], "roi_in.rois_f32", vec![]);
-    let rois = if o.fp16 {
-        b.node("Cast", "roi_in.rois", &[s("roi_in.rois_f32")], "roi_in.rois", vec![attr_type("to", DataType::FLOAT16)]);
-        s("roi_in.rois")
-    } else {
-        s("roi_in.rois_f32")
-    };
+    // float32 regions: a Faster R-CNN lowers in float32 only (lower.rs refuses fp16 before this)
+    let rois = s("roi_in.rois_f32");
     // each region's image: 0 R times, 1 R times, ...
     let (images, n1) = batch_range(b, "roi_in");
     let one = i64s(b, "roi_in.one", &[1]);
@@ -244,10 +240,45 @@ pub(crate) fn append(
     let axes13 = i64s(b, "tail.axes13", &[1, 3]);
     b.node("Unsqueeze", "tail.valid_grid", &[props.valid.clone(), axes13], "tail.valid_grid", vec![]);
     b.node("And", "tail.candidate", &[s("tail.own_class"), s("tail.valid_grid")], "tail.candidate", vec![]);
-    let minus = f32s(b, "tail.not_a_candidate", &[], &[-1.0])?;
+    // −∞: below any score threshold, so neither another class's box nor a padded row is a candidate
+    let minus = f32s(b, "tail.not_a_candidate", &[], &[f32::NEG_INFINITY])?;
     b.node("Where", "tail.class_grid", &[s("tail.candidate"), s("tail.fg_col"), minus], "tail.class_grid", vec![]);
     let flat = shape(b, "tail.class_scores_shape", &[-1, k as i64, (rows * k) as i64]);
     b.node("Reshape", "tail.class_scores", &[s("tail.class_grid"), flat], "tail.class_scores", vec![]);
     outputs.extend(select(b, "tail.class_boxes", "tail.class_scores", &spec.postprocess)?);
     Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lower::{lower, LowerOptions, Weights};
+
+    fn zero_weights(g: &models::graph::Network) -> Weights {
+        g.params().iter().map(|p| (p.name.clone(), (p.shape.clone(), vec![0.0; p.shape.iter().product()]))).collect()
+    }
+
+    #[test]
+    fn lowers_in_float32_with_every_stage_inside_and_refuses_float16() {
+        let g = models::zoo::build("rcnn-tiny", Some(3), Some(1)).unwrap();
+        let w = zero_weights(&g);
+        let m = lower(&g, &w, &LowerOptions { logits: true, ..LowerOptions::default() }).unwrap();
+        let ops: std::collections::BTreeSet<&str> = m.graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        for op in ["RoiAlign", "NonMaxSuppression", "TopK", "GatherND", "MaxPool", "Gemm"] {
+            assert!(ops.contains(op), "no {op}: {ops:?}");
+        }
+        assert!(!ops.contains("Loop") && !ops.contains("If"));
+        let names: Vec<&str> = m.graph.output.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names[..4], ["raw_rpn_scores", "raw_rpn_codes", "proposals", "proposals_valid"]);
+        assert_eq!(names[names.len() - 4..], ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]);
+        // every value is written once
+        let mut outs: Vec<&str> = m.graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)).collect();
+        outs.extend(m.graph.initializer.iter().map(|t| t.name.as_str()));
+        let unique: std::collections::BTreeSet<&str> = outs.iter().copied().collect();
+        assert_eq!(unique.len(), outs.len(), "a value name is written twice");
+        let roi = m.graph.node.iter().find(|n| n.op_type == "RoiAlign").unwrap();
+        let mode: Vec<(&str, &[u8])> = roi.attribute.iter().filter(|a| !a.s.is_empty()).map(|a| (a.name.as_str(), a.s.as_slice())).collect();
+        assert_eq!(mode, [("mode", &b"avg"[..]), ("coordinate_transformation_mode", &b"output_half_pixel"[..])]);
+        let e = lower(&g, &w, &LowerOptions { fp16: true, ..LowerOptions::default() }).unwrap_err().to_string();
+        assert!(e.contains("roi.align") && e.contains("float32 only"), "{e}");
+    }
 }

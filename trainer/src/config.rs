@@ -149,8 +149,8 @@ pub struct TrainConfig {
     #[serde(default = "d_one")]
     pub checkpoint_every: usize,
     /// Keep only the newest N epoch checkpoints, deleting older ones as new ones are saved (a VGG16
-    /// checkpoint with its momentum is over 1 GB). 0, the default, keeps all: the book's workflow
-    /// resumes from any saved epoch.
+    /// checkpoint with its momentum is over 1 GB); epoch 0 (`trainer init`, `import-weights`) is kept.
+    /// 0, the default, keeps all: the book's workflow resumes from any saved epoch.
     #[serde(default)]
     pub keep_checkpoints: usize,
     #[serde(default = "d_run")]

@@ -529,7 +529,7 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         ))?;
         if epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs {
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
-            checkpoint_saved(&run, c.train.keep_checkpoints)?;
+            checkpoint_saved(&run, epoch, c.train.keep_checkpoints)?;
         }
         history.push(m);
     }

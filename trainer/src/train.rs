@@ -88,6 +88,9 @@ pub fn model_graph(c: &Config, classes: Option<usize>) -> Result<models::graph::
     let graph = models::zoo::build(&c.model.name, classes, c.model.in_channels)?;
     let Some(patch) = &c.model.detector else { return Ok(graph) };
     let bad = |reason: String| BuildError::Detector { model: c.model.name.clone(), reason };
+    if patch.contains_key("labels") {
+        return Err(bad("labels come from the training data (labels.txt beside the records), not the config".into()));
+    }
     let mut g = graph.into_graph();
     let spec = g.detector.as_ref().ok_or_else(|| bad("the model is not a detector".into()))?;
     let patch = serde_json::to_value(patch).map_err(|e| bad(e.to_string()))?;
@@ -195,11 +198,11 @@ pub(crate) fn remove_interrupted(run: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// After an epoch's checkpoint is saved: the interrupted state it supersedes goes, and with
-/// `keep_checkpoints` set, the epochs older than the newest N.
-pub(crate) fn checkpoint_saved(run: &Path, keep: usize) -> Result<(), TrainError> {
+/// After `epoch`'s checkpoint is saved: the interrupted state it supersedes goes, and with
+/// `keep_checkpoints` set, the older epochs but the newest N ([`crate::run_dir::RunDir::prune`]).
+pub(crate) fn checkpoint_saved(run: &Path, epoch: usize, keep: usize) -> Result<(), TrainError> {
     remove_interrupted(run)?;
-    let pruned = crate::run_dir::RunDir::new(run).prune(keep).map_err(RunFilesError::from)?;
+    let pruned = crate::run_dir::RunDir::new(run).prune(epoch, keep).map_err(RunFilesError::from)?;
     if !pruned.is_empty() {
         tracing::info!("keep_checkpoints = {keep}: removed the checkpoints of epochs {pruned:?}");
     }
@@ -502,7 +505,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         // nothing else to resume from
         if main && (epoch % c.train.checkpoint_every.max(1) == 0 || epoch == c.train.epochs) {
             save_checkpoint(&run, &net, &opt, &checkpoint_info(epoch, lr, Some(m.clone())))?;
-            checkpoint_saved(&run, c.train.keep_checkpoints)?;
+            checkpoint_saved(&run, epoch, c.train.keep_checkpoints)?;
         }
         history.push(m);
     }

@@ -152,6 +152,10 @@ fn a_recipe_sets_the_rpn_thresholds_over_the_model_defaults() {
     let c = trainer::train::Config::from_file_with(&config, &["model.detector.rcnn.rpn_bg_iou=0.8".to_string()]).unwrap();
     let e = trainer::train::model_graph(&c, Some(4)).unwrap_err().to_string();
     assert!(e.contains("rpn_bg_iou"), "{e}");
+    // the class names are the data's
+    let c = trainer::train::Config::from_file_with(&config, &["model.detector.labels=[\"background\", \"a\"]".to_string()]).unwrap();
+    let e = trainer::train::model_graph(&c, Some(2)).unwrap_err().to_string();
+    assert!(e.contains("labels come from the training data"), "{e}");
     // a classifier has no detector settings
     let mut c = trainer::train::Config::from_file_with(&config, &sets).unwrap();
     c.model.name = "mini-vgg".into();

@@ -105,14 +105,17 @@ impl RunDir {
         v
     }
 
-    /// Deletes all but the newest `keep` epoch checkpoints (weights and side file) and returns the
-    /// epochs it removed; `keep == 0` keeps every one (the book's workflow resumes at any epoch).
-    pub fn prune(&self, keep: usize) -> Result<Vec<usize>, RunError> {
-        let saved = self.saved_epochs();
-        if keep == 0 || saved.len() <= keep {
+    /// After epoch `current`'s checkpoint is saved: deletes the checkpoints (weights and side file) of
+    /// the epochs below it but the newest `keep − 1`, and returns the epochs it removed; `keep == 0`
+    /// keeps every one (the book's workflow resumes at any epoch). Epoch 0 (the weights `trainer init`
+    /// or `import-weights` wrote, which a fresh start restores) is never removed, nor are epochs above
+    /// `current`, left by an earlier timeline of a run restarted at an earlier epoch.
+    pub fn prune(&self, current: usize, keep: usize) -> Result<Vec<usize>, RunError> {
+        if keep == 0 {
             return Ok(Vec::new());
         }
-        let old = saved[..saved.len() - keep].to_vec();
+        let older: Vec<usize> = self.saved_epochs().into_iter().filter(|&e| e > 0 && e < current).collect();
+        let old = older[..older.len().saturating_sub(keep - 1)].to_vec();
         for &e in &old {
             // the side file first: without it the weights no longer count as a checkpoint
             let (weights, side) = self.checkpoint(e);
@@ -216,15 +219,20 @@ mod tests {
         assert_eq!(r.saved_epochs(), [2, 10]);
         assert_eq!(r.epoch_or_latest(None).unwrap(), 10);
         assert!(r.checkpoint(10).0.ends_with("checkpoints/epoch-0010.safetensors"));
-        // pruning keeps the newest, and 0 keeps all
-        for e in [4, 7] {
+        // pruning keeps the newest below the current epoch, and 0 keeps all; epoch 0 and the epochs
+        // above the current one stay
+        for e in [0, 4, 7] {
             std::fs::write(r.checkpoint(e).0, b"").unwrap();
             std::fs::write(r.checkpoint(e).1, b"{}").unwrap();
         }
-        assert_eq!(r.prune(0).unwrap(), Vec::<usize>::new());
-        assert_eq!(r.prune(5).unwrap(), Vec::<usize>::new());
-        assert_eq!(r.prune(2).unwrap(), [2, 4]);
-        assert_eq!(r.saved_epochs(), [7, 10]);
+        assert_eq!(r.prune(10, 0).unwrap(), Vec::<usize>::new());
+        assert_eq!(r.prune(10, 5).unwrap(), Vec::<usize>::new());
+        // a restart at epoch 3 that saved epoch 4: 7 and 10 belong to the abandoned timeline
+        assert_eq!(r.prune(4, 2).unwrap(), Vec::<usize>::new(), "4 and the one below it");
+        assert_eq!(r.prune(4, 1).unwrap(), [2]);
+        assert_eq!(r.saved_epochs(), [0, 4, 7, 10]);
+        assert_eq!(r.prune(10, 2).unwrap(), [4]);
+        assert_eq!(r.saved_epochs(), [0, 7, 10]);
         assert!(!r.checkpoint(2).0.exists() && !r.checkpoint(4).1.exists());
         assert!(r.checkpoint(11).1.exists(), "a stray side file is not an epoch checkpoint to prune");
         std::fs::write(r.metrics_log(4), "").unwrap();
