@@ -21,7 +21,7 @@ use trainer::train::Config;
 use crate::detect_tail::{OUTPUTS, RAW_OUTPUTS};
 use crate::fold::fold_batchnorm;
 use crate::lower::{self, LowerOptions, Weights};
-use crate::parity::{fixed_inputs, Comparison, FoldCounts, Report, Variant};
+use crate::parity::{fixed_inputs, max_abs_diff, nan_max, Comparison, FoldCounts, Report, Variant};
 use crate::pipeline::{run_err, ExportOptions, ExportReport, PipelineError, FIXED_INPUTS, FIXED_SEED};
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -39,6 +39,25 @@ pub struct DetectionParity {
     pub first_difference: Option<String>,
     /// The largest box-code difference between the two sets of heads.
     pub codes_max_abs_diff: f32,
+}
+
+impl DetectionParity {
+    /// Counts `want` (the reference's detections of one image, `what`) against the file's `got` by
+    /// the exact rule: the same number, each at its rank with the same class, IoU > 0.99 and
+    /// |Δscore| < 1e-4; the first difference is kept.
+    pub(crate) fn compare_exact(&mut self, want: &[Detection], got: &[Detection], what: &str) {
+        self.reference += want.len();
+        for (k, w) in want.iter().enumerate() {
+            if got.get(k).is_some_and(|g| g.class == w.class && iou(&g.bbox, &w.bbox) > 0.99 && (g.score - w.score).abs() < 1e-4) {
+                self.matched += 1;
+            } else if self.first_difference.is_none() {
+                self.first_difference = Some(format!("{what}, detection {k}: reference {w:?}, file {:?}", got.get(k)));
+            }
+        }
+        if got.len() != want.len() && self.first_difference.is_none() {
+            self.first_difference = Some(format!("{what}: {} detections in the file, {} in the reference", got.len(), want.len()));
+        }
+    }
 }
 
 /// A file's outputs by name: (dims, values).
@@ -70,11 +89,6 @@ pub(crate) fn file_detections(outs: &Outputs, i: usize, m: usize) -> Vec<Detecti
 /// Exports the detector of the run (called by [`crate::pipeline::export`] when the graph has a spec).
 pub(crate) fn export(a: &ExportOptions, c: &Config, epoch: usize, graph: Network, weights: Weights, ckpt: &Path) -> Result<ExportReport> {
     let spec: DetectorSpec = graph.detector.clone().expect("a detector");
-    if spec.rcnn.is_some() && a.fp16 {
-        // float16 moves objectness and IoUs enough to change which proposals survive NMS, and the
-        // second stage then sees other regions: no per-stage check would hold
-        return Err(PipelineError::Run(format!("{}: a Faster R-CNN exports in float32 only (drop --fp16)", a.run.display())));
-    }
     let input = graph.input_shape();
     let classes = *graph.shape(graph.output).last().expect("scores have a class axis");
     let t = trainer::detection::detect_transform(c, input, false).map_err(run_err)?;
@@ -153,9 +167,7 @@ fn check(k: Check) -> Result<Report> {
         let (probs, codes) = trainer::detection::heads_f32(&net, x, shape);
         let outs = file_outputs(file, x.to_vec(), shape)?;
         let file_probs = softmax(&outs[RAW_OUTPUTS[0]].1, classes);
-        let d =
-            codes.iter().zip(&outs[RAW_OUTPUTS[1]].1).map(|(p, q)| (p - q).abs()).fold(0f32, |m, v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) });
-        codes_diff = if d.is_nan() || codes_diff.is_nan() { f32::NAN } else { codes_diff.max(d) };
+        codes_diff = nan_max(codes_diff, max_abs_diff(&codes, &outs[RAW_OUTPUTS[1]].1));
         Ok((Comparison::new(what, &probs, &file_probs, classes, None), probs, codes, outs))
     };
     let shape = [FIXED_INPUTS, input[0], input[1], input[2]];
@@ -170,7 +182,8 @@ fn check(k: Check) -> Result<Report> {
             let (cmp, probs, codes, outs) = compare_heads(&what, &batch.data, shape)?;
             let priors = spec.prior_boxes().map_err(|e| PipelineError::Run(e.to_string()))?;
             let m = spec.postprocess.max_detections;
-            let (p, mut reference, mut matched, mut first) = (priors.len(), 0, 0, None);
+            let p = priors.len();
+            let mut d = DetectionParity { images: batch.n, reference: 0, matched: 0, first_difference: None, codes_max_abs_diff: 0.0 };
             for i in 0..batch.n {
                 let want = postprocess(
                     &probs[i * p * classes..(i + 1) * p * classes],
@@ -187,29 +200,18 @@ fn check(k: Check) -> Result<Report> {
                     // moves some across the score threshold: every confident reference detection
                     // (score ≥ 0.5) must be in the file, of its class, IoU > 0.95, |Δscore| ≤ tolerance
                     for (k, w) in want.iter().enumerate().filter(|(_, w)| w.score >= 0.5) {
-                        reference += 1;
+                        d.reference += 1;
                         if got.iter().any(|g| g.class == w.class && iou(&g.bbox, &w.bbox) > 0.95 && (g.score - w.score).abs() <= tolerance) {
-                            matched += 1;
-                        } else if first.is_none() {
-                            first = Some(format!("image {i} ({}), detection {k}: reference {w:?} is not in the file", batch.keys[i]));
+                            d.matched += 1;
+                        } else if d.first_difference.is_none() {
+                            d.first_difference = Some(format!("image {i} ({}), detection {k}: reference {w:?} is not in the file", batch.keys[i]));
                         }
                     }
                     continue;
                 }
-                reference += want.len();
-                for (k, w) in want.iter().enumerate() {
-                    let ok = got.get(k).is_some_and(|g| g.class == w.class && iou(&g.bbox, &w.bbox) > 0.99 && (g.score - w.score).abs() < 1e-4);
-                    if ok {
-                        matched += 1;
-                    } else if first.is_none() {
-                        first = Some(format!("image {i} ({}), detection {k}: reference {w:?}, file {:?}", batch.keys[i], got.get(k)));
-                    }
-                }
-                if got.len() != want.len() && first.is_none() {
-                    first = Some(format!("image {i} ({}): {} detections in the file, {} in the reference", batch.keys[i], got.len(), want.len()));
-                }
+                d.compare_exact(&want, &got, &format!("image {i} ({})", batch.keys[i]));
             }
-            detections = Some(DetectionParity { images: batch.n, reference, matched, first_difference: first, codes_max_abs_diff: 0.0 });
+            detections = Some(d);
             Ok(cmp)
         }
     };

@@ -383,8 +383,9 @@ fn lower_body(graph: &Network, weights: &Weights, o: &LowerOptions, b: &mut Buil
                     .as_ref()
                     .ok_or_else(|| ExportError::Node { node: nm.clone(), reason: "a RoiAlign in a graph without a detector spec".into() })?;
                 if o.fp16 {
-                    // float16 moves objectness and IoUs enough to change which proposals survive NMS
-                    return Err(ExportError::Node { node: nm.clone(), reason: "a Faster R-CNN lowers in float32 only".into() });
+                    // float16 moves objectness and IoUs enough to change which proposals survive NMS,
+                    // and the second stage then sees other regions: no per-stage check would hold
+                    return Err(ExportError::Node { node: nm.clone(), reason: "a Faster R-CNN lowers in float32 only (drop --fp16)".into() });
                 }
                 let p = crate::rcnn_export::proposals(graph, spec, &value, o, b)?;
                 crate::rcnn_export::roi_align(&node.op, &ins[0], &p, o, &out, b)?;

@@ -19,6 +19,23 @@ pub fn fixed_inputs(n: usize, seed: u64) -> Vec<f32> {
     data::rng::Xorshift64::new(seed).uniform(n, -2.0, 2.0)
 }
 
+/// The larger of two differences, NaN when either is (`f32::max` would drop a NaN, which must fail).
+pub fn nan_max(m: f32, v: f32) -> f32 {
+    if v.is_nan() || m.is_nan() {
+        f32::NAN
+    } else {
+        m.max(v)
+    }
+}
+
+/// max |a − b|, NaN when either holds one or the lengths differ.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::NAN;
+    }
+    a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, nan_max)
+}
+
 /// What an export changes relative to the checkpoint run in libtorch float32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Variant {
@@ -161,7 +178,7 @@ impl Report {
             Err(note) => (None, Some(note)),
         };
         let sets = std::iter::once(&fixed_inputs).chain(&samples);
-        let max_abs_diff = sets.map(|c| c.max_abs_diff).fold(0f32, |m, d| if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) });
+        let max_abs_diff = sets.map(|c| c.max_abs_diff).fold(0f32, nan_max);
         Self {
             reference: "libtorch, float32, the checkpoint as trained".into(),
             output: "probabilities".into(),

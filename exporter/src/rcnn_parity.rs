@@ -10,12 +10,12 @@
 //!    against `trainer::rcnn::rcnn_detections` with [`crate::detect_export`]'s rule: the same number
 //!    per image, each with the same class, IoU > 0.99, |Δscore| < 1e-4.
 
-use models::detect::{iou, Bbox};
+use models::detect::Bbox;
 use serde::Serialize;
 
 use crate::detect_export::{file_detections, file_outputs, sample_batch, Check, DetectionParity, Outputs};
 use crate::detect_tail::RAW_OUTPUTS;
-use crate::parity::{fixed_inputs, Comparison, Report};
+use crate::parity::{fixed_inputs, max_abs_diff, nan_max, Comparison, Report};
 use crate::pipeline::{run_err, PipelineError, FIXED_INPUTS, FIXED_SEED};
 use crate::rcnn_export::RAW_RPN_OUTPUTS;
 
@@ -36,22 +36,6 @@ pub struct StageParity {
     pub head_codes_max_abs_diff: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_difference: Option<String>,
-}
-
-/// max |a − b|, NaN when either holds one or the lengths differ.
-pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return f32::NAN;
-    }
-    a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, nan_max)
-}
-
-pub(crate) fn nan_max(m: f32, v: f32) -> f32 {
-    if v.is_nan() || m.is_nan() {
-        f32::NAN
-    } else {
-        m.max(v)
-    }
 }
 
 fn sigmoid(v: &[f32]) -> Vec<f32> {
@@ -139,18 +123,7 @@ pub(crate) fn check(k: Check) -> Result<Report> {
             let mut d =
                 DetectionParity { images: batch.n, reference: 0, matched: 0, first_difference: None, codes_max_abs_diff: stages.head_codes_max_abs_diff };
             for (i, want) in reference.iter().enumerate() {
-                let got = file_detections(&outs, i, m);
-                d.reference += want.len();
-                for (k, w) in want.iter().enumerate() {
-                    if got.get(k).is_some_and(|g| g.class == w.class && iou(&g.bbox, &w.bbox) > 0.99 && (g.score - w.score).abs() < 1e-4) {
-                        d.matched += 1;
-                    } else if d.first_difference.is_none() {
-                        d.first_difference = Some(format!("image {i} ({}), detection {k}: reference {w:?}, file {:?}", batch.keys[i], got.get(k)));
-                    }
-                }
-                if got.len() != want.len() && d.first_difference.is_none() {
-                    d.first_difference = Some(format!("image {i} ({}): {} detections in the file, {} in the reference", batch.keys[i], got.len(), want.len()));
-                }
+                d.compare_exact(want, &file_detections(&outs, i, m), &format!("image {i} ({})", batch.keys[i]));
             }
             detections = Some(d);
             Ok(cmp)
