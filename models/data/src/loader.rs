@@ -22,8 +22,11 @@ use crate::transform::Transform;
 /// A batch of normalised images.
 #[derive(Debug)]
 pub struct Batch {
-    /// `n * C * H * W` floats, channel-major per image.
+    /// `n * C * H * W` floats, channel-major per image (empty with [`LoaderOptions::pixels`]).
     pub data: Vec<f32>,
+    /// With [`LoaderOptions::pixels`]: the same images before the normalisation, `n * C * H * W`
+    /// bytes (0-255, interpolated values rounded to the nearest); empty otherwise.
+    pub pixels: Vec<u8>,
     pub labels: Vec<i64>,
     /// The records' keys, one per image in the batch.
     pub keys: Vec<String>,
@@ -56,11 +59,16 @@ pub struct LoaderOptions {
     pub even_shards: bool,
     /// Drop a last batch smaller than `batch_size`.
     pub drop_last: bool,
+    /// Classification: deliver the cropped, augmented images as bytes ([`Batch::pixels`]), left to
+    /// the consumer to normalise (a trainer copies a quarter of the bytes to its GPU and normalises
+    /// there). A plain crop (with its flip) gives exactly the stored bytes; rotated, sheared or
+    /// scaled samples are rounded to the nearest byte.
+    pub pixels: bool,
 }
 
 impl Default for LoaderOptions {
     fn default() -> Self {
-        Self { batch_size: 128, shuffle: false, seed: 0, workers: 0, prefetch: 2, shard: None, even_shards: false, drop_last: false }
+        Self { batch_size: 128, shuffle: false, seed: 0, workers: 0, prefetch: 2, shard: None, even_shards: false, drop_last: false, pixels: false }
     }
 }
 
@@ -91,11 +99,20 @@ fn sample_seed(seed: u64, epoch: usize, record: usize) -> u64 {
 
 impl Loader {
     pub fn new(file: RecordFile, transform: Transform, opts: LoaderOptions) -> Self {
+        let transform = if opts.pixels {
+            // the same sampling, unnormalised: values in 0-255, rounded to bytes per image
+            let c = transform.channels as usize;
+            Transform { mean: vec![0.0; c], std: vec![1.0; c], ..transform }
+        } else {
+            transform
+        };
         Self { file: Arc::new(file), transform: Arc::new(Pipeline::Classify(transform)), opts }
     }
 
     /// A loader for a detector: each batch also holds every image's boxes, moved with its pixels.
+    /// (`pixels` is for classification loaders only.)
     pub fn detection(file: RecordFile, transform: DetectTransform, opts: LoaderOptions) -> Self {
+        assert!(!opts.pixels, "LoaderOptions::pixels is for classification loaders");
         Self { file: Arc::new(file), transform: Arc::new(Pipeline::Detect(transform)), opts }
     }
 
@@ -164,12 +181,24 @@ impl Loader {
         let total = batches.len();
         let workers = if self.opts.workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { self.opts.workers };
         let scratch = (0..workers.min(total.max(1))).map(|_| Scratch::default()).collect();
-        let (file, t, seed) = (self.file.clone(), self.transform.clone(), self.opts.seed);
+        let (file, t, seed, pixels) = (self.file.clone(), self.transform.clone(), self.opts.seed, self.opts.pixels);
         let batches = map_ordered(start..total, scratch, self.opts.prefetch.max(1), move |scratch, b| {
-            build_batch(&file, &t, &batches[b], |i| SmallRng::seed_from_u64(sample_seed(seed, epoch, i)), scratch)
+            let batch = build_batch(&file, &t, &batches[b], |i| SmallRng::seed_from_u64(sample_seed(seed, epoch, i)), scratch);
+            if pixels {
+                batch.map(to_pixels)
+            } else {
+                batch
+            }
         });
         Epoch { batches, total }
     }
+}
+
+/// A batch sampled unnormalised (mean 0, std 1) as bytes: [`LoaderOptions::pixels`].
+fn to_pixels(mut b: Batch) -> Batch {
+    b.pixels = b.data.iter().map(|&v| v.round() as u8).collect();
+    b.data = vec![];
+    b
 }
 
 /// What one worker reuses from record to record: the read buffer and the decoder with its pixels.
@@ -210,7 +239,7 @@ fn build_batch(file: &RecordFile, t: &Pipeline, idx: &[usize], rng: impl Fn(usiz
         }
     }
     data.truncate(n * per);
-    Ok(Batch { data, labels, keys, n, shape, skipped, boxes })
+    Ok(Batch { data, pixels: vec![], labels, keys, n, shape, skipped, boxes })
 }
 
 /// The batches of one epoch, yielded in order.
@@ -254,6 +283,52 @@ mod tests {
         let rec = d.join("s.rec");
         pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: true }, false).unwrap();
         RecordFile::open(&rec).unwrap()
+    }
+
+    #[test]
+    fn pixel_batches_normalised_by_the_consumer_equal_the_loaders_floats() {
+        // noise RGB images, so that every sampled position matters
+        let d = tempfile::Builder::new().prefix("dlcv-loader-pixels-").tempdir().unwrap().keep();
+        let mut rng = SmallRng::seed_from_u64(3);
+        let items: Vec<Item> = (0..6)
+            .map(|i| Item {
+                source: Source::Image(DynamicImage::ImageRgb8(image::RgbImage::from_fn(37, 31, |_, _| image::Rgb(rand::Rng::gen(&mut rng))))),
+                key: format!("{i}"),
+                label: i,
+                boxes: vec![],
+            })
+            .collect();
+        let rec = d.join("s.rec");
+        pack(&items, &rec, &PackOptions { short_side: 0, jpeg_quality: 0, grayscale: false }, false).unwrap();
+        let (mean, std) = (vec![123.7f32, 116.8, 103.9], vec![58.4f32, 57.1, 57.4]);
+        let plain = Transform { size: [24, 24], channels: 3, random_crop: true, flip: true, rotate: 0.0, shear: 0.0, mean: mean.clone(), std: std.clone() };
+        let turned = Transform { rotate: 15.0, shear: 0.1, ..plain.clone() };
+        for (t, exact) in [(plain, true), (turned, false)] {
+            let opts = LoaderOptions { batch_size: 4, shuffle: true, seed: 8, workers: 2, ..Default::default() };
+            let floats: Vec<Batch> = Loader::new(RecordFile::open(&rec).unwrap(), t.clone(), opts.clone()).epoch(1).map(Result::unwrap).collect();
+            let bytes: Vec<Batch> =
+                Loader::new(RecordFile::open(&rec).unwrap(), t, LoaderOptions { pixels: true, ..opts }).epoch(1).map(Result::unwrap).collect();
+            for (f, b) in floats.iter().zip(&bytes) {
+                assert_eq!((b.labels.clone(), b.data.len(), b.pixels.len()), (f.labels.clone(), 0, f.data.len()));
+                assert!(f.pixels.is_empty());
+                let plane = 24 * 24;
+                let mut worst = 0f32;
+                for (i, (&v, &p)) in f.data.iter().zip(&b.pixels).enumerate() {
+                    let k = (i / plane) % 3;
+                    // what a consumer computes: (pixel - mean) * (1 / std), as the plain crop does
+                    let mine = (p as f32 - mean[k]) * (1.0 / std[k]);
+                    if exact {
+                        assert_eq!(mine.to_bits(), v.to_bits(), "value {i}: {mine} vs {v}");
+                    }
+                    worst = worst.max((mine - v).abs() * std[k]);
+                }
+                // a rotated sample differs by its rounding to a byte, at most half a level
+                assert!(worst <= 0.5 + 1e-3, "{worst} levels");
+                if !exact {
+                    assert!(worst > 0.0, "rotated samples are interpolated, so some round");
+                }
+            }
+        }
     }
 
     #[test]
