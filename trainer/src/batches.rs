@@ -91,6 +91,60 @@ pub struct Part {
     pub even: bool,
     /// Decode threads (0: one per core).
     pub workers: usize,
+    /// Deliver bytes, normalised by [`Normalise`] after the copy (`train.transfer`).
+    pub pixels: bool,
+}
+
+/// How the training loop moves batches to its device (`train.transfer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transfer {
+    /// `u8` on a GPU, `f32` on the CPU.
+    #[default]
+    Auto,
+    /// The augmented images as bytes (a quarter of the floats' size), normalised on the device.
+    U8,
+    /// Normalised floats, as the loader writes them.
+    F32,
+}
+
+impl Transfer {
+    /// Whether batches travel as bytes to `device`.
+    pub fn bytes(self, device: Device) -> bool {
+        match self {
+            Transfer::Auto => device != Device::Cpu,
+            Transfer::U8 => true,
+            Transfer::F32 => false,
+        }
+    }
+}
+
+/// A batch's normalisation on its device: `(pixel - mean) * (1 / std)`, the loader's own arithmetic
+/// in the same float32 operations, so a plain crop normalised here equals the loader's floats bit for bit.
+pub struct Normalise {
+    mean: Tensor,
+    inv_std: Tensor,
+}
+
+impl Normalise {
+    pub fn new(spec: &BatchSpec, device: Device) -> Self {
+        let c = spec.input[0] as i64;
+        let inv: Vec<f32> = spec.std.iter().map(|s| 1.0 / s).collect();
+        Self {
+            mean: Tensor::from_slice(&spec.mean).view([1, c, 1, 1]).to_device(device),
+            inv_std: Tensor::from_slice(&inv).view([1, c, 1, 1]).to_device(device),
+        }
+    }
+
+    /// `t` on `device`: a non-blocking copy from pinned memory on a GPU; bytes are then normalised there.
+    pub fn to_device(&self, t: &Tensor, device: Device) -> Tensor {
+        let t = if device == Device::Cpu { t.shallow_clone() } else { t.to_device_(device, t.kind(), true, false) };
+        if t.kind() == tch::Kind::Uint8 {
+            (t.to_kind(tch::Kind::Float) - &self.mean) * &self.inv_std
+        } else {
+            t
+        }
+    }
 }
 
 /// A record file read in batches: a `.rec` from `trainer prepare`, or an IDX set packed into one.
@@ -169,7 +223,16 @@ impl RecordBatches {
             mean: spec.mean.clone(),
             std: spec.std.clone(),
         };
-        let opts = LoaderOptions { batch_size, shuffle, seed, shard: part.shard, even_shards: part.even, workers: part.workers, ..LoaderOptions::default() };
+        let opts = LoaderOptions {
+            batch_size,
+            shuffle,
+            seed,
+            shard: part.shard,
+            even_shards: part.even,
+            workers: part.workers,
+            pixels: part.pixels,
+            ..LoaderOptions::default()
+        };
         Ok(RecordBatches { loader: Loader::new(file, transform, opts), num_classes, records, source: path.to_path_buf() })
     }
 
@@ -213,14 +276,121 @@ impl RecordBatches {
     /// shuffle and every augmentation draw come from the loader's (seed, epoch, batch) streams, so a
     /// resumed epoch gets the batches an uninterrupted one gets.
     pub fn batches(&self, epoch: usize, start: usize, device: Device) -> impl Iterator<Item = Result<(Tensor, Tensor), BatchError>> + '_ {
+        self.host_batches(epoch, start, Device::Cpu).map(move |b| b.map(|(x, y)| (x.to_device(device), y.to_device(device))))
+    }
+
+    /// As [`RecordBatches::batches`] (bytes when opened with [`Part::pixels`]), left on the host for
+    /// the caller to copy ([`Normalise::to_device`]): in page-locked
+    /// (pinned) memory when `device` is a GPU, so that the copy can be asynchronous
+    /// (`non_blocking`), as PyTorch's `DataLoader(pin_memory=True)` does.
+    pub fn host_batches(&self, epoch: usize, start: usize, device: Device) -> impl Iterator<Item = Result<(Tensor, Tensor), BatchError>> + '_ {
         self.loader.epoch_from(epoch, start).map(move |b| {
             let b = b.map_err(|source| BatchError::Read { path: self.records.clone(), source })?;
             for (key, why) in &b.skipped {
                 tracing::warn!("{}: skipped {key}: {why}", self.records.display());
             }
             let [c, h, w] = b.shape;
-            let x = Tensor::from_slice(&b.data).view([b.n as i64, c as i64, h as i64, w as i64]).to_device(device);
-            Ok((x, Tensor::from_slice(&b.labels).to_device(device)))
+            let x = if b.pixels.is_empty() { Tensor::from_slice(&b.data) } else { Tensor::from_slice(&b.pixels) };
+            let x = x.view([b.n as i64, c as i64, h as i64, w as i64]);
+            let y = Tensor::from_slice(&b.labels);
+            Ok((pinned(x, device), pinned(y, device)))
         })
+    }
+}
+
+/// `t` in page-locked memory when it is bound for a CUDA device (an asynchronous copy needs it).
+fn pinned(t: Tensor, device: Device) -> Tensor {
+    match device {
+        Device::Cuda(_) => t.pin_memory(device),
+        Device::Cpu | Device::Mps | Device::Vulkan => t,
+    }
+}
+
+/// `data.synthetic`: the same random batch every step, made once on the host (pinned for a GPU), so
+/// that a benchmark times the step without decoding.
+pub struct SyntheticBatches {
+    x: Tensor,
+    y: Tensor,
+    samples: usize,
+    batch_size: usize,
+    classes: usize,
+}
+
+impl SyntheticBatches {
+    /// `samples` images an epoch of `spec.input`, uniform 0-255 pixels normalised by `spec`, labels
+    /// uniform in `0..classes`; drawn from `seed`.
+    pub fn new(spec: &BatchSpec, samples: usize, batch_size: usize, classes: usize, seed: u64, device: Device) -> Self {
+        let [c, h, w] = spec.input.map(|v| v as i64);
+        let n = batch_size.min(samples).max(1) as i64;
+        tch::manual_seed(seed as i64);
+        let opts = (tch::Kind::Float, Device::Cpu);
+        let mean = Tensor::from_slice(&spec.mean).view([1, c, 1, 1]);
+        let std = Tensor::from_slice(&spec.std).view([1, c, 1, 1]);
+        let x = (Tensor::randint(256, [n, c, h, w], opts) - mean) / std;
+        let y = Tensor::randint(classes.max(1) as i64, [n], (tch::Kind::Int64, Device::Cpu));
+        let (x, y) = (pinned(x, device), pinned(y, device));
+        Self { x, y, samples, batch_size: batch_size.max(1), classes: classes.max(1) }
+    }
+}
+
+/// What a classifier trains on: a record file, or synthetic batches.
+pub enum TrainSet {
+    Records(RecordBatches),
+    Synthetic(SyntheticBatches),
+}
+
+impl TrainSet {
+    /// Samples this rank reads an epoch.
+    pub fn len(&self) -> usize {
+        match self {
+            TrainSet::Records(r) => r.len(),
+            TrainSet::Synthetic(s) => s.samples,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn total(&self) -> usize {
+        match self {
+            TrainSet::Records(r) => r.total(),
+            TrainSet::Synthetic(s) => s.samples,
+        }
+    }
+
+    pub fn left_out(&self) -> usize {
+        match self {
+            TrainSet::Records(r) => r.left_out(),
+            TrainSet::Synthetic(_) => 0,
+        }
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            TrainSet::Records(r) => r.num_classes(),
+            TrainSet::Synthetic(s) => s.classes,
+        }
+    }
+
+    pub fn batches_per_epoch(&self) -> usize {
+        match self {
+            TrainSet::Records(r) => r.batches_per_epoch(),
+            TrainSet::Synthetic(s) => s.samples.div_ceil(s.batch_size),
+        }
+    }
+
+    /// The batches of `epoch` from batch `start` on, on the host ([`RecordBatches::host_batches`]).
+    pub fn host_batches(&self, epoch: usize, start: usize, device: Device) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor), BatchError>> + '_> {
+        match self {
+            TrainSet::Records(r) => Box::new(r.host_batches(epoch, start, device)),
+            TrainSet::Synthetic(s) => {
+                let full = s.x.size()[0] as usize;
+                Box::new((start..self.batches_per_epoch()).map(move |b| {
+                    let n = (s.samples - b * s.batch_size).min(s.batch_size).min(full) as i64;
+                    Ok(if n as usize == full { (s.x.shallow_clone(), s.y.shallow_clone()) } else { (s.x.narrow(0, 0, n), s.y.narrow(0, 0, n)) })
+                }))
+            }
+        }
     }
 }

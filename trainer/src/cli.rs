@@ -236,17 +236,29 @@ pub fn prepare(kind: PrepareKind, c: &PrepareCommon) -> Result<()> {
     Ok(())
 }
 
+/// The augmentation `trainer loader-bench` applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchAugment {
+    /// Random crop, flip, rotation within 15 degrees and shear 0.1 (the book's ImageNet recipe).
+    Book,
+    /// Random crop and flip only.
+    CropFlip,
+    /// Centre crops.
+    None,
+}
+
 /// `trainer loader-bench`: how fast the data loader decodes and augments a record file here.
-pub fn loader_bench(rec: &std::path::Path, size: u32, batch: usize, workers: usize, augment: bool) -> Result<serde_json::Value> {
+pub fn loader_bench(rec: &std::path::Path, size: u32, batch: usize, workers: usize, augment: BenchAugment) -> Result<serde_json::Value> {
     use data::{Loader, LoaderOptions, Transform};
     let file = data::records::RecordFile::open(rec)?;
+    let (random, book) = (augment != BenchAugment::None, augment == BenchAugment::Book);
     let t = Transform {
         size: [size, size],
         channels: 3,
-        random_crop: augment,
-        flip: augment,
-        rotate: if augment { 15.0 } else { 0.0 },
-        shear: if augment { 0.1 } else { 0.0 },
+        random_crop: random,
+        flip: random,
+        rotate: if book { 15.0 } else { 0.0 },
+        shear: if book { 0.1 } else { 0.0 },
         mean: vec![123.68, 116.78, 103.94],
         std: vec![58.4, 57.1, 57.4],
     };

@@ -98,6 +98,15 @@ pub struct DataConfig {
     /// `train`'s folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepare: Option<String>,
+    /// Benchmarks: train on N random images an epoch, made once in memory, instead of reading
+    /// `train` (no decoding, no augmentation: the compute path alone, as `bench/` compares it with
+    /// PyTorch); `model.num_classes` sets the labels' range (default 10).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub synthetic: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub(crate) fn d_mean() -> PerChannel {
@@ -153,6 +162,16 @@ pub struct TrainConfig {
     /// 0, the default, keeps all: the book's workflow resumes from any saved epoch.
     #[serde(default)]
     pub keep_checkpoints: usize,
+    /// The optimizer's update on libtorch's fused multi-tensor kernels (`torch.optim`'s `fused=True`),
+    /// a few kernels per step; false runs the per-tensor loop (the reference, 2-4 kernels a parameter).
+    #[serde(default = "d_true")]
+    pub fused_optimizer: bool,
+    /// How batches reach the device: "u8" (the augmented images as bytes, normalised on the
+    /// device: a quarter of the copy), "f32" (normalised by the loader) or "auto" (u8 on a GPU, f32
+    /// on the CPU). A plain crop and flip give the same inputs either way; rotated or sheared samples
+    /// are rounded to a byte with u8.
+    #[serde(default)]
+    pub transfer: crate::batches::Transfer,
     #[serde(default = "d_run")]
     pub run: PathBuf,
 }
@@ -177,6 +196,9 @@ fn d_device() -> DeviceSpec {
 }
 fn d_log_every() -> usize {
     100
+}
+fn d_true() -> bool {
+    true
 }
 fn d_one() -> usize {
     1
@@ -263,6 +285,9 @@ pub struct Overrides {
     pub batch_size: Option<usize>,
     /// Continue an interrupted run (Ctrl-C) at the step where it stopped.
     pub resume: bool,
+    /// Time each phase of every step (device-synchronised) and print where the time went after
+    /// each epoch (crate::step::Profile).
+    pub profile: bool,
 }
 
 impl Overrides {

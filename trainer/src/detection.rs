@@ -17,7 +17,6 @@ use crate::batches::{batch_spec, labels_beside, BatchError};
 use crate::config::{Config, Overrides};
 use crate::evaluation::{EpochMetrics, EvalMetrics};
 use crate::net::Net;
-use crate::optim::Optimizer;
 use crate::run_dir::RunDir;
 use crate::run_files::{interrupted_paths, load_interrupted, record_run, save_checkpoint, CheckpointInfo, RunLog};
 use crate::train::{checkpoint_info, checkpoint_saved, net_for, restore_start, step_seed, BuildError, TrainError};
@@ -400,7 +399,7 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     let mut net = build_detector(&c, &train_set.labels)?;
     let spec = net.graph.detector.clone().expect("built as a detector");
     let device = net.device;
-    let mut opt = Optimizer::new(c.optimizer.clone());
+    let mut opt = crate::train::optimizer_of(&c);
     std::fs::create_dir_all(&run).map_err(|source| TrainError::RunDir { run: run.clone(), source })?;
     if let (Some(src), None, 0) = (&c.model.init_from, &interrupted, start) {
         let n = net.load_except(src, &c.model.init_skip).map_err(|source| TrainError::InitFrom { path: src.clone(), source })?;
@@ -467,7 +466,7 @@ pub fn train_detector(c: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             if !l.is_finite() {
                 return Err(TrainError::Diverged { epoch, batch: b + 1, loss: l, lr });
             }
-            opt.step(&net.trainable(), lr);
+            opt.step(&net.trainable(), lr)?;
             let n = len as f64;
             for (s, v) in sums.iter_mut().zip([l * n, box_loss.double_value(&[]) * n, class_loss.double_value(&[]) * n, n]) {
                 *s += v;

@@ -77,12 +77,8 @@ fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<
 
 /// Correct rank-1 and rank-5 predictions in a batch.
 pub(crate) fn rank_hits(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
-    let k = logits.size()[1].min(5);
-    let (_, top) = logits.topk(k, 1, true, true);
-    let hit = top.eq_tensor(&labels.unsqueeze(1));
-    let r1 = hit.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
-    let r5 = hit.sum(Kind::Int64).int64_value(&[]);
-    (r1, r5)
+    let (r1, r5) = crate::step::rank_hit_sums(logits, labels);
+    (r1.double_value(&[]) as i64, r5.double_value(&[]) as i64)
 }
 
 /// Loss, rank-1 and rank-5 of `net` on `set` in eval mode.

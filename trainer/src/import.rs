@@ -215,6 +215,7 @@ fn config(o: &ImportOptions, classes: usize) -> Config {
             mean_file: None,
             ordinal: false,
             prepare: None,
+            synthetic: 0,
         },
         train: TrainConfig { seed: o.seed, run: o.run.clone(), ..TrainConfig::default() },
         optimizer: OptimizerConfig::default(),

@@ -12,6 +12,7 @@ pub mod dist;
 pub mod doctor;
 pub mod evaluation;
 pub mod features;
+pub mod fused;
 pub mod idx_records;
 pub mod import;
 pub mod net;
@@ -20,6 +21,7 @@ pub mod orientation;
 pub mod progress;
 pub mod rcnn;
 pub mod run_files;
+pub mod step;
 pub mod train;
 
 // The run directory, plots, the features file and the logistic-regression head are pure Rust: they

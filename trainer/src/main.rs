@@ -50,8 +50,12 @@ enum Command {
         /// Decode threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
-        /// Centre crops only, no random crop, flip, rotation or shear.
-        #[arg(long)]
+        /// The augmentation: "book" (random crop, flip, rotation within 15 degrees, shear 0.1),
+        /// "crop-flip" (random crop and flip only) or "none" (centre crops).
+        #[arg(long, value_enum, default_value_t = cli::BenchAugment::Book)]
+        augment: cli::BenchAugment,
+        /// Same as --augment none.
+        #[arg(long, conflicts_with = "augment")]
         no_augment: bool,
     },
     /// Write a record file's images out as files, with their labels and boxes as JSON lines
@@ -149,6 +153,11 @@ enum Command {
         /// Continue a run stopped with Ctrl-C at the step where it stopped.
         #[arg(long, conflicts_with = "start_epoch")]
         resume: bool,
+        /// Print, after each epoch, where a step's time went: data wait, host-to-device copy,
+        /// forward, backward, optimizer, bookkeeping (each phase ends with a device synchronisation,
+        /// so the profiled run is slower; read the shares), and how many host reads the steps made.
+        #[arg(long)]
+        profile: bool,
         /// Train data-parallel in G processes of this machine (rank 0 hosts the rendezvous; the global
         /// batch is G times --batch-size). Default: the length of train.devices, else 1. Under
         /// torchrun, which starts the processes itself, leave it out: `torchrun --nproc-per-node=G
@@ -252,8 +261,9 @@ fn run(mut cli: Cli) -> Result<()> {
         }
         Command::Prepare { kind, common } => cli::prepare(kind, &common)?,
         Command::Dump { rec, out, max } => dump(&rec, &out, max)?,
-        Command::LoaderBench { rec, size, batch_size, workers, no_augment } => {
-            println!("{}", cli::loader_bench(&rec, size, batch_size, workers, !no_augment)?);
+        Command::LoaderBench { rec, size, batch_size, workers, augment, no_augment } => {
+            let augment = if no_augment { cli::BenchAugment::None } else { augment };
+            println!("{}", cli::loader_bench(&rec, size, batch_size, workers, augment)?);
         }
         Command::AllreduceBench { sizes, warmup, iters, device } => {
             let env = trainer::dist::Env::from_env()?.ok_or_else(|| {
@@ -280,7 +290,7 @@ fn run(mut cli: Cli) -> Result<()> {
         Command::ImportWeights { model, weights, run, num_classes, seed } => {
             println!("{}", trainer::import::import_weights(&trainer::import::ImportOptions { model, weights, run, num_classes, seed })?);
         }
-        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, sets, resume, nproc } => {
+        Command::Train { config, run, epochs, start_epoch, lr, seed, device, batch_size, sets, resume, profile, nproc } => {
             let cfg = trainer::train::Config::from_file_with(&config, &sets)?;
             // torchrun (or our own launcher) already made this process one rank of a job
             let is_rank = std::env::var_os("WORLD_SIZE").is_some();
@@ -293,7 +303,7 @@ fn run(mut cli: Cli) -> Result<()> {
                 return Ok(());
             }
             trainer::progress::install_interrupt_handler();
-            let o = trainer::train::Overrides { run, epochs, start_epoch, lr, seed, device, batch_size, resume };
+            let o = trainer::train::Overrides { run, epochs, start_epoch, lr, seed, device, batch_size, resume, profile };
             let history = trainer::train::train(cfg, &o)?;
             let rank0 = std::env::var("RANK").ok().is_none_or(|r| r.trim() == "0");
             if let (Some(last), true) = (history.last(), rank0) {

@@ -97,6 +97,28 @@ impl Default for OptimizerConfig {
     }
 }
 
+/// Which kernels an [`Optimizer`] updates with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernel {
+    /// libtorch's fused multi-tensor kernels ([`crate::fused`]): one call per group of parameters
+    /// (same dtype, device and decay), as `torch.optim` with `fused=True`.
+    #[default]
+    Fused,
+    /// The reference: a loop over the parameters, two to four tensor operations each.
+    PerTensor,
+}
+
+/// A fused kernel that libtorch refused (a dtype or device it has no kernel for).
+#[derive(Debug, thiserror::Error)]
+#[error("the fused {optimizer} kernel on {params} {kind:?} parameter(s) on {device:?}: {message} (train.fused_optimizer = false uses the per-tensor loop)")]
+pub struct OptimError {
+    pub optimizer: &'static str,
+    pub params: usize,
+    pub kind: tch::Kind,
+    pub device: tch::Device,
+    pub message: String,
+}
+
 /// An optimizer and its state.
 pub struct Optimizer {
     pub config: OptimizerConfig,
@@ -104,15 +126,127 @@ pub struct Optimizer {
     pub steps: i64,
     /// Named state tensors, e.g. `momentum.block1.conv1.weight`.
     pub state: BTreeMap<String, Tensor>,
+    pub kernel: Kernel,
+    /// The state keys of each parameter, by position (built once, not formatted every step).
+    keys: Vec<(String, [String; 2])>,
+}
+
+/// Parameters updated by one fused call: same dtype, device and weight decay, and (SGD) all with or
+/// all without a momentum buffer yet.
+struct Group {
+    kind: tch::Kind,
+    device: tch::Device,
+    decays: bool,
+    fresh: bool,
+    params: Vec<Tensor>,
+    grads: Vec<Tensor>,
+    /// positions in the parameter list (for their state keys)
+    at: Vec<usize>,
 }
 
 impl Optimizer {
+    /// An optimizer on the fused kernels.
     pub fn new(config: OptimizerConfig) -> Self {
-        Self { config, steps: 0, state: BTreeMap::new() }
+        Self { config, steps: 0, state: BTreeMap::new(), kernel: Kernel::Fused, keys: vec![] }
+    }
+
+    /// The same optimizer on `kernel`.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
     }
 
     /// One update of every parameter that has a gradient, at learning rate `lr`.
-    pub fn step(&mut self, params: &[(&ParamSpec, &Tensor)], lr: f64) {
+    pub fn step(&mut self, params: &[(&ParamSpec, &Tensor)], lr: f64) -> Result<(), OptimError> {
+        match self.kernel {
+            Kernel::Fused => self.step_fused(params, lr),
+            Kernel::PerTensor => {
+                self.step_per_tensor(params, lr);
+                Ok(())
+            }
+        }
+    }
+
+    /// The state keys of parameter `i` (`[momentum, -]` or `[exp_avg, exp_avg_sq]`), from the cache.
+    fn keys_of<'a>(keys: &'a mut Vec<(String, [String; 2])>, adam: bool, i: usize, name: &str) -> &'a [String; 2] {
+        if keys.len() <= i {
+            keys.resize_with(i + 1, Default::default);
+        }
+        if keys[i].0 != name {
+            let k = if adam { [format!("exp_avg.{name}"), format!("exp_avg_sq.{name}")] } else { [format!("momentum.{name}"), String::new()] };
+            keys[i] = (name.to_string(), k);
+        }
+        &keys[i].1
+    }
+
+    fn step_fused(&mut self, params: &[(&ParamSpec, &Tensor)], lr: f64) -> Result<(), OptimError> {
+        let _guard = tch::no_grad_guard();
+        self.steps += 1;
+        let (decay, sgd_momentum) = match self.config {
+            OptimizerConfig::Sgd { decay, momentum, .. } => (decay, Some(momentum)),
+            OptimizerConfig::Adam { decay, .. } | OptimizerConfig::Adamw { decay, .. } => (decay, None),
+        };
+        let mut groups: Vec<Group> = vec![];
+        for (i, (spec, p)) in params.iter().enumerate() {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
+            }
+            let decays = decay.applies(spec.kind);
+            let fresh = match sgd_momentum {
+                Some(m) if m != 0.0 => !self.state.contains_key(&Self::keys_of(&mut self.keys, false, i, &spec.name)[0]),
+                _ => false,
+            };
+            let (kind, device) = (p.kind(), p.device());
+            let at = match groups.iter().position(|x| x.kind == kind && x.device == device && x.decays == decays && x.fresh == fresh) {
+                Some(at) => at,
+                None => {
+                    groups.push(Group { kind, device, decays, fresh, params: vec![], grads: vec![], at: vec![] });
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[at];
+            group.params.push(p.shallow_clone());
+            group.grads.push(g);
+            group.at.push(i);
+        }
+        for group in groups {
+            let fail = |optimizer, message| OptimError { optimizer, params: group.params.len(), kind: group.kind, device: group.device, message };
+            match self.config {
+                OptimizerConfig::Sgd { momentum, nesterov, weight_decay, .. } => {
+                    let wd = if group.decays { weight_decay } else { 0.0 };
+                    let mut bufs = vec![];
+                    if momentum != 0.0 {
+                        for (&i, g) in group.at.iter().zip(&group.grads) {
+                            let key = Self::keys_of(&mut self.keys, false, i, &params[i].0.name)[0].clone();
+                            // a fresh buffer's contents are not read: the kernel copies the gradient in
+                            let buf = self.state.entry(key).or_insert_with(|| g.empty_like());
+                            bufs.push(buf.shallow_clone());
+                        }
+                    }
+                    crate::fused::sgd(&group.params, &group.grads, &bufs, wd, momentum, lr, nesterov, group.fresh).map_err(|m| fail("SGD", m))?;
+                }
+                OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, .. } | OptimizerConfig::Adamw { beta1, beta2, eps, weight_decay, .. } => {
+                    let decoupled = matches!(self.config, OptimizerConfig::Adamw { .. });
+                    let wd = if group.decays { weight_decay } else { 0.0 };
+                    let (mut m, mut v) = (vec![], vec![]);
+                    for (&i, g) in group.at.iter().zip(&group.grads) {
+                        let [mk, vk] = Self::keys_of(&mut self.keys, true, i, &params[i].0.name).clone();
+                        m.push(self.state.entry(mk).or_insert_with(|| g.zeros_like()).shallow_clone());
+                        v.push(self.state.entry(vk).or_insert_with(|| g.zeros_like()).shallow_clone());
+                    }
+                    // the kernels read the step count from a device tensor (a fill, not a host read)
+                    let step = Tensor::scalar_tensor(self.steps as f64, (tch::Kind::Float, group.device));
+                    crate::fused::adam(&group.params, &group.grads, &m, &v, &step, lr, (beta1, beta2, eps), wd, decoupled)
+                        .map_err(|msg| fail(if decoupled { "AdamW" } else { "Adam" }, msg))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The reference update, one parameter at a time (what [`Kernel::PerTensor`] runs).
+    pub fn step_per_tensor(&mut self, params: &[(&ParamSpec, &Tensor)], lr: f64) {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         let t = self.steps as f64;
@@ -289,17 +423,110 @@ mod tests {
         ParamSpec { name: "w".into(), shape: vec![3], kind, trainable: true, fan_in: 1, fan_out: 1, node: 1, init: models::graph::ParamInit::Scheme }
     }
 
-    /// Runs `steps` updates of f(p) = sum(p²)/2 (gradient p) from p = [1, -2, 3].
+    /// Runs `steps` updates of f(p) = sum(p²)/2 (gradient p) from p = [1, -2, 3], with both kernels;
+    /// they must agree, and the fused one's result is returned.
     fn run(cfg: OptimizerConfig, kind: ParamKind, steps: usize, lr: f64) -> Vec<f64> {
-        let mut p = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
-        let s = spec(kind);
-        let mut opt = Optimizer::new(cfg);
-        for _ in 0..steps {
-            p.zero_grad();
-            (p.square().sum(Kind::Float) / 2.0).backward();
-            opt.step(&[(&s, &p)], lr);
+        let out = [Kernel::Fused, Kernel::PerTensor].map(|kernel| {
+            let mut p = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+            let s = spec(kind);
+            let mut opt = Optimizer::new(cfg.clone()).with_kernel(kernel);
+            for _ in 0..steps {
+                p.zero_grad();
+                (p.square().sum(Kind::Float) / 2.0).backward();
+                opt.step(&[(&s, &p)], lr).unwrap();
+            }
+            Vec::<f64>::try_from(p.to_kind(Kind::Double).detach()).unwrap()
+        });
+        close(&out[0], &out[1]);
+        out[0].clone()
+    }
+
+    /// Two networks' worth of parameters (weights, biases, BatchNorm β; several shapes) with the
+    /// gradients of a fixed random quadratic, stepped by both kernels side by side.
+    #[test]
+    fn the_fused_kernels_step_as_the_per_tensor_loop_does() {
+        let kinds = [ParamKind::Weight, ParamKind::Bias, ParamKind::BnGamma, ParamKind::BnBeta, ParamKind::Weight];
+        let shapes: [&[i64]; 5] = [&[8, 3, 3, 3], &[8], &[8], &[8], &[10, 72]];
+        let specs: Vec<ParamSpec> = kinds.iter().enumerate().map(|(i, &k)| ParamSpec { name: format!("p{i}"), ..spec(k) }).collect();
+        let configs = [
+            OptimizerConfig::Sgd { momentum: 0.9, nesterov: false, weight_decay: 5e-4, decay: DecayRule::Book },
+            OptimizerConfig::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-3, decay: DecayRule::All },
+            OptimizerConfig::Sgd { momentum: 0.0, nesterov: false, weight_decay: 1e-3, decay: DecayRule::Book },
+            OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, decay: DecayRule::Book },
+            OptimizerConfig::Adamw { beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 0.05, decay: DecayRule::Book },
+        ];
+        for cfg in configs {
+            tch::manual_seed(7);
+            let start: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, tch::Device::Cpu))).collect();
+            let targets: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, tch::Device::Cpu))).collect();
+            let sides = [Kernel::Fused, Kernel::PerTensor].map(|kernel| {
+                let ps: Vec<Tensor> = start.iter().map(|t| t.copy().set_requires_grad(true)).collect();
+                (ps, Optimizer::new(cfg.clone()).with_kernel(kernel))
+            });
+            let [(pf, mut of), (pr, mut or)] = sides;
+            for step in 1..=6 {
+                // the learning rate changes mid-run, as a schedule does
+                let lr = if step < 4 { 0.05 } else { 0.01 };
+                for (ps, opt) in [(&pf, &mut of), (&pr, &mut or)] {
+                    for p in ps {
+                        let mut g = p.grad();
+                        if g.defined() {
+                            let _ = g.zero_();
+                        }
+                    }
+                    let loss = ps.iter().zip(&targets).map(|(p, t)| ((p - t).square() * 1.5).sum(Kind::Float)).fold(Tensor::from(0f32), |a, b| a + b);
+                    loss.backward();
+                    let list: Vec<(&ParamSpec, &Tensor)> = specs.iter().zip(ps.iter()).collect();
+                    opt.step(&list, lr).unwrap();
+                }
+                // the kernels round in their own order (fused multiply-adds, f32 bias corrections):
+                // agreement to a few float32 ulps of each tensor's magnitude, compounding over steps
+                let differ = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1.0);
+                for (i, (a, b)) in pf.iter().zip(&pr).enumerate() {
+                    let d = differ(a, b);
+                    assert!(d < 1e-6, "{cfg:?} step {step}: parameter {i} differs by {d} of its magnitude");
+                }
+                assert_eq!(of.state.keys().collect::<Vec<_>>(), or.state.keys().collect::<Vec<_>>(), "{cfg:?}: the same state tensors");
+                for (k, a) in &of.state {
+                    let d = differ(a, &or.state[k]);
+                    assert!(d < 1e-6, "{cfg:?} step {step}: state {k} differs by {d} of its magnitude");
+                }
+            }
+            // and the fused kernels really moved every parameter
+            for (a, s) in pf.iter().zip(&start) {
+                assert!((a - s).abs().max().double_value(&[]) > 1e-3, "{cfg:?}: a parameter did not move");
+            }
         }
-        Vec::<f64>::try_from(p.to_kind(Kind::Double).detach()).unwrap()
+    }
+
+    #[test]
+    fn a_fused_state_restored_mid_run_continues_as_an_uninterrupted_one() {
+        let cfg = OptimizerConfig::Adamw { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decay: DecayRule::Book };
+        let s = spec(ParamKind::Weight);
+        let grad_step = |p: &Tensor, opt: &mut Optimizer| {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+            (p.square().sum(Kind::Float) * 0.5 + p.sum(Kind::Float)).backward();
+            opt.step(&[(&s, p)], 0.1).unwrap();
+        };
+        let a = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+        let mut oa = Optimizer::new(cfg.clone());
+        for _ in 0..5 {
+            grad_step(&a, &mut oa);
+        }
+        let b = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+        let mut ob = Optimizer::new(cfg.clone());
+        for _ in 0..2 {
+            grad_step(&b, &mut ob);
+        }
+        let mut oc = Optimizer::new(cfg);
+        oc.load_named(&ob.to_named().into_iter().collect());
+        for _ in 0..3 {
+            grad_step(&b, &mut oc);
+        }
+        assert!(a.equal(&b), "{a:?} vs {b:?}");
     }
 
     fn close(a: &[f64], b: &[f64]) {
@@ -345,7 +572,7 @@ mod tests {
         let s = spec(ParamKind::Weight);
         let mut a = Optimizer::new(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decay: DecayRule::All });
         p.square().sum(Kind::Float).backward();
-        a.step(&[(&s, &p)], 0.01);
+        a.step(&[(&s, &p)], 0.01).unwrap();
         let mut b = Optimizer::new(a.config.clone());
         b.load_named(&a.to_named().into_iter().collect());
         assert_eq!(b.steps, 1);

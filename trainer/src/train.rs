@@ -20,15 +20,15 @@ pub use crate::run_files::{
     checkpoint_paths, interrupted_paths, load_checkpoint_info, load_interrupted, record_run, restore, save_checkpoint, saved_epochs, CheckpointInfo,
 };
 
-use crate::batches::{BatchError, Part, RecordBatches};
+use crate::batches::{BatchError, Normalise, Part, RecordBatches, SyntheticBatches, TrainSet};
 use crate::config::{d_mean, d_std};
 use crate::device::DeviceError;
 use crate::dist::{Dist, DistError, Env, GradBuckets, BUCKET_BYTES};
-use crate::evaluation::rank_hits;
 use crate::net::{Net, NetError};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::run_dir::RunDir;
 use crate::run_files::{restore_from, RunFilesError, RunLog};
+use crate::step::{read_back, DeviceSums, Phase, Profile, Read};
 
 /// A network that cannot be built from a config.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,8 @@ pub enum TrainError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Detection(#[from] crate::detection::DetectionError),
+    #[error(transparent)]
+    Optim(#[from] crate::optim::OptimError),
 }
 
 /// Builds the network of `c` on its device, with freshly initialised weights from `seed`.
@@ -144,6 +146,14 @@ fn job_sums(dist: Option<&Dist>, local: Sums) -> Result<Sums, DistError> {
     match dist {
         None => Ok(local),
         Some(d) => Ok(d.sum(&local, "the training metrics")?.try_into().expect("four sums")),
+    }
+}
+
+/// The sums of a read, or the error naming the first step whose loss went non-finite.
+fn finite(r: Read, epoch: usize, lr: f64) -> Result<Sums, TrainError> {
+    match r.first_bad {
+        Some(batch) => Err(TrainError::Diverged { epoch, batch, loss: r.sums[0], lr }),
+        None => Ok(r.sums),
     }
 }
 
@@ -224,6 +234,12 @@ pub(crate) fn checkpoint_info(c: &Config, world: usize, epoch: usize, lr: f64, m
     }
 }
 
+/// The optimizer of `c`, on the fused kernels unless `train.fused_optimizer = false`.
+pub(crate) fn optimizer_of(c: &Config) -> Optimizer {
+    let kernel = if c.train.fused_optimizer { crate::optim::Kernel::Fused } else { crate::optim::Kernel::PerTensor };
+    Optimizer::new(c.optimizer.clone()).with_kernel(kernel)
+}
+
 pub(crate) fn zero_grad(net: &Net) {
     for (_, p) in net.trainable() {
         let mut g = p.grad();
@@ -273,13 +289,19 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     let bs = c.train.batch_size;
     let shard = dist.as_ref().map(|d| (d.rank(), d.world()));
     let workers = threads.unwrap_or(0);
-    let train_part = Part { shard, even: true, workers };
-    let train_set = RecordBatches::open_part(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true, &train_part)?;
-    let val_part = Part { shard, even: false, workers };
+    let bytes = c.train.transfer.bytes(device);
+    let train_part = Part { shard, even: true, workers, pixels: bytes };
+    let train_set = if c.data.synthetic > 0 {
+        let classes = c.model.num_classes.unwrap_or(10);
+        TrainSet::Synthetic(SyntheticBatches::new(&train_spec, c.data.synthetic, bs, classes, c.train.seed, device))
+    } else {
+        TrainSet::Records(RecordBatches::open_part(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true, &train_part)?)
+    };
+    let val_part = Part { shard, even: false, workers, pixels: false };
     let val_set = c.data.val.as_ref().map(|v| RecordBatches::open_part(v, c.data.limit_val, &val_spec, 512, 0, false, &val_part)).transpose()?;
     let graph = model_graph(&c, Some(c.model.num_classes.unwrap_or(train_set.num_classes())))?;
     let mut net = net_on(&c, graph, device)?;
-    let mut opt = Optimizer::new(c.optimizer.clone());
+    let mut opt = optimizer_of(&c);
     if main {
         std::fs::create_dir_all(&run).map_err(|source| TrainError::RunDir { run: run.clone(), source })?;
     }
@@ -349,6 +371,10 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     // what every checkpoint of this run records; an interrupted one adds its step and partial sums
     let checkpoint_info = |epoch, lr, metrics| checkpoint_info(&c, world, epoch, lr, metrics);
     let batches = train_set.batches_per_epoch() as i64;
+    // only dropout draws from libtorch's generator during a step (augmentation is the loader's)
+    // bytes travel to the device and are normalised there (train.transfer)
+    let normalise = Normalise::new(&train_spec, device);
+    let stochastic = net.graph.nodes.iter().any(|n| matches!(n.op, models::graph::Op::Dropout { .. }));
     let mut history = vec![];
     let mut interrupted = interrupted;
     for epoch in start + 1..=c.train.epochs {
@@ -360,23 +386,30 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             Some(i) => (i.step, if main { i.partial.unwrap_or_default() } else { [0.0; 4] }),
             None => (0, [0.0; 4]),
         };
-        let [mut loss_sum, h1, h5, s0] = partial;
-        let (mut r1, mut r5, mut seen) = (h1 as i64, h5 as i64, s0 as i64);
+        // The epoch's sums live on the device and are read only at log points (crate::step).
+        let mut sums = DeviceSums::new(device, partial);
+        let mut prof = Profile::new(device, o.profile);
         bar.inc(skip as u64);
         let mut window = (Instant::now(), 0i64);
         // Without a terminal (a pipe, a log file, CI) the bar is hidden: a line every HEARTBEAT instead.
         let mut last_note = Instant::now();
         // The loader draws the shuffle from (seed, epoch) and each sample's augmentation from (seed,
-        // epoch, record); libtorch (dropout) is seeded from (seed, epoch, step, rank) before each step.
-        // A run resumed at any step draws what an uninterrupted one draws.
-        let mut stream = train_set.batches(epoch, skip, device);
+        // epoch, record); libtorch (dropout) is seeded from (seed, epoch, step, rank) before each step
+        // of a network that has dropout. A run resumed at any step draws what an uninterrupted one draws.
+        let mut stream = train_set.host_batches(epoch, skip, device);
+        prof.start();
         for b in skip as i64..batches {
-            tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1).wrapping_add(rank as i64 * 7_919));
+            if stochastic {
+                tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1).wrapping_add(rank as i64 * 7_919));
+            }
             let Some(batch) = stream.next() else { break };
             let (x, y) = batch?;
+            prof.mark(Phase::Data);
+            let (x, y) = (normalise.to_device(&x, device), normalise.to_device(&y, device));
+            prof.mark(Phase::ToDevice);
             let len = y.size()[0];
             zero_grad(&net);
-            let mut logits = None;
+            let mut counted = None;
             let mut l = 0.0;
             if len < 2 && bs > 1 {
                 // a last batch of one sample: batch statistics of one value are undefined (PyTorch
@@ -392,36 +425,37 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
                     return Err(e.into());
                 }
                 let loss = out.cross_entropy_for_logits(&y);
+                prof.mark(Phase::Forward);
                 match &net.sync_bn {
                     // SyncBatchNorm's gradient all-reduces run inside the backward pass
                     Some(s) => loss.f_backward().map_err(|e| s.error("the backward pass's SyncBatchNorm all-reduce", e.to_string()))?,
                     None => loss.backward(),
                 }
-                l = loss.double_value(&[]);
-                logits = Some(out.detach());
+                prof.mark(Phase::Backward);
+                if dist.is_some() {
+                    // the ranks agree on the loss with the gradients' all-reduce (crate::dist)
+                    l = read_back(&loss)[0];
+                }
+                counted = Some((loss, out.detach()));
             }
-            let local_loss = l;
             let mut stop = crate::progress::interrupted();
             if let (Some(d), Some(bk)) = (&dist, &buckets) {
                 // the loss and the stop flag travel with the gradients: every rank sees the same
                 let agreed = bk.sync(d, &net, &[l, stop as u8 as f64])?;
                 l = agreed[0] / world as f64;
                 stop = agreed[1] > 0.0;
+                if !l.is_finite() {
+                    return Err(TrainError::Diverged { epoch, batch: b + 1, loss: l, lr });
+                }
             }
-            opt.step(&net.trainable(), lr);
-            if !l.is_finite() {
-                return Err(TrainError::Diverged { epoch, batch: b + 1, loss: l, lr });
-            }
-            if let Some(logits) = &logits {
-                let (a, bb) = rank_hits(logits, &y);
-                loss_sum += local_loss * len as f64;
-                r1 += a;
-                r5 += bb;
-                seen += len;
+            opt.step(&net.trainable(), lr)?;
+            prof.mark(Phase::Optimizer);
+            if let Some((loss, logits)) = &counted {
+                sums.add(b + 1, loss, logits, &y);
             }
             if stop {
                 bar.finish_and_clear();
-                let partial = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
+                let partial = job_sums(dist.as_ref(), finite(sums.read(), epoch, lr)?)?;
                 if main {
                     let info = CheckpointInfo { step: b as usize + 1, partial: Some(partial), ..checkpoint_info(epoch, lr, None) };
                     save_checkpoint(&run, &net, &opt, &info)?;
@@ -440,7 +474,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             window.1 += len;
             bar.inc(1);
             if c.train.log_every > 0 && (b + 1) % c.train.log_every as i64 == 0 {
-                let [gl, g1, g5, gs] = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
+                let [gl, g1, g5, gs] = job_sums(dist.as_ref(), finite(sums.read(), epoch, lr)?)?;
                 let gs = gs.max(1.0);
                 let sps = window.1 as f64 * world as f64 / window.0.elapsed().as_secs_f64();
                 window = (Instant::now(), 0);
@@ -456,21 +490,30 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
             }
             if main && bar.is_hidden() && last_note.elapsed() >= HEARTBEAT && b + 1 < batches {
                 last_note = Instant::now();
+                let [loss_sum, r1, _, seen] = finite(sums.read(), epoch, lr)?;
                 let done = (b + 1 - skip as i64) as f64;
                 let eta = t0.elapsed().as_secs_f64() / done.max(1.0) * (batches - b - 1) as f64;
                 tracing::info!(
                     "epoch {epoch}/{} batch {}/{batches}: loss {:.4} rank-1 {:.4} (rank 0), {eta:.0}s left in the epoch",
                     c.train.epochs,
                     b + 1,
-                    loss_sum / seen.max(1) as f64,
-                    r1 as f64 / seen.max(1) as f64
+                    loss_sum / seen.max(1.0),
+                    r1 / seen.max(1.0)
                 );
             }
+            prof.mark(Phase::Bookkeeping);
+            prof.step_done();
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
         drop(stream);
-        let [gl, g1, g5, gs] = job_sums(dist.as_ref(), [loss_sum, r1 as f64, r5 as f64, seen as f64])?;
+        let [gl, g1, g5, gs] = job_sums(dist.as_ref(), finite(sums.read(), epoch, lr)?)?;
+        if let (Some(report), true) = (prof.report(), main) {
+            log.say(&format!("epoch {epoch} {report}"))?;
+            if let Some(j) = prof.json() {
+                log.json(&serde_json::json!({"epoch": epoch, "profile": j}))?;
+            }
+        }
         if let Some(d) = &dist {
             // the trainable parameters must agree bit for bit (a rank that drifted is a bug, not
             // noise); BatchNorm statistics are per rank (with sync_bn: equal up to rounding), and
@@ -533,6 +576,7 @@ pub fn init(model: &str, num_classes: usize, seed: u64, run: &Path, data_train: 
             mean_file: None,
             ordinal: false,
             prepare: None,
+            synthetic: 0,
         },
         train: TrainConfig { seed, run: run.to_path_buf(), ..TrainConfig::default() },
         optimizer: OptimizerConfig::default(),

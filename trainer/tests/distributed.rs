@@ -77,7 +77,7 @@ fn step(net: &Net, opt: &mut Optimizer, x: &Tensor, y: &Tensor, sync: Option<(&D
     if let Some((d, b)) = sync {
         l = b.sync(d, net, &[l]).unwrap()[0] / d.world() as f64;
     }
-    opt.step(&net.trainable(), 0.02);
+    opt.step(&net.trainable(), 0.02).unwrap();
     l
 }
 

@@ -161,3 +161,34 @@ fn every_config_field_can_be_set_from_the_command_line() {
     let err = format!("{:#}", Config::from_file_with(&path, &["train.no_such=1".to_string()]).unwrap_err());
     assert!(err.contains("no_such"), "{err}");
 }
+
+#[test]
+fn batches_sent_as_bytes_and_normalised_after_the_copy_train_exactly_as_floats() {
+    let _serial = serial();
+    let ((_sa, a), (_sb, b)) = (tmp("floats"), tmp("bytes"));
+    // the config's flip and 2-pixel shift are a plain crop: the same inputs bit for bit either way
+    let with = |run: &Path, transfer: &str| {
+        let mut c = config(run);
+        c.train.transfer = toml::from_str::<BTreeMap<String, trainer::batches::Transfer>>(&format!("t = \"{transfer}\"")).unwrap()["t"];
+        c
+    };
+    let floats = train::train(with(&a, "f32"), &Overrides { epochs: Some(1), ..Overrides::default() }).unwrap();
+    let bytes = train::train(with(&b, "u8"), &Overrides { epochs: Some(1), ..Overrides::default() }).unwrap();
+    assert_eq!(floats[0].train_loss, bytes[0].train_loss);
+    let (wa, wb) = (tensors(&train::checkpoint_paths(&a, 1).0), tensors(&train::checkpoint_paths(&b, 1).0));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (k, t) in &wa {
+        assert!(t.equal(&wb[k]), "{k} differs between u8 and f32 transfer");
+    }
+    // a rotation interpolates, and the bytes round it: u8 really travelled (and trains as well)
+    let ((_sc, c), (_sd, d)) = (tmp("turned-floats"), tmp("turned-bytes"));
+    let turned = |run: &Path, transfer: &str| {
+        let mut cfg = with(run, transfer);
+        cfg.augment.rotate = 10.0;
+        cfg
+    };
+    let floats = train::train(turned(&c, "f32"), &Overrides { epochs: Some(1), ..Overrides::default() }).unwrap();
+    let bytes = train::train(turned(&d, "u8"), &Overrides { epochs: Some(1), ..Overrides::default() }).unwrap();
+    assert_ne!(floats[0].train_loss, bytes[0].train_loss);
+    assert!((floats[0].train_loss - bytes[0].train_loss).abs() < 0.05 * floats[0].train_loss, "{floats:?} vs {bytes:?}");
+}

@@ -45,7 +45,7 @@ extern "C" {
 }
 
 /// The shim's result: `Err(message)` when it returned one.
-fn result(msg: *mut c_char) -> Result<(), String> {
+pub(crate) fn result(msg: *mut c_char) -> Result<(), String> {
     if msg.is_null() {
         return Ok(());
     }

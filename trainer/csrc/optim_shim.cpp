@@ -1,0 +1,76 @@
+// The trainer's optimizers on libtorch's fused multi-tensor kernels (trainer/src/fused.rs).
+//
+// `at::_fused_sgd_`, `at::_fused_adam_` and `at::_fused_adamw_` update a whole list of parameters (and
+// their state) in one kernel per list, on CPU and CUDA; they are what `torch.optim` runs with
+// `fused=True`. tch generates no bindings for ops over tensor lists, so these three calls are bridged
+// here. Errors come back as a malloc'd message, as in c10d_shim.cpp; no C++ exception crosses into Rust.
+
+#include <ATen/ATen.h>
+#include <ATen/ops/_fused_adam.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/_fused_sgd.h>
+
+#include <vector>
+
+#include "c10d_shim.h"
+
+namespace {
+
+template <typename F>
+char* guarded(F&& body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return dlcv::error_message(e);
+  } catch (...) {
+    return dlcv::error_message("unknown C++ exception");
+  }
+}
+
+// tch's handles (`at::Tensor*`) as a list of tensors sharing their storage.
+std::vector<at::Tensor> list(void* const* tensors, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(*static_cast<at::Tensor*>(tensors[i]));
+  }
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+// torch.optim.SGD's update of n parameters: d = g + wd * p; buf = momentum * buf + d (buf = d on the
+// first step); d = nesterov ? d + momentum * buf : buf; p -= lr * d. With momentum 0, `bufs` is unused.
+char* dlcv_fused_sgd(void* const* params, void* const* grads, void* const* bufs, size_t n, double weight_decay, double momentum,
+                     double lr, int nesterov, int first_step) {
+  return guarded([&] {
+    auto p = list(params, n);
+    auto g = list(grads, n);
+    std::vector<at::Tensor> b = momentum != 0.0 ? list(bufs, n) : std::vector<at::Tensor>{};
+    at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, /*dampening=*/0.0, nesterov != 0, /*maximize=*/false, first_step != 0);
+  });
+}
+
+// torch.optim.Adam's (decoupled = 0) or AdamW's (decoupled = 1) update of n parameters at the step
+// count held by the 0-d float tensor `step` (already advanced to this step).
+char* dlcv_fused_adam(void* const* params, void* const* grads, void* const* exp_avgs, void* const* exp_avg_sqs, size_t n, void* step,
+                      double lr, double beta1, double beta2, double weight_decay, double eps, int decoupled) {
+  return guarded([&] {
+    auto p = list(params, n);
+    auto g = list(grads, n);
+    auto m = list(exp_avgs, n);
+    auto v = list(exp_avg_sqs, n);
+    std::vector<at::Tensor> steps(n, *static_cast<at::Tensor*>(step));
+    std::vector<at::Tensor> none;
+    if (decoupled != 0) {
+      at::_fused_adamw_(p, g, m, v, none, steps, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      at::_fused_adam_(p, g, m, v, none, steps, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+    }
+  });
+}
+
+}  // extern "C"
