@@ -293,6 +293,8 @@ impl RecordBatches {
             let x = if b.pixels.is_empty() { Tensor::from_slice(&b.data) } else { Tensor::from_slice(&b.pixels) };
             let x = x.view([b.n as i64, c as i64, h as i64, w as i64]);
             let y = Tensor::from_slice(&b.labels);
+            // copied out: the loader writes a later batch into the buffer
+            self.loader.recycle(b.data);
             Ok((pinned(x, device), pinned(y, device)))
         })
     }

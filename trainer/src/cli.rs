@@ -273,7 +273,10 @@ pub fn loader_bench(rec: &std::path::Path, size: u32, batch: usize, workers: usi
     let t0 = std::time::Instant::now();
     let mut images = 0;
     for b in loader.epoch(0) {
-        images += b?.n;
+        let b = b?;
+        images += b.n;
+        // a consumer done with a batch hands its buffer back (as the trainer does after its copy)
+        loader.recycle(b.data);
     }
     let secs = t0.elapsed().as_secs_f64();
     // The process holds libtorch before any data is read; the loader's own share is the difference.
