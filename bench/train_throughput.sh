@@ -7,7 +7,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh >/dev/null
-cargo build -q -p trainer --bin trainer
+# TRAINER: another trainer binary to measure (an older build, say); default: this checkout's
+if [ -z "${TRAINER:-}" ]; then cargo build -q -p trainer --bin trainer; fi
+TRAINER=${TRAINER:-./target/debug/trainer}
 LIMIT=${LIMIT:-12800}
 BATCH=${BATCH:-128}
 ROUNDS=${ROUNDS:-2}
@@ -18,7 +20,7 @@ sed -e "s|^limit_train = .*||" configs/fashion-mnist-mini-vgg.toml \
   > "$WORK/bench.toml"
 best_rust=0; best_py=0
 for r in $(seq "$ROUNDS"); do
-  rust=$(./target/debug/trainer -q train --config "$WORK/bench.toml" --run "$WORK/run$r" --epochs 1 --batch-size "$BATCH" \
+  rust=$("$TRAINER" -q train --config "$WORK/bench.toml" --run "$WORK/run$r" --epochs 1 --batch-size "$BATCH" \
     | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_sec"])')
   py=$(.venv/bin/python bench/torch_train.py --limit "$LIMIT" --batch "$BATCH" \
     | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_sec"])')
