@@ -9,24 +9,16 @@ import argparse, json, time
 import torch
 from torch import nn
 
+from torch_minivgg import mini_vgg
+
 p = argparse.ArgumentParser()
 p.add_argument("--batch", type=int, default=8)
 p.add_argument("--steps", type=int, default=300)
 p.add_argument("--foreach", action="store_true", help="the foreach optimizer instead of fused")
 a = p.parse_args()
 
-
-def unit(i, o):  # conv -> ReLU -> BN, Keras BN defaults as in models/src/zoo/mini_vgg.rs
-    return [nn.Conv2d(i, o, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(o, eps=1e-3, momentum=0.01)]
-
-
 torch.manual_seed(42)
-model = nn.Sequential(
-    *unit(1, 32), *unit(32, 32), nn.MaxPool2d(2), nn.Dropout(0.25),
-    *unit(32, 64), *unit(64, 64), nn.MaxPool2d(2), nn.Dropout(0.25),
-    nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(), nn.BatchNorm1d(512, eps=1e-3, momentum=0.01), nn.Dropout(0.5),
-    nn.Linear(512, 10),
-)
+model = mini_vgg()
 kind = {"foreach": True} if a.foreach else {"fused": True}
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, **kind)
 x = (torch.randint(0, 256, (a.batch, 1, 28, 28)).float() - 72.94) / 90.02

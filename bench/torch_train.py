@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from torch_minivgg import mini_vgg
+
 p = argparse.ArgumentParser()
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist/train")
 p.add_argument("--limit", type=int, default=12800)
@@ -27,17 +29,8 @@ x_all = torch.from_numpy(idx(a.data + "-images-idx3-ubyte.gz")[: a.limit].copy()
 y_all = torch.from_numpy(idx(a.data + "-labels-idx1-ubyte.gz")[: a.limit].astype(np.int64))
 
 
-def unit(i, o):  # conv -> ReLU -> BN, Keras BN defaults as in models/src/zoo/mini_vgg.rs
-    return [nn.Conv2d(i, o, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(o, eps=1e-3, momentum=0.01)]
-
-
 torch.manual_seed(42)
-model = nn.Sequential(
-    *unit(1, 32), *unit(32, 32), nn.MaxPool2d(2), nn.Dropout(0.25),
-    *unit(32, 64), *unit(64, 64), nn.MaxPool2d(2), nn.Dropout(0.25),
-    nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(), nn.BatchNorm1d(512, eps=1e-3, momentum=0.01), nn.Dropout(0.5),
-    nn.Linear(512, 10),
-)
+model = mini_vgg()
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
 model.train()
 n = len(y_all)

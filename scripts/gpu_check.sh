@@ -8,7 +8,9 @@
 #   2b. multi-process training through c10d: a single-rank NCCL run (one GPU: NCCL refuses two ranks on
 #      one device) and 2 Gloo ranks sharing the GPU (DLCV_DIST_BACKEND=gloo), under torchrun, and
 #      `trainer allreduce-bench` with NCCL against torch.distributed (bench/dist_bench.sh, DEVICE=cuda);
-#   3. bench/train_gpu_resnet50.sh: ResNet-50 bf16 channels-last, trainer vs PyTorch, ratio;
+#   3. `trainer train --profile` of ResNet-50 bf16 channels-last on a synthetic batch (where a step's
+#      time goes, host reads a step), then bench/train_gpu_resnet50.sh: trainer vs PyTorch eager and
+#      torch.compile, synthetic and JPEG input (BATCHES, default "64 256", to fit the device's time);
 #   4. ONNX Runtime's CUDA provider (squeezenet.onnx exported here, fer_emotion.onnx) through `runtime doctor/bench --provider cuda` when that machine's
 #      onnxruntime has it, else the error our runtime gives (never a silent CPU fallback).
 # Everything also goes to $OUT/gpu-check.log when OUT is set.
@@ -50,8 +52,26 @@ step "all-reduce bandwidth, NCCL, 1 rank: ours vs torch.distributed"
 $TORCHRUN --standalone --nproc-per-node=1 --no-python -- "$BIN/trainer" allreduce-bench --device cuda --sizes 1000,1000000,25000000
 $TORCHRUN --standalone --nproc-per-node=1 bench/dist_allreduce_torch.py --device cuda --sizes 1000,1000000,25000000
 
-step "ResNet-50 training throughput: trainer vs PyTorch (bf16, channels-last)"
-TRAINER="$BIN/trainer" PYTHON="$PY" N=${N:-4096} bash bench/train_gpu_resnet50.sh
+step "ResNet-50 step profile, synthetic batch 128 (bf16, channels-last)"
+cat > "$W/r50.toml" <<CFG
+[model]
+name = "resnet50"
+num_classes = 1000
+[data]
+train = "unused: synthetic"
+synthetic = 2560
+[train]
+batch_size = 128
+epochs = 1
+device = "cuda:0"
+precision = "bf16"
+channels_last = true
+log_every = 0
+run = "$W/r50"
+CFG
+"$BIN/trainer" train --config "$W/r50.toml" --profile 2>&1 | grep -v " batch "
+step "ResNet-50 training throughput: trainer vs PyTorch eager and torch.compile (bf16, channels-last)"
+TRAINER="$BIN/trainer" PYTHON="$PY" N=${N:-2048} BATCHES=${BATCHES:-64 256} bash bench/train_gpu_resnet50.sh
 
 step "ONNX Runtime CUDA provider"
 ORT_LIB=$("$PY" - <<'PY'

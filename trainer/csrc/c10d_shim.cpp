@@ -36,29 +36,8 @@ char* error_message(const std::exception& e) {
 
 }  // namespace dlcv
 
-// Runs `body`, turning any exception into a message.
-template <typename F>
-static char* guarded(F&& body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const std::exception& e) {
-    return dlcv::error_message(e);
-  } catch (...) {
-    return dlcv::error_message("unknown C++ exception");
-  }
-}
-
-static std::vector<at::Tensor> tensors_of(void* const* tensors, size_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    // tch's tensor handle is a heap at::Tensor; copying it shares the storage, so collectives
-    // write into the Rust tensor.
-    out.push_back(*static_cast<at::Tensor*>(tensors[i]));
-  }
-  return out;
-}
+using dlcv::guarded;
+using dlcv::tensors_of;
 
 // Waits for every piece of work, in order; the first failure is rethrown after all were waited on
 // (or timed out), so no collective is left running on buffers the caller frees.

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
@@ -23,6 +24,30 @@ struct Group {
 // A malloc'd copy of an exception's message (without libtorch's C++ backtrace).
 char* error_message(const std::exception& e);
 char* error_message(const char* what);
+
+// Runs `body`, turning any exception into a message (NULL when it returns).
+template <typename F>
+char* guarded(F&& body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e);
+  } catch (...) {
+    return error_message("unknown C++ exception");
+  }
+}
+
+// tch's handles (`at::Tensor*`) as tensors: copying a handle shares the storage, so what libtorch
+// writes lands in the Rust tensors.
+inline std::vector<at::Tensor> tensors_of(void* const* tensors, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(*static_cast<at::Tensor*>(tensors[i]));
+  }
+  return out;
+}
 
 }  // namespace dlcv
 

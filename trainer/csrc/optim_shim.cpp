@@ -14,31 +14,7 @@
 
 #include "c10d_shim.h"
 
-namespace {
-
-template <typename F>
-char* guarded(F&& body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const std::exception& e) {
-    return dlcv::error_message(e);
-  } catch (...) {
-    return dlcv::error_message("unknown C++ exception");
-  }
-}
-
-// tch's handles (`at::Tensor*`) as a list of tensors sharing their storage.
-std::vector<at::Tensor> list(void* const* tensors, size_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(*static_cast<at::Tensor*>(tensors[i]));
-  }
-  return out;
-}
-
-}  // namespace
+using dlcv::guarded;
 
 extern "C" {
 
@@ -47,9 +23,9 @@ extern "C" {
 char* dlcv_fused_sgd(void* const* params, void* const* grads, void* const* bufs, size_t n, double weight_decay, double momentum,
                      double lr, int nesterov, int first_step) {
   return guarded([&] {
-    auto p = list(params, n);
-    auto g = list(grads, n);
-    std::vector<at::Tensor> b = momentum != 0.0 ? list(bufs, n) : std::vector<at::Tensor>{};
+    auto p = dlcv::tensors_of(params, n);
+    auto g = dlcv::tensors_of(grads, n);
+    std::vector<at::Tensor> b = momentum != 0.0 ? dlcv::tensors_of(bufs, n) : std::vector<at::Tensor>{};
     at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, /*dampening=*/0.0, nesterov != 0, /*maximize=*/false, first_step != 0);
   });
 }
@@ -59,10 +35,10 @@ char* dlcv_fused_sgd(void* const* params, void* const* grads, void* const* bufs,
 char* dlcv_fused_adam(void* const* params, void* const* grads, void* const* exp_avgs, void* const* exp_avg_sqs, size_t n, void* step,
                       double lr, double beta1, double beta2, double weight_decay, double eps, int decoupled) {
   return guarded([&] {
-    auto p = list(params, n);
-    auto g = list(grads, n);
-    auto m = list(exp_avgs, n);
-    auto v = list(exp_avg_sqs, n);
+    auto p = dlcv::tensors_of(params, n);
+    auto g = dlcv::tensors_of(grads, n);
+    auto m = dlcv::tensors_of(exp_avgs, n);
+    auto v = dlcv::tensors_of(exp_avg_sqs, n);
     std::vector<at::Tensor> steps(n, *static_cast<at::Tensor*>(step));
     std::vector<at::Tensor> none;
     if (decoupled != 0) {
