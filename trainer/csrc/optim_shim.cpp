@@ -1,4 +1,4 @@
-// The trainer's optimizers on libtorch's fused multi-tensor kernels (trainer/src/fused.rs).
+// The trainer's optimizers on libtorch's fused multi-tensor kernels (trainer/src/fused.rs), and pinning.
 //
 // `at::_fused_sgd_`, `at::_fused_adam_` and `at::_fused_adamw_` update a whole list of parameters (and
 // their state) in one kernel per list, on CPU and CUDA; they are what `torch.optim` runs with
@@ -47,6 +47,12 @@ char* dlcv_fused_adam(void* const* params, void* const* grads, void* const* exp_
       at::_fused_adam_(p, g, m, v, none, steps, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
     }
   });
+}
+
+// `t.pin_memory()`, a copy in page-locked memory from libtorch's caching host allocator. tch binds
+// only the form with a device argument, which libtorch 2.11 deprecates with a warning on each call.
+char* dlcv_pin_memory(void* t, void** out) {
+  return guarded([&] { *out = new at::Tensor(static_cast<at::Tensor*>(t)->pin_memory()); });
 }
 
 }  // extern "C"

@@ -300,10 +300,15 @@ impl RecordBatches {
     }
 }
 
-/// `t` in page-locked memory when it is bound for a CUDA device (an asynchronous copy needs it).
+/// `t` in page-locked memory when it is bound for a CUDA device (an asynchronous copy needs it); as
+/// it is where pinning fails (no CUDA host allocator), with a warning once.
 fn pinned(t: Tensor, device: Device) -> Tensor {
     match device {
-        Device::Cuda(_) => t.pin_memory(device),
+        Device::Cuda(_) => crate::fused::pin_memory(&t).unwrap_or_else(|e| {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| tracing::warn!("batches stay in pageable memory (the copy to {device:?} waits for them): {e}"));
+            t
+        }),
         Device::Cpu | Device::Mps | Device::Vulkan => t,
     }
 }
@@ -319,16 +324,19 @@ pub struct SyntheticBatches {
 }
 
 impl SyntheticBatches {
-    /// `samples` images an epoch of `spec.input`, uniform 0-255 pixels normalised by `spec`, labels
-    /// uniform in `0..classes`; drawn from `seed`.
-    pub fn new(spec: &BatchSpec, samples: usize, batch_size: usize, classes: usize, seed: u64, device: Device) -> Self {
+    /// `samples` images an epoch of `spec.input`, uniform 0-255 pixels (as bytes with `bytes`, for
+    /// [`Normalise`] to normalise after the copy, else normalised by `spec`), labels uniform in
+    /// `0..classes`; drawn from `seed`.
+    pub fn new(spec: &BatchSpec, samples: usize, batch_size: usize, classes: usize, seed: u64, device: Device, bytes: bool) -> Self {
         let [c, h, w] = spec.input.map(|v| v as i64);
         let n = batch_size.min(samples).max(1) as i64;
         tch::manual_seed(seed as i64);
-        let opts = (tch::Kind::Float, Device::Cpu);
-        let mean = Tensor::from_slice(&spec.mean).view([1, c, 1, 1]);
-        let std = Tensor::from_slice(&spec.std).view([1, c, 1, 1]);
-        let x = (Tensor::randint(256, [n, c, h, w], opts) - mean) / std;
+        let pixels = Tensor::randint(256, [n, c, h, w], (tch::Kind::Float, Device::Cpu));
+        let x = if bytes {
+            pixels.to_kind(tch::Kind::Uint8)
+        } else {
+            (pixels - Tensor::from_slice(&spec.mean).view([1, c, 1, 1])) / Tensor::from_slice(&spec.std).view([1, c, 1, 1])
+        };
         let y = Tensor::randint(classes.max(1) as i64, [n], (tch::Kind::Int64, Device::Cpu));
         let (x, y) = (pinned(x, device), pinned(y, device));
         Self { x, y, samples, batch_size: batch_size.max(1), classes: classes.max(1) }

@@ -266,7 +266,12 @@ impl Config {
                     .as_table_mut()
                     .ok_or_else(|| bad_set(set, format!("'{part}' is not a section")))?;
             }
-            table.insert(leaf.to_string(), value);
+            if raw.trim().is_empty() {
+                // `--set data.val=`: the field goes back to its default (no validation set, say)
+                table.remove(leaf);
+            } else {
+                table.insert(leaf.to_string(), value);
+            }
         }
         let what = if sets.is_empty() { String::new() } else { format!(" (with --set {})", sets.join(", ")) };
         Config::deserialize(toml::Value::Table(doc)).map_err(|reason| ConfigError::Invalid { path: path.to_path_buf(), sets: what, reason: Box::new(reason) })

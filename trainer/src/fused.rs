@@ -1,7 +1,8 @@
 //! libtorch's fused multi-tensor optimizer kernels (`_fused_sgd_`, `_fused_adam_`, `_fused_adamw_`,
 //! what `torch.optim` runs with `fused=True`), bridged by `csrc/optim_shim.cpp` because tch has no
 //! bindings for ops over tensor lists. One call updates a whole list of parameters and their state:
-//! one kernel per list instead of two to four per parameter. Only this file and `dist::ffi` are `unsafe`.
+//! one kernel per list instead of two to four per parameter. Also `pin_memory` without tch's deprecated
+//! device argument. Only this file and `dist::ffi` are `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void};
@@ -36,6 +37,17 @@ extern "C" {
         eps: f64,
         decoupled: c_int,
     ) -> *mut c_char;
+    fn dlcv_pin_memory(t: *mut c_void, out: *mut *mut c_void) -> *mut c_char;
+}
+
+/// A copy of `t` in page-locked (pinned) host memory, for an asynchronous copy to a GPU. (tch binds
+/// only `pin_memory(device)`, whose device argument libtorch 2.11 deprecates with a warning each call.)
+pub fn pin_memory(t: &Tensor) -> Result<Tensor, String> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: a live at::Tensor, read only; the shim writes `out` (a new heap at::Tensor) only on success.
+    result(unsafe { dlcv_pin_memory(t.as_ptr() as *mut c_void, &mut out) })?;
+    // SAFETY: `out` is a heap at::Tensor we now own, as tch's handles are.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
 }
 
 /// The handles the shim reads: it copies each `at::Tensor` (sharing its storage) and writes the
@@ -102,4 +114,23 @@ pub fn adam(
             decoupled as c_int,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinning_copies_or_says_why_not() {
+        let t = Tensor::from_slice(&[1u8, 2, 3, 250]).view([2, 2]);
+        match pin_memory(&t) {
+            // a machine with a GPU: the same values, in page-locked memory
+            Ok(p) => {
+                assert!(p.equal(&t));
+                assert_eq!(p.size(), [2, 2]);
+            }
+            // no CUDA here: libtorch's reason, as text, and no crash
+            Err(why) => assert!(!why.is_empty()),
+        }
+    }
 }

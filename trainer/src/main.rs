@@ -147,7 +147,8 @@ enum Command {
         /// Per-device batch size (overrides train.batch_size).
         #[arg(long)]
         batch_size: Option<usize>,
-        /// Override any config field: --set train.lr=0.1 --set augment.flip=true (repeatable).
+        /// Override any config field: --set train.lr=0.1 --set augment.flip=true (repeatable); an
+        /// empty value puts a field back to its default: --set data.val= trains without a validation set.
         #[arg(long = "set", value_name = "SECTION.FIELD=VALUE")]
         sets: Vec<String>,
         /// Continue a run stopped with Ctrl-C at the step where it stopped.

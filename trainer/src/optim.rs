@@ -110,7 +110,7 @@ pub enum Kernel {
 
 /// A fused kernel that libtorch refused (a dtype or device it has no kernel for).
 #[derive(Debug, thiserror::Error)]
-#[error("the fused {optimizer} kernel on {params} {kind:?} parameter(s) on {device:?}: {message} (train.fused_optimizer = false uses the per-tensor loop)")]
+#[error("the fused {optimizer} kernel on {params} {kind:?} parameter(s) on {device:?}: {message} (train.fused_optimizer = false uses the per-tensor loop; this step is not to be continued)")]
 pub struct OptimError {
     pub optimizer: &'static str,
     pub params: usize,
@@ -129,6 +129,8 @@ pub struct Optimizer {
     pub kernel: Kernel,
     /// The state keys of each parameter, by position (built once, not formatted every step).
     keys: Vec<(String, [String; 2])>,
+    /// State was restored and not yet moved to the parameters' devices and layouts.
+    restored: bool,
 }
 
 /// Parameters updated by one fused call: same dtype, device and weight decay, and (SGD) all with or
@@ -147,7 +149,7 @@ struct Group {
 impl Optimizer {
     /// An optimizer on the fused kernels.
     pub fn new(config: OptimizerConfig) -> Self {
-        Self { config, steps: 0, state: BTreeMap::new(), kernel: Kernel::Fused, keys: vec![] }
+        Self { config, steps: 0, state: BTreeMap::new(), kernel: Kernel::Fused, keys: vec![], restored: false }
     }
 
     /// The same optimizer on `kernel`.
@@ -182,14 +184,21 @@ impl Optimizer {
     fn step_fused(&mut self, params: &[(&ParamSpec, &Tensor)], lr: f64) -> Result<(), OptimError> {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
+        self.adopt_layouts(params);
         let (decay, sgd_momentum) = match self.config {
             OptimizerConfig::Sgd { decay, momentum, .. } => (decay, Some(momentum)),
             OptimizerConfig::Adam { decay, .. } | OptimizerConfig::Adamw { decay, .. } => (decay, None),
         };
         let mut groups: Vec<Group> = vec![];
+        // a gradient laid out unlike its parameter cannot share the fused kernels' flat walk
+        let mut apart = vec![];
         for (i, (spec, p)) in params.iter().enumerate() {
             let g = p.grad();
             if !g.defined() {
+                continue;
+            }
+            if g.stride() != p.stride() {
+                apart.push((i, g));
                 continue;
             }
             let decays = decay.applies(spec.kind);
@@ -242,6 +251,9 @@ impl Optimizer {
                 }
             }
         }
+        for (i, g) in apart {
+            self.update_one(params[i].0, params[i].1, g, lr);
+        }
         Ok(())
     }
 
@@ -249,12 +261,41 @@ impl Optimizer {
     pub fn step_per_tensor(&mut self, params: &[(&ParamSpec, &Tensor)], lr: f64) {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
-        let t = self.steps as f64;
+        self.adopt_layouts(params);
         for (spec, p) in params {
             let g = p.grad();
-            if !g.defined() {
-                continue;
+            if g.defined() {
+                self.update_one(spec, p, g, lr);
             }
+        }
+    }
+
+    /// State restored from a checkpoint lies on the CPU in contiguous order; each tensor is moved
+    /// once, before the first step after the restore, to its parameter's device and memory layout
+    /// (channels-last conv weights), which both kernels need: the fused ones walk parameter, gradient
+    /// and state by the same flat index.
+    fn adopt_layouts(&mut self, params: &[(&ParamSpec, &Tensor)]) {
+        if !std::mem::take(&mut self.restored) {
+            return;
+        }
+        let adam = !matches!(self.config, OptimizerConfig::Sgd { .. });
+        for (i, (spec, p)) in params.iter().enumerate() {
+            for key in Self::keys_of(&mut self.keys, adam, i, &spec.name).clone() {
+                if let Some(t) = self.state.get_mut(&key) {
+                    if t.device() != p.device() || t.stride() != p.stride() || t.kind() != p.kind() {
+                        let mut moved = p.detach().empty_like();
+                        moved.copy_(t);
+                        *t = moved;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reference update of one parameter with gradient `g` at the current step count.
+    fn update_one(&mut self, spec: &ParamSpec, p: &Tensor, g: Tensor, lr: f64) {
+        let t = self.steps as f64;
+        {
             let mut p = p.shallow_clone();
             match self.config {
                 OptimizerConfig::Sgd { momentum, nesterov, weight_decay, decay } => {
@@ -320,6 +361,7 @@ impl Optimizer {
     /// Restores what [`to_named`](Self::to_named) wrote (other names are ignored).
     pub fn load_named(&mut self, named: &BTreeMap<String, Tensor>) {
         self.state.clear();
+        self.restored = true;
         for (k, t) in named {
             match k.strip_prefix("optim.") {
                 Some("steps") => self.steps = t.int64_value(&[0]),
@@ -495,6 +537,51 @@ mod tests {
             // and the fused kernels really moved every parameter
             for (a, s) in pf.iter().zip(&start) {
                 assert!((a - s).abs().max().double_value(&[]) > 1e-3, "{cfg:?}: a parameter did not move");
+            }
+        }
+    }
+
+    #[test]
+    fn restored_state_meets_channels_last_parameters_on_both_kernels() {
+        // a checkpoint holds contiguous CPU copies of the state (run_files saves `.contiguous()`);
+        // the run's conv weights are channels-last: the fused kernels walk both by one flat index
+        let cfgs = [
+            OptimizerConfig::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-3, decay: DecayRule::All },
+            OptimizerConfig::Adamw { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decay: DecayRule::All },
+        ];
+        let s = spec(ParamKind::Weight);
+        tch::manual_seed(3);
+        let start = Tensor::randn([4, 3, 3, 3], (Kind::Float, tch::Device::Cpu));
+        let target = Tensor::randn([4, 3, 3, 3], (Kind::Float, tch::Device::Cpu));
+        for kernel in [Kernel::Fused, Kernel::PerTensor] {
+            for cfg in &cfgs {
+                let fresh = || crate::net::to_channels_last(&start.copy()).set_requires_grad(true);
+                let step = |p: &Tensor, opt: &mut Optimizer| {
+                    let mut g = p.grad();
+                    if g.defined() {
+                        let _ = g.zero_();
+                    }
+                    (p - &target).square().sum(Kind::Float).backward();
+                    opt.step(&[(&s, p)], 0.05).unwrap();
+                };
+                let a = fresh();
+                assert_ne!(a.stride(), a.contiguous().stride(), "the test needs a channels-last parameter");
+                let mut oa = Optimizer::new(cfg.clone()).with_kernel(kernel);
+                for _ in 0..5 {
+                    step(&a, &mut oa);
+                }
+                let b = fresh();
+                let mut ob = Optimizer::new(cfg.clone()).with_kernel(kernel);
+                for _ in 0..2 {
+                    step(&b, &mut ob);
+                }
+                let saved: BTreeMap<String, Tensor> = ob.to_named().into_iter().map(|(k, t)| (k, t.contiguous())).collect();
+                let mut oc = Optimizer::new(cfg.clone()).with_kernel(kernel);
+                oc.load_named(&saved);
+                for _ in 0..3 {
+                    step(&b, &mut oc);
+                }
+                assert!(a.equal(&b), "{kernel:?} {cfg:?}: a resumed run drifted by {}", (&a - &b).abs().max().double_value(&[]));
             }
         }
     }

@@ -293,7 +293,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     let train_part = Part { shard, even: true, workers, pixels: bytes };
     let train_set = if c.data.synthetic > 0 {
         let classes = c.model.num_classes.unwrap_or(10);
-        TrainSet::Synthetic(SyntheticBatches::new(&train_spec, c.data.synthetic, bs, classes, c.train.seed, device))
+        TrainSet::Synthetic(SyntheticBatches::new(&train_spec, c.data.synthetic, bs, classes, c.train.seed, device, bytes))
     } else {
         TrainSet::Records(RecordBatches::open_part(&c.data.train, c.data.limit_train, &train_spec, bs, c.train.seed, true, &train_part)?)
     };
@@ -417,6 +417,7 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
                 // rank of a multi-process run still joins the step's all-reduce, with no gradient)
                 tracing::warn!("epoch {epoch}: the last batch holds {len} sample(s); skipped (BatchNorm needs 2 or more)");
                 if dist.is_none() {
+                    prof.start(); // not a step: its time is nobody's
                     continue;
                 }
             } else {

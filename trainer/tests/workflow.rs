@@ -156,6 +156,10 @@ fn every_config_field_can_be_set_from_the_command_line() {
     assert!(matches!(c.optimizer, trainer::optim::OptimizerConfig::Sgd { weight_decay, .. } if weight_decay == 0.001));
     assert!(matches!(c.schedule, trainer::optim::Schedule::Step { gamma, .. } if gamma == 0.3));
     assert_eq!(c.train.devices.len(), 2);
+    // an empty value puts the field back to its default: no validation set, the default rate
+    assert!(config(&dir).data.val.is_some());
+    let c = Config::from_file_with(&path, &["data.val=".to_string(), "train.lr= ".to_string()]).unwrap();
+    assert_eq!((c.data.val, c.train.lr), (None, trainer::train::TrainConfig::default().lr));
     let err = format!("{:#}", Config::from_file_with(&path, &["train.lr=fast".to_string()]).unwrap_err());
     assert!(err.contains("exp.toml (with --set train.lr=fast): invalid experiment config"), "{err}");
     let err = format!("{:#}", Config::from_file_with(&path, &["train.no_such=1".to_string()]).unwrap_err());
