@@ -133,6 +133,19 @@ pub struct Optimizer {
     restored: bool,
 }
 
+/// The state tensor `key` (a handle sharing it), made by `new` the first time: the key is copied
+/// only then, not on every step.
+fn state_of(state: &mut BTreeMap<String, Tensor>, key: &str, new: impl FnOnce() -> Tensor) -> Tensor {
+    match state.get(key) {
+        Some(t) => t.shallow_clone(),
+        None => {
+            let t = new();
+            state.insert(key.to_string(), t.shallow_clone());
+            t
+        }
+    }
+}
+
 /// Parameters updated by one fused call: same dtype, device and weight decay, and (SGD) all with or
 /// all without a momentum buffer yet.
 struct Group {
@@ -227,10 +240,9 @@ impl Optimizer {
                     let mut bufs = vec![];
                     if momentum != 0.0 {
                         for (&i, g) in group.at.iter().zip(&group.grads) {
-                            let key = Self::keys_of(&mut self.keys, false, i, &params[i].0.name)[0].clone();
+                            let [key, _] = Self::keys_of(&mut self.keys, false, i, &params[i].0.name);
                             // a fresh buffer's contents are not read: the kernel copies the gradient in
-                            let buf = self.state.entry(key).or_insert_with(|| g.empty_like());
-                            bufs.push(buf.shallow_clone());
+                            bufs.push(state_of(&mut self.state, key, || g.empty_like()));
                         }
                     }
                     crate::fused::sgd(&group.params, &group.grads, &bufs, wd, momentum, lr, nesterov, group.fresh).map_err(|m| fail("SGD", m))?;
@@ -240,9 +252,9 @@ impl Optimizer {
                     let wd = if group.decays { weight_decay } else { 0.0 };
                     let (mut m, mut v) = (vec![], vec![]);
                     for (&i, g) in group.at.iter().zip(&group.grads) {
-                        let [mk, vk] = Self::keys_of(&mut self.keys, true, i, &params[i].0.name).clone();
-                        m.push(self.state.entry(mk).or_insert_with(|| g.zeros_like()).shallow_clone());
-                        v.push(self.state.entry(vk).or_insert_with(|| g.zeros_like()).shallow_clone());
+                        let [mk, vk] = Self::keys_of(&mut self.keys, true, i, &params[i].0.name);
+                        m.push(state_of(&mut self.state, mk, || g.zeros_like()));
+                        v.push(state_of(&mut self.state, vk, || g.zeros_like()));
                     }
                     // the kernels read the step count from a device tensor (a fill, not a host read)
                     let step = Tensor::scalar_tensor(self.steps as f64, (tch::Kind::Float, group.device));

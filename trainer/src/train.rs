@@ -371,9 +371,9 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
     // what every checkpoint of this run records; an interrupted one adds its step and partial sums
     let checkpoint_info = |epoch, lr, metrics| checkpoint_info(&c, world, epoch, lr, metrics);
     let batches = train_set.batches_per_epoch() as i64;
-    // only dropout draws from libtorch's generator during a step (augmentation is the loader's)
     // bytes travel to the device and are normalised there (train.transfer)
     let normalise = Normalise::new(&train_spec, device);
+    // only dropout draws from libtorch's generator during a step (augmentation is the loader's)
     let stochastic = net.graph.nodes.iter().any(|n| matches!(n.op, models::graph::Op::Dropout { .. }));
     let mut history = vec![];
     let mut interrupted = interrupted;
