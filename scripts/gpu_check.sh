@@ -9,7 +9,7 @@
 #      one device) and 2 Gloo ranks sharing the GPU (DLCV_DIST_BACKEND=gloo), under torchrun, and
 #      `trainer allreduce-bench` with NCCL against torch.distributed (bench/dist_bench.sh, DEVICE=cuda);
 #   3. `trainer train --profile` of ResNet-50 bf16 channels-last on a synthetic batch (where a step's
-#      time goes, host reads a step), then bench/train_gpu_resnet50.sh: trainer vs PyTorch eager and
+#      time goes on the device, from CUDA events, with and without the side-stream prefetch; host reads a step), then bench/train_gpu_resnet50.sh: trainer vs PyTorch eager and
 #      torch.compile, synthetic and JPEG input (BATCHES, default "64 256", to fit the device's time);
 #   4. ONNX Runtime's CUDA provider (squeezenet.onnx exported here, fer_emotion.onnx) through `runtime doctor/bench --provider cuda` when that machine's
 #      onnxruntime has it, else the error our runtime gives (never a silent CPU fallback).
@@ -70,6 +70,8 @@ log_every = 0
 run = "$W/r50"
 CFG
 "$BIN/trainer" train --config "$W/r50.toml" --profile 2>&1 | grep -v " batch "
+# the same without the side-stream copy a step ahead (the device's "host to device" wait should grow)
+"$BIN/trainer" train --config "$W/r50.toml" --profile --set train.prefetch=false 2>&1 | grep -v " batch "
 step "ResNet-50 training throughput: trainer vs PyTorch eager and torch.compile (bf16, channels-last)"
 TRAINER="$BIN/trainer" PYTHON="$PY" N=${N:-2048} BATCHES=${BATCHES:-64 256} bash bench/train_gpu_resnet50.sh
 

@@ -10,7 +10,8 @@
 //! `libgloo-dev`, installed by scripts/setup.sh; no Gloo symbol is linked, libtorch_cpu has them), NCCL
 //! when libtorch has CUDA and the CUDA crt/CCCL headers and `nccl.h` are in the venv
 //! (requirements.txt); `trainer doctor` reports which (cfg `c10d_nccl`). The same library bridges
-//! libtorch's fused optimizer kernels, which tch has no bindings for (`csrc/optim_shim.cpp`).
+//! libtorch's fused optimizer kernels, which tch has no bindings for (`csrc/optim_shim.cpp`), and its
+//! device-generic streams and events (`csrc/stream_shim.cpp`).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -43,7 +44,7 @@ fn main() {
 /// Compiles `csrc/c10d_shim.cpp` (and `c10d_nccl.cpp` when it can) and `csrc/optim_shim.cpp` (the fused
 /// optimizer kernels, see src/fused.rs) into a static library.
 fn build_c10d(libtorch: &Path, lib: &Path) {
-    for f in ["c10d_shim.h", "c10d_shim.cpp", "c10d_nccl.cpp", "optim_shim.cpp"] {
+    for f in ["c10d_shim.h", "c10d_shim.cpp", "c10d_nccl.cpp", "optim_shim.cpp", "stream_shim.cpp"] {
         println!("cargo:rerun-if-changed=csrc/{f}");
     }
     let gloo = ["/usr/include/gloo/algorithm.h"].iter().map(PathBuf::from).find(|p| p.exists());
@@ -61,7 +62,8 @@ fn build_c10d(libtorch: &Path, lib: &Path) {
         // libtorch's headers are not warning-clean under -Wall; ours are checked by reading them
         .warnings(false)
         .file("csrc/c10d_shim.cpp")
-        .file("csrc/optim_shim.cpp");
+        .file("csrc/optim_shim.cpp")
+        .file("csrc/stream_shim.cpp");
     // The venv's CUDA pieces: site-packages/nvidia next to site-packages/torch.
     let nvidia = libtorch.parent().map(|s| s.join("nvidia")).unwrap_or_default();
     let cu = nvidia.join("cu13/include");

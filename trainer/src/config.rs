@@ -172,6 +172,11 @@ pub struct TrainConfig {
     /// are rounded to a byte with u8.
     #[serde(default)]
     pub transfer: crate::batches::Transfer,
+    /// Take the next batch from the loader while the current step runs: on a CUDA device its copy
+    /// (and normalisation) is queued on a side stream, overlapping the step's kernels. The batches
+    /// and results are the same either way; false copies each batch when its step starts.
+    #[serde(default = "d_true")]
+    pub prefetch: bool,
     #[serde(default = "d_run")]
     pub run: PathBuf,
 }

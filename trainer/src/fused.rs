@@ -2,7 +2,7 @@
 //! what `torch.optim` runs with `fused=True`), bridged by `csrc/optim_shim.cpp` because tch has no
 //! bindings for ops over tensor lists. One call updates a whole list of parameters and their state:
 //! one kernel per list instead of two to four per parameter. Also `pin_memory` without tch's deprecated
-//! device argument. Only this file and `dist::ffi` are `unsafe`.
+//! device argument. Only this file, `streams` and `dist::ffi` are `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void};

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod rcnn;
 pub mod run_files;
 pub mod step;
+pub mod streams;
 pub mod train;
 
 // The run directory, plots, the features file and the logistic-regression head are pure Rust: they

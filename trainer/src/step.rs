@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 
+use crate::streams::DeviceEvent;
+
 static HOST_READS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many times the training loops of this process read device values back so far.
@@ -85,9 +87,11 @@ impl DeviceSums {
 /// The parts of a training step `--profile` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for the loader's next batch.
+    /// Waiting for the loader's next batch and queueing its copy to the device (and, for bytes,
+    /// their normalisation there): with `train.prefetch`, the batch after the step's.
     Data,
-    /// The batch's copy to the device (and, on a GPU, its normalisation there).
+    /// The step waiting for its batch's copy: on a GPU the device waits for the side stream (near 0
+    /// when the copy was done during the previous step), the host does not.
     ToDevice,
     Forward,
     Backward,
@@ -105,42 +109,103 @@ const PHASES: [(Phase, &str); 6] = [
     (Phase::Bookkeeping, "bookkeeping"),
 ];
 
-/// Where a step's time goes. Off, it costs nothing; on, each phase ends with a device
-/// synchronisation so that its time is the device's as well as the host's (this serialises host
-/// and device, so a profiled run is slower than a plain one: its shares are what to look at).
+/// Where a step's time goes. Off, it costs nothing. On, every phase's host time is measured (what
+/// the training thread spent: on a GPU that is queueing work, not waiting for it), and on a CUDA
+/// device also its device time, from timing events recorded on the step's stream at each phase's
+/// end ([`DeviceEvent`]): no synchronisation in the step, so the profiled run queues work ahead as a
+/// plain one does. The events are read in groups of [`EVENTS_HELD`] (one host wait each) and at the
+/// report. On the CPU, where work runs as it is called, the host times are the phases' times.
 pub struct Profile {
-    device: Option<Device>,
-    times: [Duration; 6],
+    on: bool,
+    /// The CUDA device whose events are recorded.
+    cuda: Option<usize>,
+    host: [Duration; 6],
+    /// Milliseconds on the device, from the events read so far.
+    device_ms: [f64; 6],
+    /// Events not read yet: the phase each one ends (`None`: a new start, ending nothing).
+    events: Vec<(Option<Phase>, DeviceEvent)>,
+    /// Why device times are missing, when recording an event failed.
+    event_error: Option<String>,
     steps: usize,
     reads_at_start: usize,
     last: Instant,
 }
 
+/// How many unread events a profile holds before it reads them.
+const EVENTS_HELD: usize = 4096;
+
 impl Profile {
     /// A profile of steps on `device`; `on` false makes every call a no-op.
     pub fn new(device: Device, on: bool) -> Self {
-        Self { device: on.then_some(device), times: [Duration::ZERO; 6], steps: 0, reads_at_start: host_reads(), last: Instant::now() }
+        let cuda = match device {
+            Device::Cuda(i) if on => Some(i),
+            Device::Cuda(_) | Device::Cpu | Device::Mps | Device::Vulkan => None,
+        };
+        Self {
+            on,
+            cuda,
+            host: [Duration::ZERO; 6],
+            device_ms: [0.0; 6],
+            events: Vec::new(),
+            event_error: None,
+            steps: 0,
+            reads_at_start: host_reads(),
+            last: Instant::now(),
+        }
     }
 
     pub fn is_on(&self) -> bool {
-        self.device.is_some()
+        self.on
     }
 
-    /// Starts timing from now (before a step's first phase).
+    /// Starts timing from now (before a step's first phase); the time since the last mark is nobody's.
     pub fn start(&mut self) {
-        if let Some(d) = self.device {
-            sync(d);
+        if self.on {
+            self.record(None);
             self.last = Instant::now();
         }
     }
 
     /// Ends `phase`: the time since the last mark is its.
     pub fn mark(&mut self, phase: Phase) {
-        if let Some(d) = self.device {
-            sync(d);
+        if self.on {
             let now = Instant::now();
-            self.times[phase as usize] += now - self.last;
-            self.last = now;
+            self.host[phase as usize] += now - self.last;
+            self.record(Some(phase));
+            self.last = Instant::now();
+        }
+    }
+
+    fn record(&mut self, ends: Option<Phase>) {
+        let Some(index) = self.cuda else { return };
+        if self.event_error.is_some() {
+            return;
+        }
+        if self.events.len() >= EVENTS_HELD {
+            self.read_events();
+        }
+        match DeviceEvent::record(index, true) {
+            Ok(e) => self.events.push((ends, e)),
+            Err(e) => self.event_error = Some(e),
+        }
+    }
+
+    /// Adds the device time between consecutive events to their phases (waits for the last one),
+    /// keeping the last as the start of what follows.
+    fn read_events(&mut self) {
+        for pair in self.events.windows(2) {
+            let (Some(phase), (_, earlier), (_, later)) = (pair[1].0, &pair[0], &pair[1]) else { continue };
+            match earlier.elapsed_ms(later) {
+                Ok(ms) => self.device_ms[phase as usize] += ms,
+                Err(e) => {
+                    self.event_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some((_, last)) = self.events.pop() {
+            self.events.clear();
+            self.events.push((None, last));
         }
     }
 
@@ -149,39 +214,72 @@ impl Profile {
         self.steps += 1;
     }
 
-    /// The table of milliseconds per step and shares, and the host reads per step.
-    pub fn report(&self) -> Option<String> {
-        self.device?;
+    /// Device times per phase (milliseconds over all steps), once the events are read.
+    fn device_times(&mut self) -> Option<[f64; 6]> {
+        self.cuda?;
+        self.read_events();
+        self.event_error.is_none().then_some(self.device_ms)
+    }
+
+    /// The table of milliseconds per step and shares, and the host reads per step; reads the events.
+    pub fn report(&mut self) -> Option<String> {
+        if !self.on {
+            return None;
+        }
         let steps = self.steps.max(1) as f64;
-        let total: f64 = self.times.iter().map(Duration::as_secs_f64).sum();
-        let mut out = format!("profile over {} steps ({:.3} ms a step):\n", self.steps, total * 1e3 / steps);
+        let host: Vec<f64> = self.host.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        let host_total: f64 = host.iter().sum();
+        let device = self.device_times();
+        let mut out = match &device {
+            Some(d) => format!(
+                "profile over {} steps ({:.3} ms a step on the device, from CUDA events; the host spent {:.3} ms queueing it):\n  {:<15} {:>12} {:>6} {:>12}\n",
+                self.steps,
+                d.iter().sum::<f64>() / steps,
+                host_total / steps,
+                "phase",
+                "device ms",
+                "share",
+                "host ms"
+            ),
+            None => format!("profile over {} steps ({:.3} ms a step):\n", self.steps, host_total / steps),
+        };
         for (phase, name) in PHASES {
-            let t = self.times[phase as usize].as_secs_f64();
-            out += &format!("  {name:<15} {:>9.3} ms {:>5.1}%\n", t * 1e3 / steps, 100.0 * t / total.max(1e-12));
+            let i = phase as usize;
+            out += &match &device {
+                Some(d) => {
+                    let total: f64 = d.iter().sum();
+                    format!("  {name:<15} {:>12.3} {:>5.1}% {:>12.3}\n", d[i] / steps, 100.0 * d[i] / total.max(1e-12), host[i] / steps)
+                }
+                None => format!("  {name:<15} {:>9.3} ms {:>5.1}%\n", host[i] / steps, 100.0 * host[i] / host_total.max(1e-12)),
+            };
+        }
+        if let (Some(_), Some(e)) = (self.cuda, &self.event_error) {
+            out += &format!("  (no device times: {e})\n");
         }
         let reads = host_reads() - self.reads_at_start;
         out += &format!("  host reads      {reads} in {} steps ({:.3} a step)", self.steps, reads as f64 / steps);
         Some(out)
     }
 
-    /// The same figures as JSON (milliseconds per step) for the run's log.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        self.device?;
+    /// The same figures as JSON (milliseconds per step) for the run's log: `<phase>_ms` are host
+    /// times, `device_<phase>_ms` device times (CUDA only).
+    pub fn json(&mut self) -> Option<serde_json::Value> {
+        if !self.on {
+            return None;
+        }
         let steps = self.steps.max(1) as f64;
+        let device = self.device_times();
         let mut m = serde_json::Map::new();
         for (phase, name) in PHASES {
-            m.insert(name.replace(' ', "_") + "_ms", (self.times[phase as usize].as_secs_f64() * 1e3 / steps).into());
+            let key = name.replace(' ', "_");
+            m.insert(format!("{key}_ms"), (self.host[phase as usize].as_secs_f64() * 1e3 / steps).into());
+            if let Some(d) = &device {
+                m.insert(format!("device_{key}_ms"), (d[phase as usize] / steps).into());
+            }
         }
         m.insert("steps".into(), self.steps.into());
         m.insert("host_reads".into(), (host_reads() - self.reads_at_start).into());
         Some(serde_json::Value::Object(m))
-    }
-}
-
-/// Waits for the work queued on `device` (nothing to wait for on the CPU).
-pub fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
     }
 }
 

@@ -20,7 +20,7 @@ pub use crate::run_files::{
     checkpoint_paths, interrupted_paths, load_checkpoint_info, load_interrupted, record_run, restore, save_checkpoint, saved_epochs, CheckpointInfo,
 };
 
-use crate::batches::{BatchError, Normalise, Part, RecordBatches, SyntheticBatches, TrainSet};
+use crate::batches::{BatchError, DeviceBatches, Normalise, Part, RecordBatches, SyntheticBatches, TrainSet};
 use crate::config::{d_mean, d_std};
 use crate::device::DeviceError;
 use crate::dist::{Dist, DistError, Env, GradBuckets, BUCKET_BYTES};
@@ -396,16 +396,17 @@ pub fn train(mut config: Config, o: &Overrides) -> Result<Vec<EpochMetrics>, Tra
         // The loader draws the shuffle from (seed, epoch) and each sample's augmentation from (seed,
         // epoch, record); libtorch (dropout) is seeded from (seed, epoch, step, rank) before each step
         // of a network that has dropout. A run resumed at any step draws what an uninterrupted one draws.
-        let mut stream = train_set.host_batches(epoch, skip, device);
+        let mut stream = DeviceBatches::new(train_set.host_batches(epoch, skip, device), &normalise, device, c.train.prefetch);
         prof.start();
         for b in skip as i64..batches {
             if stochastic {
                 tch::manual_seed(step_seed(c.train.seed, epoch, b as usize + 1).wrapping_add(rank as i64 * 7_919));
             }
+            // this batch's copy was queued a step ago (train.prefetch); the next one's is queued now
             let Some(batch) = stream.next() else { break };
-            let (x, y) = batch?;
+            let batch = batch?;
             prof.mark(Phase::Data);
-            let (x, y) = (normalise.to_device(&x, device), normalise.to_device(&y, device));
+            let (x, y) = batch.ready()?;
             prof.mark(Phase::ToDevice);
             let len = y.size()[0];
             zero_grad(&net);

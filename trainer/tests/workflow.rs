@@ -167,6 +167,26 @@ fn every_config_field_can_be_set_from_the_command_line() {
 }
 
 #[test]
+fn taking_the_next_batch_a_step_ahead_trains_to_the_same_weights() {
+    let _serial = serial();
+    let ((_sa, a), (_sb, b)) = (tmp("ahead"), tmp("in-step"));
+    let with = |run: &Path, prefetch: bool| {
+        let mut c = config(run);
+        c.train.prefetch = prefetch;
+        c
+    };
+    assert!(config(&a).train.prefetch, "prefetch is the default");
+    let ahead = train::train(with(&a, true), &Overrides { epochs: Some(2), ..Overrides::default() }).unwrap();
+    let in_step = train::train(with(&b, false), &Overrides { epochs: Some(2), ..Overrides::default() }).unwrap();
+    assert_eq!(ahead.iter().map(|m| m.train_loss).collect::<Vec<_>>(), in_step.iter().map(|m| m.train_loss).collect::<Vec<_>>());
+    let (wa, wb) = (tensors(&train::checkpoint_paths(&a, 2).0), tensors(&train::checkpoint_paths(&b, 2).0));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (k, t) in &wa {
+        assert!(t.equal(&wb[k]), "{k} differs with and without prefetch");
+    }
+}
+
+#[test]
 fn batches_sent_as_bytes_and_normalised_after_the_copy_train_exactly_as_floats() {
     let _serial = serial();
     let ((_sa, a), (_sb, b)) = (tmp("floats"), tmp("bytes"));
