@@ -21,7 +21,7 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 # ---------------------------------------------------------------------------------------------- Debian
 APT_PACKAGES=(
   pkg-config clang libclang-dev libopencv-dev opencv-data ffmpeg
-  dataset-fashion-mnist fonts-dejavu-core libturbojpeg0-dev
+  dataset-fashion-mnist fonts-dejavu-core cmake nasm
   libgloo-dev
 )
 missing=()
@@ -38,8 +38,11 @@ if ((${#missing[@]})); then
 else
   log "Debian packages: all present"
 fi
-# models' `turbojpeg` feature (on by default) links libturbojpeg through pkg-config.
-pkg-config --exists libturbojpeg || { echo "setup: pkg-config cannot find libturbojpeg (Debian: libturbojpeg0-dev)" >&2; exit 1; }
+# models' `turbojpeg` feature (on by default) builds libjpeg-turbo 3.1 from the turbojpeg-sys crate's
+# source with cmake, and its SIMD code with nasm (required: without it the decoder would be slow).
+for tool in cmake nasm; do
+  command -v "$tool" >/dev/null || { echo "setup: $tool is missing (Debian package $tool), needed to build libjpeg-turbo" >&2; exit 1; }
+done
 
 # ---------------------------------------------------------------------------------------------- Python
 PYTHON=${PYTHON:-python3}

@@ -273,7 +273,7 @@ impl Preprocess {
     /// normalises it and writes it in `layout`.
     fn normalise(&self, img: &DynamicImage, out: &mut [f32]) {
         let (w, h) = img.dimensions();
-        self.sample(&Decoded { pixels: img.as_bytes(), width: w as usize, height: h as usize, bytes_per_pixel: self.channels as usize }, out);
+        self.sample(&Decoded { pixels: img.as_bytes(), width: w as usize, height: h as usize, bytes_per_pixel: self.channels as usize, x: 0, y: 0 }, out);
     }
 
     /// The centre crop of `px` (scaled up if too small), normalised, written in `layout` (NCHW: in
@@ -425,7 +425,7 @@ mod tests {
                     continue;
                 }
                 let mut got = vec![f32::NAN; p.sample_len()];
-                p.apply_decoded(&Decoded { pixels: bytes, width: 9, height: 7, bytes_per_pixel: bpp }, &mut got);
+                p.apply_decoded(&Decoded { pixels: bytes, width: 9, height: 7, bytes_per_pixel: bpp, x: 0, y: 0 }, &mut got);
                 assert_eq!(got, want, "{layout:?} gray {gray} {crop:?} short {short}, {bpp}-byte pixels");
             }
         }

@@ -30,6 +30,8 @@ pub mod progress;
 pub mod records;
 pub mod rng;
 pub mod rotation;
+#[cfg(feature = "turbojpeg")]
+mod tj3;
 pub mod transform;
 
 /// The image crate the pipeline decodes and encodes with.

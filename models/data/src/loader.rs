@@ -283,11 +283,22 @@ fn build_batch(
     let mut n = 0;
     for &i in idx {
         let rec = file.read_into(i, &mut s.record)?;
-        match s.decoder.decode(rec.image, channels) {
+        // a classifier's crop is placed from the image's size before decoding, so that only the
+        // window it reads is decoded (Decoder::decode_window); the draws are apply_interleaved's
+        let mut placed = None;
+        let decoded = match t {
+            Pipeline::Classify(t) => s.decoder.decode_window(rec.image, channels, |w, h| {
+                let (g, window) = t.place(w, h, &mut rng(i));
+                placed = Some(g);
+                window
+            }),
+            Pipeline::Detect(_) => s.decoder.decode(rec.image, channels),
+        };
+        match decoded {
             Ok(px) => {
                 let out = &mut data[n * per..(n + 1) * per];
                 match t {
-                    Pipeline::Classify(t) => t.apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut rng(i), out),
+                    Pipeline::Classify(t) => t.apply_placed(&px, placed.expect("decode_window asks for the window"), out),
                     Pipeline::Detect(t) => boxes.push(t.apply(px.pixels, px.width, px.height, px.bytes_per_pixel, &rec.boxes, &mut rng(i), out)),
                 }
                 labels.push(rec.label as i64);
@@ -650,6 +661,96 @@ mod tests {
         // the pixel buffer is reused, also after the other decoder took over
         let encoded = jpeg(colour);
         assert_eq!(d.decode(&encoded, 3).unwrap().width, 41);
+    }
+
+    /// Colour and grey JPEGs of both iMCU widths (8: 4:4:4 and grey; 16: 4:2:0), and real photos.
+    fn jpegs_of_every_layout() -> Vec<(String, Vec<u8>)> {
+        let colour = DynamicImage::ImageRgb8(texture(301, 203));
+        let mut out = vec![("colour".to_string(), jpeg(colour.clone())), ("grey".to_string(), jpeg(DynamicImage::ImageLuma8(to_gray(&colour))))];
+        let faces = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../edge-demo/assets/faces");
+        for name in ["grace_hopper.jpg", "obama.jpg"] {
+            out.push((name.to_string(), std::fs::read(faces.join(name)).unwrap()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_window_decodes_to_the_same_pixels_as_the_whole_image() {
+        let mut whole = Decoder::new();
+        let mut part = Decoder::new();
+        let mut mcu_widths = std::collections::BTreeSet::new();
+        for (what, encoded) in jpegs_of_every_layout() {
+            #[cfg(feature = "turbojpeg")]
+            mcu_widths.insert(crate::tj3::Tj3::new().unwrap().header(&encoded).unwrap().mcu_width.unwrap());
+            for channels in [1, 3] {
+                let full = whole.decode(&encoded, channels).unwrap();
+                let (w, h, b) = (full.width, full.height, full.bytes_per_pixel);
+                let full = full.pixels.to_vec();
+                let mut windows = vec![(0, 0, 24, 20), (w - 24, h - 20, 24, 20), (0, 0, w, h), (w - 40, 0, 40, h)];
+                // left and right edges on, just past and just before iMCU boundaries, tops likewise
+                for (i, x) in [1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 33, 37, 48].into_iter().enumerate() {
+                    windows.push((x, [0, 3, 7, 8, 9, 15, 16, 17][i % 8], [9, 16, 17, 24, 31, 40, 23][i % 7], [9, 16, 17, 20][i % 4]));
+                }
+                for (x, y, tw, th) in windows {
+                    let mut asked = None;
+                    let px = part
+                        .decode_window(&encoded, channels, |ww, hh| {
+                            asked = Some((ww, hh));
+                            Some(crate::decode::Window { x, y, width: tw, height: th })
+                        })
+                        .unwrap();
+                    assert_eq!(asked, Some((w, h)), "{what}: told the stored size");
+                    assert_eq!(px.bytes_per_pixel, b);
+                    // the window lies inside what was decoded
+                    assert!(px.x <= x && px.y <= y && px.x + px.width >= x + tw && px.y + px.height >= y + th, "{what} {x},{y}: got {px:?}");
+                    if cfg!(feature = "turbojpeg") {
+                        assert!(px.width * px.height < w * h || (tw, th) == (w, h), "{what} {x},{y}: only the window is decoded");
+                    }
+                    // the window's pixels (not the margin decoded around it) are the whole decode's
+                    for row in 0..th {
+                        let got = &px.pixels[((y - px.y + row) * px.width + x - px.x) * b..][..tw * b];
+                        let want = &full[((y + row) * w + x) * b..][..tw * b];
+                        assert!(got == want, "{what}, {channels} channels, window {x},{y} {tw}x{th}: row {row} differs from the whole decode");
+                    }
+                }
+            }
+        }
+        if cfg!(feature = "turbojpeg") {
+            assert_eq!(mcu_widths.into_iter().collect::<Vec<_>>(), [8, 16], "both iMCU widths are covered");
+        }
+    }
+
+    #[test]
+    fn crops_sampled_from_a_decoded_window_equal_crops_of_the_whole_image() {
+        let mut whole = Decoder::new();
+        let mut part = Decoder::new();
+        for (what, encoded) in jpegs_of_every_layout() {
+            for (channels, rotate) in [(3, 0.0), (1, 0.0), (3, 10.0)] {
+                let t = Transform {
+                    random_crop: true,
+                    flip: true,
+                    rotate,
+                    ..Transform::eval([40, 56], channels, vec![100.0, 110.0, 120.0], vec![50.0, 60.0, 70.0])
+                };
+                for seed in 0..6 {
+                    let px = whole.decode(&encoded, channels).unwrap();
+                    let mut want = vec![0f32; channels as usize * 40 * 56];
+                    t.apply_interleaved(px.pixels, px.width, px.height, px.bytes_per_pixel, &mut SmallRng::seed_from_u64(seed), &mut want);
+                    let mut rng = SmallRng::seed_from_u64(seed);
+                    let mut placed = None;
+                    let px = part
+                        .decode_window(&encoded, channels, |w, h| {
+                            let (g, window) = t.place(w, h, &mut rng);
+                            placed = Some(g);
+                            window
+                        })
+                        .unwrap();
+                    let mut got = vec![0f32; want.len()];
+                    t.apply_placed(&px, placed.unwrap(), &mut got);
+                    assert!(got == want, "{what}, {channels} channels, rotate {rotate}, seed {seed}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::decode::{Decoded, Window};
 use crate::records::to_gray;
 
 /// How a stored image becomes a network input.
@@ -58,9 +59,35 @@ impl Transform {
     /// each, of which the first `channels` are used (1 for grey, 3 for RGB, 4 for RGB with a padding
     /// byte, as libjpeg-turbo writes RGBX). The random draws are the same as `apply`'s, in the same order.
     pub fn apply_interleaved(&self, pixels: &[u8], width: usize, height: usize, bytes_per_pixel: usize, rng: &mut SmallRng, out: &mut [f32]) {
+        assert!((1..1 << 21).contains(&width) && (1..1 << 21).contains(&height), "cannot sample a {width}x{height} image");
+        let g = self.draw(width, height, rng);
+        let d = Decoded { pixels, width, height, bytes_per_pixel, x: 0, y: 0 };
+        self.apply_placed(&d, g, out);
+    }
+
+    /// The draws for a `width` x `height` image ([`Transform::apply_interleaved`]'s, in its order),
+    /// and the window of it they read when that is less than the whole (a plain crop: no rotation,
+    /// shear or upscaling), for [`Decoder::decode_window`](crate::decode::Decoder::decode_window).
+    pub fn place(&self, width: usize, height: usize, rng: &mut SmallRng) -> (Placement, Option<Window>) {
+        let g = self.draw(width, height, rng);
+        let [th, tw] = self.size;
+        let plain = g.is_plain();
+        let window = plain.then_some(Window { x: g.x0, y: g.y0, width: tw as usize, height: th as usize });
+        (g, window)
+    }
+
+    /// Samples `decoded` (the whole image, or the window of it that `g`'s plain crop reads) as placed
+    /// by [`Transform::place`] into `out`.
+    pub fn apply_placed(&self, decoded: &Decoded, g: Placement, out: &mut [f32]) {
+        let Decoded { pixels, width, height, bytes_per_pixel, x, y } = *decoded;
         let [th, tw] = self.size;
         let (tw, th) = (tw as usize, th as usize);
         let c = self.channels as usize;
+        // a window holds the crop: shift the crop to the window's own pixels
+        let plain = g.is_plain();
+        assert!((x, y) == (0, 0) || plain, "only a plain crop reads a window of the image");
+        assert!(g.x0 >= x && g.y0 >= y && (!plain || (g.x0 - x + tw <= width && g.y0 - y + th <= height)), "the decoded pixels miss the crop");
+        let g = Placement { x0: g.x0 - x, y0: g.y0 - y, ..g };
         // (the sampling's integer conversion is exact up to 2^22, far beyond any image's size)
         assert!((1..1 << 21).contains(&width) && (1..1 << 21).contains(&height), "cannot sample a {width}x{height} image");
         assert!(
@@ -70,7 +97,6 @@ impl Transform {
             pixels.len()
         );
         assert!(out.len() >= c * th * tw, "{c}x{th}x{tw} floats do not fit in {}", out.len());
-        let g = self.draw(width, height, rng);
         let img = Img { px: pixels, w: width, h: height };
         match (c, bytes_per_pixel) {
             (1, 1) => self.sample::<1, 1>(&img, &g, out),
@@ -103,7 +129,7 @@ impl Transform {
         let inv_std: [f32; C] = std::array::from_fn(|k| 1.0 / self.std[k.min(self.std.len() - 1)]);
         let plane = th * tw;
         let (out, _) = out.split_at_mut(C * plane);
-        if g.angle == 0.0 && g.shear == 0.0 && g.scale == 1.0 {
+        if g.is_plain() {
             // A plain crop: every output pixel is one stored pixel. One channel plane at a time, the
             // row's pixels walked forwards or (flipped) backwards, with no index to check: the loops
             // vectorise.
@@ -166,14 +192,22 @@ impl Transform {
     }
 }
 
-/// Where one image's crop lies and how it is turned (see [`Transform::draw`]).
-pub(crate) struct Placement {
+/// Where one image's crop lies and how it is turned (see [`Transform::place`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
     pub(crate) x0: usize,
     pub(crate) y0: usize,
     pub(crate) scale: f32,
     pub(crate) angle: f32,
     pub(crate) shear: f32,
     pub(crate) flip: bool,
+}
+
+impl Placement {
+    /// A plain crop: every output pixel is one stored pixel (no rotation, shear or upscaling).
+    pub fn is_plain(&self) -> bool {
+        self.angle == 0.0 && self.shear == 0.0 && self.scale == 1.0
+    }
 }
 
 /// Interleaved decoded pixels.
