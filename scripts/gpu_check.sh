@@ -5,6 +5,7 @@
 # and torchvision for the baseline. It prints, in order:
 #   1. the GPU and `trainer doctor --device cuda:0`;
 #   2. mini-vgg trained on the real Fashion-MNIST on cuda:0 (3 epochs), then evaluated on the test set;
+#      then 2 short runs with the side-stream prefetch on and off, whose losses should agree;
 #   2b. multi-process training through c10d: a single-rank NCCL run (one GPU: NCCL refuses two ranks on
 #      one device) and 2 Gloo ranks sharing the GPU (DLCV_DIST_BACKEND=gloo), under torchrun, and
 #      `trainer allreduce-bench` with NCCL against torch.distributed (bench/dist_bench.sh, DEVICE=cuda);
@@ -38,6 +39,12 @@ step "mini-vgg on Fashion-MNIST, 3 epochs on cuda:0"
   --set 'train.device="cuda:0"' --set 'schedule.max_epochs=3' --set "data.train=\"$W/fm/train.rec\"" \
   --set "data.val=\"$W/fm/val.rec\"" --set "data.mean_file=\"$W/fm/mean.json\"" 2>&1 | grep -v " batch "
 "$BIN/trainer" eval --run "$W/run" --data "$W/fm/test.rec"
+step "the side-stream prefetch trains as the in-step copy does (cuda:0, 5,120 images, 2 epochs each; the losses should agree up to cuDNN's nondeterminism)"
+for pf in true false; do
+  "$BIN/trainer" train --config configs/fashion-mnist-mini-vgg.toml --run "$W/pf-$pf" --epochs 2 --set 'train.device="cuda:0"' \
+    --set data.limit_train=5120 --set data.val= --set "train.prefetch=$pf" --set "data.train=\"$W/fm/train.rec\"" \
+    --set "data.mean_file=\"$W/fm/mean.json\"" 2>&1 | grep '^{' | sed "s/^/prefetch=$pf /"
+done
 
 TORCHRUN=$(dirname "$(command -v "$PY")")/torchrun
 [ -x "$TORCHRUN" ] || TORCHRUN="$PY -m torch.distributed.run"

@@ -41,9 +41,11 @@ c10::Stream unpack(const int64_t s[3]) {
 
 extern "C" {
 
-// A stream from libtorch's pool of CUDA device `index` (what `torch.cuda.Stream()` hands out).
+// A high-priority stream from libtorch's pool of CUDA device `index` (`torch.cuda.Stream(priority=-1)`):
+// the low-priority pool, handed out round-robin, is where NCCL's streams come from too, and sharing
+// one would put the input copies behind the gradients' all-reduces.
 char* dlcv_pool_stream(int index, int64_t out[3]) {
-  return guarded([&] { pack(cuda().getStreamFromGlobalPool(cuda_device(index), /*isHighPriority=*/false), out); });
+  return guarded([&] { pack(cuda().getStreamFromGlobalPool(cuda_device(index), /*isHighPriority=*/true), out); });
 }
 
 // Makes `s` the current stream of its device (work queued from now on goes there); writes the stream

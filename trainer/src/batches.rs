@@ -220,6 +220,19 @@ impl<'a, I: Iterator<Item = Result<(Tensor, Tensor), BatchError>>> DeviceBatches
     }
 }
 
+impl<I> Drop for DeviceBatches<'_, I> {
+    /// A batch still queued when the loop stops early (an interrupt, an error) is waited for by the
+    /// step's stream like any other, on the device: the side stream's kernels read tensors of the
+    /// step's stream (the normalisation's mean and scale) that may be freed next.
+    fn drop(&mut self) {
+        if let Some(Ok(q)) = self.queued.take() {
+            if let Err(e) = q.ready() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
 impl Queued {
     /// The batch for the step's (current) stream, which waits on the device for the copy; the
     /// tensors' memory, allocated on the side stream, is marked as in use on this one too.

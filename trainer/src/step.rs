@@ -232,7 +232,7 @@ impl Profile {
         let device = self.device_times();
         let mut out = match &device {
             Some(d) => format!(
-                "profile over {} steps ({:.3} ms a step on the device, from CUDA events; the host spent {:.3} ms queueing it):\n  {:<15} {:>12} {:>6} {:>12}\n",
+                "profile over {} steps ({:.3} ms a step on the device's timeline, from CUDA events, idle time included; the host spent {:.3} ms queueing it):\n  {:<15} {:>12} {:>6} {:>12}\n",
                 self.steps,
                 d.iter().sum::<f64>() / steps,
                 host_total / steps,

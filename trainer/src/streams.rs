@@ -21,7 +21,7 @@ extern "C" {
     fn dlcv_record_stream(t: *mut c_void) -> *mut c_char;
 }
 
-/// A stream from libtorch's pool on CUDA device `index`, other than the default one the step runs on.
+/// A (high-priority) stream from libtorch's pool on CUDA device `index`, other than the default one the step runs on.
 pub struct SideStream {
     packed: [i64; 3],
 }
@@ -40,13 +40,15 @@ impl SideStream {
         let mut prev = [0i64; 3];
         // SAFETY: both arrays hold three i64; the shim reads one and writes the other.
         result(unsafe { dlcv_exchange_stream(self.packed.as_ptr(), prev.as_mut_ptr()) })?;
-        Ok(StreamScope { prev })
+        Ok(StreamScope { prev, _thread: std::marker::PhantomData })
     }
 }
 
-/// While alive, a side stream is current; dropping it puts the previous stream back.
+/// While alive, a side stream is current; dropping it puts the previous stream back. The current
+/// stream is the thread's, so a scope stays on the thread that made it (not `Send`).
 pub struct StreamScope {
     prev: [i64; 3],
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for StreamScope {

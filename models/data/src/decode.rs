@@ -65,10 +65,16 @@ impl Decoder {
     /// caller will read, or `None` for all of it. A JPEG is then decoded from the window's top row to
     /// its bottom row and from the iMCU column at or left of its left edge to its right edge (what
     /// libjpeg-turbo can crop to): the returned [`Decoded`] says where that lies. Other formats, and
-    /// JPEGs that cannot be decoded in part, come whole. The pixels are the same as a whole decode's.
+    /// JPEGs that cannot be decoded in part (or do not end with an end-of-image marker), come whole.
+    /// The window's pixels are the same as a whole decode's.
     pub fn decode_window(&mut self, encoded: &[u8], channels: u32, want: impl FnOnce(usize, usize) -> Option<Window>) -> Result<Decoded<'_>, String> {
         let grey = channels == 1;
-        let mut want = Some(want);
+        // the size `want` was told, by the JPEG header
+        let told = std::cell::Cell::new(None);
+        let mut want = Some(|w, h| {
+            told.set(Some((w, h)));
+            want(w, h)
+        });
         #[cfg(feature = "turbojpeg")]
         if encoded.starts_with(&[0xFF, 0xD8]) {
             if let Some((width, height, bytes_per_pixel, x, y)) = self.decode_jpeg(encoded, grey, &mut want) {
@@ -80,8 +86,15 @@ impl Decoder {
         if width == 0 || height == 0 {
             return Err(format!("the image is {width}x{height} pixels"));
         }
-        if let Some(want) = want.take() {
-            want(width, height);
+        match want.take() {
+            Some(want) => _ = want(width, height),
+            // libjpeg-turbo read a header, told `want` its size and then refused the file: the image
+            // crate must agree on the size the crop was placed in
+            None if told.get() != Some((width, height)) => {
+                let (w, h) = told.get().unwrap_or_default();
+                return Err(format!("libjpeg-turbo read {w}x{h} from the JPEG header, the image crate decoded {width}x{height} pixels"));
+            }
+            None => {}
         }
         self.pixels = if grey { to_gray(&img).into_raw() } else { img.into_rgb8().into_raw() };
         let bytes_per_pixel = if grey { 1 } else { 3 };
@@ -109,7 +122,11 @@ impl Decoder {
             return None; // past the image crate's default limit: let it refuse the image
         }
         let window = (want.take()?)(head.width, head.height);
-        let region = window.zip(head.mcu_width).and_then(|(w, mcu)| {
+        // A cropped decode never reads the rows below the window, so a file cut short there would
+        // decode without the warning a whole decode gives (and so differently from epoch to epoch):
+        // only a file that ends where a JPEG ends (EOI) is decoded in part.
+        let complete = encoded.ends_with(&[0xFF, 0xD9]);
+        let region = window.zip(head.mcu_width).filter(|_| complete).and_then(|(w, mcu)| {
             let (x1, y1) = (w.x.checked_add(w.width)?, w.y.checked_add(w.height)?);
             let inside = w.width > 0 && w.height > 0 && x1 <= head.width && y1 <= head.height;
             // libjpeg-turbo upsamples a cropped decode's chroma as if the region's left and right

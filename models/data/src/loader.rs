@@ -718,6 +718,17 @@ mod tests {
         if cfg!(feature = "turbojpeg") {
             assert_eq!(mcu_widths.into_iter().collect::<Vec<_>>(), [8, 16], "both iMCU widths are covered");
         }
+        // a file cut short below the window is decoded as a whole decode would (here: by the image
+        // crate, after libjpeg-turbo's warning), not in part without a warning
+        let colour = jpeg(DynamicImage::ImageRgb8(texture(301, 203)));
+        let cut = &colour[..colour.len() * 6 / 10];
+        let window = crate::decode::Window { x: 40, y: 0, width: 64, height: 32 };
+        let full = whole.decode(cut, 3).unwrap();
+        let (w, b) = (full.width, full.bytes_per_pixel);
+        let full = full.pixels.to_vec();
+        let px = part.decode_window(cut, 3, |_, _| Some(window)).unwrap();
+        assert_eq!((px.x, px.y, px.width, px.bytes_per_pixel), (0, 0, w, b), "decoded whole");
+        assert!(px.pixels == &full[..], "the same pixels as a whole decode");
     }
 
     #[test]
