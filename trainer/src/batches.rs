@@ -208,15 +208,13 @@ impl<'a, I: Iterator<Item = Result<(Tensor, Tensor), BatchError>>> DeviceBatches
         Some(b.and_then(|(x, y)| self.queue(&x, &y)))
     }
 
+    /// Queues the copy (on the side stream when there is one, and then an event where it ends).
     fn queue(&self, x: &Tensor, y: &Tensor) -> Result<Queued, BatchError> {
-        let Some((i, side)) = &self.side else {
-            return Ok(Queued { x: self.normalise.to_device(x, self.device), y: self.normalise.to_device(y, self.device), copied: None });
-        };
-        let scope = side.enter().map_err(BatchError::Stream)?;
+        let scope = self.side.as_ref().map(|(_, side)| side.enter()).transpose().map_err(BatchError::Stream)?;
         let (x, y) = (self.normalise.to_device(x, self.device), self.normalise.to_device(y, self.device));
-        let copied = DeviceEvent::record(*i, false).map_err(BatchError::Stream)?;
+        let copied = self.side.as_ref().map(|(i, _)| DeviceEvent::record(*i, false)).transpose().map_err(BatchError::Stream)?;
         drop(scope);
-        Ok(Queued { x, y, copied: Some(copied) })
+        Ok(Queued { x, y, copied })
     }
 }
 

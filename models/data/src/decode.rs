@@ -132,9 +132,8 @@ impl Decoder {
             // libjpeg-turbo upsamples a cropped decode's chroma as if the region's left and right
             // edges were the image's, which changes the pixel or two next to them. A margin of half an
             // iMCU (several chroma samples of every subsampling; one pixel is enough for 4:2:0, as the
-            // tests find) on each side keeps the window's
-            // own pixels those of a whole decode; on the left, the region starts at the iMCU boundary
-            // at or before that margin, as it must
+            // tests find) on each side keeps the window's own pixels those of a whole decode; on the
+            // left, the region starts at the iMCU boundary at or before that margin, as it must
             let margin = mcu / 2;
             let x = w.x.saturating_sub(margin) / mcu * mcu;
             let right = (x1 + margin).min(head.width);

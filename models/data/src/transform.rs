@@ -59,7 +59,6 @@ impl Transform {
     /// each, of which the first `channels` are used (1 for grey, 3 for RGB, 4 for RGB with a padding
     /// byte, as libjpeg-turbo writes RGBX). The random draws are the same as `apply`'s, in the same order.
     pub fn apply_interleaved(&self, pixels: &[u8], width: usize, height: usize, bytes_per_pixel: usize, rng: &mut SmallRng, out: &mut [f32]) {
-        assert!((1..1 << 21).contains(&width) && (1..1 << 21).contains(&height), "cannot sample a {width}x{height} image");
         let g = self.draw(width, height, rng);
         let d = Decoded { pixels, width, height, bytes_per_pixel, x: 0, y: 0 };
         self.apply_placed(&d, g, out);
@@ -71,8 +70,7 @@ impl Transform {
     pub fn place(&self, width: usize, height: usize, rng: &mut SmallRng) -> (Placement, Option<Window>) {
         let g = self.draw(width, height, rng);
         let [th, tw] = self.size;
-        let plain = g.is_plain();
-        let window = plain.then_some(Window { x: g.x0, y: g.y0, width: tw as usize, height: th as usize });
+        let window = g.is_plain().then_some(Window { x: g.x0, y: g.y0, width: tw as usize, height: th as usize });
         (g, window)
     }
 
@@ -108,6 +106,8 @@ impl Transform {
 
     /// The random draws for one image, in a fixed order: crop offset, angle, shear, flip.
     pub(crate) fn draw(&self, w: usize, h: usize, rng: &mut SmallRng) -> Placement {
+        // (the sampling's integer conversion is exact up to 2^22, far beyond any image's size)
+        assert!((1..1 << 21).contains(&w) && (1..1 << 21).contains(&h), "cannot sample a {w}x{h} image");
         let [th, tw] = self.size;
         let (w, h) = (w as u32, h as u32);
         // Too small for the crop: sample as if scaled up so that the crop fits.
